@@ -1,0 +1,1 @@
+"""Backends: the embedded LocalBackend, the OpenAI-compatible HTTP backend, and FakeBackend."""

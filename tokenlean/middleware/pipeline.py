@@ -1,0 +1,113 @@
+"""``Pipeline``: stages folded around a backend, with a failure policy per stage.
+
+The fold is the one Starlette uses for its middleware stack: the last stage wraps the backend,
+the one before it wraps that, and so on, so ``stages[0]`` sees the request first and the
+response last.
+
+Failure policy. An optimisation that breaks must never cost the answer, so by default a stage's
+own exception is *bypassed*: the request goes on to the rest of the pipeline as if the stage
+were not there, and a ``bypassed`` event records why. With policy ``raise`` the error propagates.
+A ``BadRequestError`` (an unknown pool, a bad option) always propagates: it is the caller's to fix.
+An exception that came up *through* ``call_next`` (the backend or a later stage failed) is never
+bypassed: retrying it through a bypass would only repeat the failure and double the traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from tokenlean.errors import BadRequestError, ConfigError, TokenleanError
+from tokenlean.middleware.stage import Backend, Handler, Stage
+from tokenlean.middleware.types import Event, Request, Response
+
+__all__ = ["FailurePolicy", "Pipeline"]
+
+FailurePolicy = Literal["raise", "bypass"]
+
+
+class _FromBelow(Exception):
+    """Carries an exception raised below a stage up through it, so policy can tell it apart."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class Pipeline:
+    """Run a request through ``stages`` (outermost first) and then ``backend``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        stages: Sequence[Stage] = (),
+        *,
+        policies: Mapping[str, FailurePolicy] | None = None,
+        default_policy: FailurePolicy = "bypass",
+    ) -> None:
+        self.backend = backend
+        self.stages = tuple(stages)
+        self.policies = dict(policies or {})
+        unknown = set(self.policies) - {s.name for s in self.stages}
+        if unknown:
+            raise ConfigError(f"policy given for unknown stage(s): {sorted(unknown)}", param="policies")
+        self.default_policy = default_policy
+        handler: Handler = backend.complete
+        for stage in reversed(self.stages):
+            handler = self._wrap(stage, handler)
+        self._handler = handler
+
+    async def __call__(self, request: Request) -> Response:
+        """Answer ``request``; errors from the backend propagate as ``TokenleanError``."""
+        return await self._handler(request)
+
+    def stage(self, name: str) -> Stage | None:
+        """The stage called ``name``, if the pipeline has one."""
+        return next((s for s in self.stages if s.name == name), None)
+
+    async def aclose(self) -> None:
+        """Close the backend and any stage that holds resources."""
+        for stage in self.stages:
+            close = getattr(stage, "aclose", None)
+            if close is not None:
+                await close()
+        await self.backend.aclose()
+
+    def _wrap(self, stage: Stage, call_next: Handler) -> Handler:
+        policy = self.policies.get(stage.name, self.default_policy)
+
+        async def run(request: Request) -> Response:
+            below_ms = 0.0
+
+            async def marked_next(req: Request) -> Response:
+                nonlocal below_ms
+                started = time.perf_counter()
+                try:
+                    return await call_next(req)
+                except Exception as exc:
+                    raise _FromBelow(exc) from exc
+                finally:
+                    below_ms += (time.perf_counter() - started) * 1000
+
+            started = time.perf_counter()
+            try:
+                response = await stage(request, marked_next)
+            except _FromBelow as wrapped:
+                raise wrapped.original from None
+            except BadRequestError:
+                raise  # the caller's input is wrong: bypassing would hide it
+            except Exception as exc:
+                if policy == "raise":
+                    raise
+                return await self._bypass(stage, exc, request, call_next)
+            own_ms = (time.perf_counter() - started) * 1000 - below_ms
+            return response.with_event(Event(stage.name, "timing", round(own_ms, 3)))
+
+        return run
+
+    @staticmethod
+    async def _bypass(stage: Stage, exc: Exception, request: Request, call_next: Handler) -> Response:
+        reason = exc.message if isinstance(exc, TokenleanError) else f"{type(exc).__name__}: {exc}"
+        response = await call_next(request)
+        return response.with_event(Event(stage.name, "bypassed", 0.0, {"error": reason}))

@@ -1,0 +1,74 @@
+"""Named stages and backends, so a pipeline spec can say ``type: cache``.
+
+Built-ins are listed as ``"module:attribute"`` strings and imported only when used (a stage's
+module may import torch or faiss). Third-party packages add theirs through the entry-point groups
+``tokenlean.stages`` and ``tokenlean.backends``; ``register_stage``/``register_backend`` add one
+in code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from tokenlean.errors import ConfigError
+
+__all__ = ["backend_names", "register_backend", "register_stage", "resolve_backend", "resolve_stage", "stage_names"]
+
+_STAGES: dict[str, Any] = {
+    "cache": "tokenlean.cache.stage:CacheStage",
+    "demos": "tokenlean.selectors.stage:DemoStage",
+    "compress": "tokenlean.compressors.stage:CompressionStage",
+    "sot": "tokenlean.reasoning.sot.stage:SkeletonStage",
+    "cascade": "tokenlean.reasoning.cascade.stage:CascadeStage",
+}
+_BACKENDS: dict[str, Any] = {
+    "local": "tokenlean.backends.local:LocalBackend",
+    "openai": "tokenlean.backends.openai:OpenAIBackend",
+    "fake": "tokenlean.backends.fake:FakeBackend",
+}
+
+
+def register_stage(name: str, target: Any) -> None:
+    """Make ``target`` (a class or ``"module:attr"``) available as stage ``name``."""
+    _STAGES[name] = target
+
+
+def register_backend(name: str, target: Any) -> None:
+    """Make ``target`` (a class or ``"module:attr"``) available as backend ``name``."""
+    _BACKENDS[name] = target
+
+
+def stage_names() -> list[str]:
+    """Every stage name known: built-in, registered and from entry points."""
+    return sorted({*_STAGES, *(ep.name for ep in entry_points(group="tokenlean.stages"))})
+
+
+def backend_names() -> list[str]:
+    """Every backend name known: built-in, registered and from entry points."""
+    return sorted({*_BACKENDS, *(ep.name for ep in entry_points(group="tokenlean.backends"))})
+
+
+def resolve_stage(name: str) -> Any:
+    """The stage class called ``name``; ``ConfigError`` naming the known ones otherwise."""
+    return _resolve(name, _STAGES, "tokenlean.stages", "stage")
+
+
+def resolve_backend(name: str) -> Any:
+    """The backend class called ``name``; ``ConfigError`` naming the known ones otherwise."""
+    return _resolve(name, _BACKENDS, "tokenlean.backends", "backend")
+
+
+def _resolve(name: str, table: dict[str, Any], group: str, kind: str) -> Any:
+    target = table.get(name)
+    if target is None:
+        found = [ep for ep in entry_points(group=group) if ep.name == name]
+        if not found:
+            known = sorted({*table, *(ep.name for ep in entry_points(group=group))})
+            raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}", param="type")
+        target = table[name] = found[0].load()
+    if isinstance(target, str):
+        module_name, _, attribute = target.partition(":")
+        target = table[name] = getattr(importlib.import_module(module_name), attribute)
+    return target

@@ -1,0 +1,118 @@
+"""``PipelineSpec``: a YAML or JSON file that declares a pipeline.
+
+```yaml
+backend: {type: local, options: {model: /path/to/model}}
+stages:
+  - type: cache
+    options: {store: sqlite, path: cache.db}
+  - type: compress
+    policy: raise          # default: bypass
+    options: {rate: 0.5}
+```
+
+Unknown keys anywhere are rejected with the key named: a typo in a config file should fail at
+startup, not silently disable an optimisation. A stage class is built with ``cls(**options)``,
+or with ``cls.from_spec(options, backend=...)`` when it needs the backend (a cascade's tiers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tokenlean.errors import ConfigError
+from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.middleware.registry import resolve_backend, resolve_stage
+from tokenlean.middleware.stage import Backend, Stage
+
+__all__ = ["BackendSpec", "PipelineSpec", "StageSpec"]
+
+
+class StageSpec(BaseModel):
+    """One stage: its registered ``type``, failure ``policy`` and constructor ``options``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    policy: Literal["raise", "bypass"] = "bypass"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackendSpec(BaseModel):
+    """The backend: its registered ``type`` and constructor ``options``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str = "local"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSpec(BaseModel):
+    """A whole pipeline: one backend and the stages around it, outermost first."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: BackendSpec = Field(default_factory=BackendSpec)
+    stages: list[StageSpec] = Field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> PipelineSpec:
+        """Validate ``data``; ``ConfigError`` names the first offending key."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"pipeline spec: {where}: {first['msg']}", param=where) from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PipelineSpec:
+        """Read a ``.yaml``/``.yml`` or ``.json`` spec file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read pipeline spec {path}: {exc}") from exc
+        if path.suffix in {".yaml", ".yml"}:
+            import yaml
+
+            try:
+                data = yaml.safe_load(text) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"pipeline spec {path} is not valid YAML: {exc}") from exc
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"pipeline spec {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"pipeline spec {path} must be a mapping at the top level")
+        return cls.parse(data)
+
+    def build_backend(self) -> Backend:
+        """Construct the backend this spec names."""
+        return _construct(resolve_backend(self.backend.type), self.backend.options, f"backend {self.backend.type}")
+
+    def build(self, backend: Backend | None = None) -> Pipeline:
+        """Construct the pipeline; ``backend`` overrides the spec's own (the CLI's ``--upstream``)."""
+        backend = backend or self.build_backend()
+        stages = [self._build_stage(spec, backend) for spec in self.stages]
+        policies = {stage.name: spec.policy for stage, spec in zip(stages, self.stages, strict=True)}
+        return Pipeline(backend, stages, policies=policies)
+
+    @staticmethod
+    def _build_stage(spec: StageSpec, backend: Backend) -> Stage:
+        cls = resolve_stage(spec.type)
+        if hasattr(cls, "from_spec"):
+            try:
+                return cls.from_spec(spec.options, backend=backend)  # type: ignore[no-any-return]
+            except TypeError as exc:
+                raise ConfigError(f"stage {spec.type}: {exc}", param=f"stages.{spec.type}.options") from exc
+        return _construct(cls, spec.options, f"stage {spec.type}")  # type: ignore[no-any-return]
+
+
+def _construct(cls: Any, options: dict[str, Any], what: str) -> Any:
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}", param="options") from exc
