@@ -1,0 +1,284 @@
+"""``LocalBackend``: a transformers causal LM served in-process, with dynamic batching.
+
+Requests that arrive within a short window (``batch_window_ms``) are decoded together as one
+batch, one forward pass per step for all of them: Skeleton-of-Thought's parallel expansions and
+concurrent clients depend on it, because a 135M model on a CPU is bound by per-step overhead,
+not by arithmetic, so eight rows cost little more than one. Every row keeps its own sampling
+settings, stop strings and length; finished rows leave the batch (their KV cache rows are
+dropped). Generation runs on one worker thread that owns the model, never on the event loop;
+tokens travel back to the caller's loop through an asyncio queue, so streaming is token by token.
+
+Known limits: a batch is formed when the worker is free (static batching); a request arriving
+mid-batch waits for the next one. There is no paged KV cache: memory grows with batch x length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenlean.backends.decoding import RowDecoder, SamplingSettings
+from tokenlean.errors import BackendError, BadRequestError, ContextLengthError
+from tokenlean.middleware.stage import Capabilities
+from tokenlean.middleware.types import Chunk, Request, Response, Usage
+from tokenlean.models import resolve_model_dir
+
+__all__ = ["LocalBackend"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request in flight: its rows (n of them) and the queue its chunks go to."""
+
+    prompt_ids: list[int]
+    rows: list[RowDecoder]
+    loop: asyncio.AbstractEventLoop
+    chunks: asyncio.Queue[Chunk | BaseException | None]
+    cancelled: bool = False
+    open_rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.open_rows = len(self.rows)
+
+    def send(self, item: Chunk | BaseException | None) -> None:
+        """Hand ``item`` to the caller's event loop (thread-safe); a closed loop means nobody listens."""
+        try:
+            self.loop.call_soon_threadsafe(self.chunks.put_nowait, item)
+        except RuntimeError:
+            self.cancelled = True
+
+    def usage(self) -> Usage:
+        """Prompt tokens once (as OpenAI counts them for n>1) plus every row's completion."""
+        return Usage(len(self.prompt_ids), sum(len(row.token_ids) for row in self.rows))
+
+
+class LocalBackend:
+    """Serve a local Hugging Face causal LM (default: the embedded SmolLM2-135M-Instruct)."""
+
+    capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        name: str | None = None,
+        max_batch_size: int = 16,
+        batch_window_ms: float = 5.0,
+        default_max_tokens: int = 512,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = resolve_model_dir(model)
+        self.name = name or self.model_dir.name
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.model: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32).eval()
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.max_batch_size = max_batch_size
+        self.batch_window = batch_window_ms / 1000
+        self.default_max_tokens = default_max_tokens
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)
+        self._worker.start()
+        self.batches_run = 0  # observable: how many generate batches ran (tests check batching)
+
+    def models(self) -> list[str]:
+        """The one model this backend serves."""
+        return [self.name]
+
+    def encode(self, request: Request) -> list[int]:
+        """Token ids of the prompt: the chat template applied to ``messages``, or the raw ``prompt``."""
+        if request.prompt is not None:
+            return list(self.tokenizer.encode(request.prompt, add_special_tokens=False))
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def complete(self, request: Request) -> Response:
+        """Queue ``request`` for the next batch; stream or collect its tokens."""
+        if not request.messages and request.prompt is None:
+            raise BadRequestError("messages must not be empty", param="messages")
+        prompt_ids = self.encode(request)
+        settings = self._settings(request, len(prompt_ids))
+        loop = asyncio.get_running_loop()
+        rows = [
+            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i)) for i in range(request.n)
+        ]
+        job = _Job(prompt_ids, rows, loop, asyncio.Queue())
+        self._jobs.put(job)
+        response = Response(model=self.name, stream=self._chunks(job))
+        return response if request.stream else await response.aread()
+
+    def _settings(self, request: Request, prompt_tokens: int) -> SamplingSettings:
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise ContextLengthError(
+                f"the prompt has {prompt_tokens} tokens; the model's context is {self.context_length}",
+                param="messages",
+            )
+        max_tokens = request.max_tokens if request.max_tokens is not None else min(room, self.default_max_tokens)
+        if max_tokens > room:
+            raise ContextLengthError(
+                f"max_tokens={max_tokens} plus the prompt's {prompt_tokens} tokens exceed the model's "
+                f"context of {self.context_length}",
+                param="max_tokens",
+            )
+        return SamplingSettings(
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=request.seed,
+            max_tokens=max_tokens,
+            stop=request.stop,
+            logprobs=request.logprobs,
+            top_logprobs=request.top_logprobs or 0,
+        )
+
+    @staticmethod
+    async def _chunks(job: _Job) -> AsyncIterator[Chunk]:
+        try:
+            while True:
+                item = await job.chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled = True  # the consumer stopped (finished, disconnected or failed)
+
+    async def aclose(self) -> None:
+        """Stop the worker thread after the batch in progress."""
+        self._jobs.put(None)
+        await asyncio.to_thread(self._worker.join, 30)
+
+    # --- the worker thread -------------------------------------------------------------
+
+    def _work(self) -> None:
+        import torch
+
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            try:
+                with torch.inference_mode():
+                    self._generate(batch)
+            except Exception as exc:  # the model failed: every caller in the batch hears of it
+                log.exception("local generation failed")
+                for job in batch:
+                    job.send(BackendError(f"local model failed: {type(exc).__name__}: {exc}"))
+            self.batches_run += 1
+
+    def _collect(self) -> list[_Job] | None:
+        first = self._jobs.get()
+        if first is None:
+            return None
+        batch, rows = [first], len(first.rows)
+        deadline = time.monotonic() + self.batch_window
+        while rows < self.max_batch_size:
+            try:
+                job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is None:
+                self._jobs.put(None)  # keep the stop signal for after this batch
+                break
+            batch.append(job)
+            rows += len(job.rows)
+        return [job for job in batch if not job.cancelled]
+
+    def _generate(self, batch: list[_Job]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        rows = [(job, index, row) for job in batch for index, row in enumerate(job.rows)]
+        if not rows:
+            return
+        input_ids, mask = self._left_pad([job.prompt_ids for job, _, _ in rows])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(input_ids, mask, positions, cache)
+        active = list(range(len(rows)))
+        while True:
+            tokens = [self._step(rows[i], logits[k]) for k, i in enumerate(active)]
+            keep = [k for k, i in enumerate(active) if not rows[i][2].done]
+            if not keep:
+                return
+            if len(keep) < len(active):
+                cache.batch_select_indices(torch.tensor(keep))
+                mask, positions = mask[keep], positions[keep]
+            active = [active[k] for k in keep]
+            next_ids = torch.tensor([[tokens[k]] for k in keep])
+            mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=mask.dtype)], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = self._forward(next_ids, mask, positions, cache)
+
+    def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        return out.logits[:, -1, :]
+
+    def _step(self, entry: tuple[_Job, int, RowDecoder], logits: Any) -> int:
+        """Choose one row's next token and send what it produced."""
+        job, index, row = entry
+        if job.cancelled:
+            row.force_finish("cancelled")
+            token = self.pad_id
+        else:
+            token = row.choose(logits)
+            text = row.advance(token)
+            logprobs = (row.logprobs[-1],) if row.settings.logprobs else None
+            if text or logprobs:
+                job.send(Chunk(index, text, logprobs=logprobs))
+        if row.done:
+            self._close_row(job, index, row)
+        return token
+
+    @staticmethod
+    def _close_row(job: _Job, index: int, row: RowDecoder) -> None:
+        job.send(Chunk(index, "", row.finish_reason))
+        job.open_rows -= 1
+        if job.open_rows == 0:
+            job.send(Chunk(usage=job.usage()))
+            job.send(None)
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, sequence in enumerate(sequences):
+            ids[i, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+            mask[i, width - len(sequence) :] = 1
+        return ids, mask
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
+    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
+
+
+def _generator(seed: int | None, row: int) -> Any:
+    if seed is None:
+        return None
+    import torch
+
+    return torch.Generator().manual_seed(seed + row)

@@ -1,0 +1,319 @@
+"""``OpenAIBackend``: any OpenAI-compatible server, first of all ``vllm serve``, over httpx.
+
+One pooled ``httpx.AsyncClient`` per upstream. Non-streamed answers are parsed whole; streamed
+ones are relayed chunk by chunk as each server-sent event arrives (nothing is buffered). Several
+upstream URLs are replicas of one model, routed with prefix affinity (``replicas.py``).
+
+Retries happen only before the caller has received anything: for a stream, only until the first
+chunk is yielded. After that a failure surfaces as an error from the stream, because replaying a
+generation the client has half seen would duplicate text. Timeouts are not retried (the upstream
+is alive but slow; a second copy of the request doubles its load); connection failures and 502/
+503/504 answers are, on another replica when there is one.
+
+Errors are translated here, at the boundary: connection failure → ``BackendUnavailableError``
+(503), connect/read/total timeout → ``BackendTimeoutError`` (504), an error status →
+``UpstreamStatusError`` (the upstream's 4xx kept, a 5xx made 502), a dropped connection →
+``BackendError`` (502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from tokenlean.backends.openai_wire import endpoint, error_from_body, parse_chunk, parse_completion, request_body
+from tokenlean.backends.openai_wire import sse_data
+from tokenlean.backends.replicas import Replica, ReplicaSet, Routing
+from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ConfigError
+from tokenlean.errors import UpstreamStatusError
+from tokenlean.middleware.stage import Capabilities
+from tokenlean.middleware.types import Chunk, Request, Response
+
+__all__ = ["OpenAIBackend", "normalize_url"]
+
+T = TypeVar("T")
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+def normalize_url(url: str) -> str:
+    """``http://host:8000``, ``.../v1`` and ``.../v1/`` all become ``http://host:8000/v1/``."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"upstream URL must start with http:// or https://: {url!r}", param="upstreams")
+    if not url.endswith("/v1"):
+        url += "/v1"
+    return url + "/"
+
+
+async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
+    """Await with an absolute loop-time deadline; ``TimeoutError`` when it passes."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    remaining = deadline - asyncio.get_running_loop().time()  # pragma: no cover - Python 3.10
+    return await asyncio.wait_for(awaitable, max(remaining, 0.0))  # pragma: no cover
+
+
+def _translate(exc: BaseException, url: str) -> BackendError:
+    """An httpx or asyncio failure as the matching tokenlean error."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        kind = type(exc).__name__ if isinstance(exc, httpx.TimeoutException) else "total timeout"
+        return BackendTimeoutError(f"upstream {url} timed out ({kind})")
+    if isinstance(exc, httpx.ConnectError):
+        return BackendUnavailableError(f"cannot connect to upstream {url}: {exc}")
+    return BackendError(f"upstream {url} failed: {type(exc).__name__}: {exc}")
+
+
+def _retryable(error: BackendError) -> bool:
+    if isinstance(error, UpstreamStatusError):
+        return error.upstream_status in _RETRY_STATUSES
+    return not isinstance(error, BackendTimeoutError) or "ConnectTimeout" in error.message
+
+
+class OpenAIBackend:
+    """A backend that forwards to one or more OpenAI-compatible upstreams (replicas of one model).
+
+    ``model`` fixes the model name sent upstream; without it the request's ``model`` is sent, or,
+    when that is empty, the first model the upstream lists. ``routing`` picks the replica policy
+    (``"affinity"``: prefix-affine consistent hashing with bounded loads).
+    """
+
+    capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
+
+    def __init__(
+        self,
+        upstreams: Sequence[str] | str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 120.0,
+        total_timeout: float = 600.0,
+        max_retries: int = 2,
+        routing: Routing = "affinity",
+        prefix_chars: int = 256,
+        load_factor: float = 1.25,
+        health_interval: float = 5.0,
+        max_connections: int = 1024,
+    ) -> None:
+        urls = [normalize_url(u) for u in ([upstreams] if isinstance(upstreams, str) else upstreams)]
+        if min(connect_timeout, read_timeout, total_timeout) <= 0 or max_retries < 0:
+            raise ConfigError("timeouts must be positive and max_retries >= 0", param="timeouts")
+        self.replicas = ReplicaSet(urls, routing=routing, prefix_chars=prefix_chars, load_factor=load_factor)
+        self.model = model
+        self.total_timeout = total_timeout
+        self.max_retries = max_retries
+        self.health_interval = health_interval
+        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._clients = {
+            r.url: httpx.AsyncClient(base_url=r.url, timeout=timeout, limits=limits, headers=headers)
+            for r in self.replicas.replicas
+        }
+        self._probe_timeout = httpx.Timeout(connect_timeout, read=max(connect_timeout, 5.0))
+        self._monitor: asyncio.Task[None] | None = None
+
+    def models(self) -> list[str]:
+        """The configured model, else what the upstreams listed at their last probe."""
+        if self.model:
+            return [self.model]
+        return sorted({m for r in self.replicas.replicas for m in r.models})
+
+    async def complete(self, request: Request) -> Response:
+        """Forward ``request``; a stream is returned once its first chunk has arrived."""
+        self._ensure_monitor()
+        deadline = asyncio.get_running_loop().time() + self.total_timeout
+        body = request_body(request, await self._model_for(request))
+        if not request.stream:
+            return await self._attempts(request, lambda r: self._post(r, request, body, deadline))
+        stream = self._stream(request, body, deadline)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            return Response(model=body["model"], stream=_empty())
+        return Response(model=body["model"], stream=_Prepended(first, stream))
+
+    async def _model_for(self, request: Request) -> str:
+        if self.model:
+            return self.model
+        if request.model:
+            return request.model
+        if not self.models():
+            await self.health()
+        names = self.models()
+        if not names:
+            raise BackendUnavailableError("no upstream listed a model; pass model= or name one in the request")
+        return names[0]
+
+    async def _attempts(self, request: Request, once: Callable[[Replica], Awaitable[T]]) -> T:
+        """Run ``once`` on a routed replica, retrying failures that are safe to retry."""
+        tried: list[Replica] = []
+        for attempt in range(self.max_retries + 1):
+            replica = self.replicas.pick(request, exclude=tried) or tried[-1]
+            tried.append(replica)
+            self.replicas.acquire(replica)
+            try:
+                result = await once(replica)
+            except Exception as exc:
+                error = self._failed(replica, exc)
+                if attempt == self.max_retries or not _retryable(error):
+                    raise error from exc
+            else:
+                replica.mark_up()
+                return result
+            finally:
+                self.replicas.release(replica)
+            await self._backoff(attempt, tried)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _backoff(self, attempt: int, tried: list[Replica]) -> None:
+        """No wait when another replica is left to try; exponential (capped) on the same one."""
+        if len(set(map(id, tried))) < len(self.replicas):
+            return
+        await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+
+    def _failed(self, replica: Replica, exc: BaseException) -> BackendError:
+        error = _translate(exc, replica.url)
+        if isinstance(error, BackendUnavailableError):
+            replica.mark_down(error.message)
+        return error
+
+    async def _post(self, replica: Replica, request: Request, body: dict[str, Any], deadline: float) -> Response:
+        client = self._clients[replica.url]
+        answer = await _within(deadline, client.post(endpoint(request), json=body))
+        if answer.status_code >= 400:
+            raise error_from_body(answer.status_code, answer.content)
+        return parse_completion(answer.json())
+
+    async def _stream(self, request: Request, body: dict[str, Any], deadline: float) -> AsyncIterator[Chunk]:
+        """Relay one upstream stream; retry on another replica only while nothing was yielded."""
+        tried: list[Replica] = []
+        for attempt in range(self.max_retries + 1):
+            replica = self.replicas.pick(request, exclude=tried) or tried[-1]
+            tried.append(replica)
+            self.replicas.acquire(replica)
+            yielded = False
+            try:
+                async for chunk in self._relay(replica, request, body, deadline):
+                    if not yielded:
+                        replica.mark_up()
+                    yielded = True
+                    yield chunk
+                return
+            except Exception as exc:
+                error = self._failed(replica, exc)
+                if yielded or attempt == self.max_retries or not _retryable(error):
+                    raise error from exc
+            finally:
+                self.replicas.release(replica)
+            await self._backoff(attempt, tried)
+
+    async def _relay(
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
+    ) -> AsyncIterator[Chunk]:
+        client = self._clients[replica.url]
+        upstream = client.build_request("POST", endpoint(request), json=body)
+        answer = await _within(deadline, client.send(upstream, stream=True))
+        try:
+            if answer.status_code >= 400:
+                raise error_from_body(answer.status_code, await _within(deadline, answer.aread()))
+            events = sse_data(answer.aiter_lines())
+            while True:
+                try:
+                    payload = await _within(deadline, events.__anext__())
+                except StopAsyncIteration:
+                    return
+                if payload == "[DONE]":
+                    return
+                data = json.loads(payload)
+                if "error" in data and not data.get("choices"):
+                    raise _stream_error(data["error"])
+                for chunk in parse_chunk(data):
+                    yield chunk
+        finally:
+            await answer.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        """Probe every upstream (``GET /v1/models``) now; the result is what ``/health`` shows."""
+        await asyncio.gather(*(self._probe(r) for r in self.replicas.replicas))
+        replicas = self.replicas.snapshot()
+        up = sum(1 for r in replicas if r["healthy"])
+        status = "ok" if up == len(replicas) else ("degraded" if up else "unavailable")
+        return {"status": status, "healthy": up, "total": len(replicas), "upstreams": replicas}
+
+    async def _probe(self, replica: Replica) -> None:
+        started = time.perf_counter()
+        try:
+            answer = await self._clients[replica.url].get("models", timeout=self._probe_timeout)
+            answer.raise_for_status()
+            replica.models = [str(m["id"]) for m in answer.json().get("data", ())]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            replica.mark_down(f"health probe failed: {type(exc).__name__}: {exc}")
+            return
+        replica.mark_up()
+        replica.probe_ms = round((time.perf_counter() - started) * 1000, 2)
+
+    def _ensure_monitor(self) -> None:
+        """Start the background prober once a loop runs (constructors must not need one)."""
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(self._watch(), name="tokenlean-upstream-health")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await asyncio.gather(*(self._probe(r) for r in self.replicas.replicas), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop the prober and close every pooled connection."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._monitor
+            self._monitor = None
+        await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+
+
+def _stream_error(error: Any) -> UpstreamStatusError:
+    """An error event inside an SSE stream (vLLM sends one when generation fails mid-way)."""
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    return UpstreamStatusError(f"upstream stream failed: {error.get('message', '')}", upstream_status=status)
+
+
+async def _empty() -> AsyncIterator[Chunk]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+class _Prepended:
+    """The stream after its first chunk was read (to retry before answering): first, then the rest."""
+
+    def __init__(self, first: Chunk, rest: AsyncIterator[Chunk]) -> None:
+        self._first: Chunk | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Prepended:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._rest.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the upstream response now (a client that went away)."""
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()

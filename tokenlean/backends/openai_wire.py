@@ -1,0 +1,185 @@
+"""The OpenAI HTTP wire format, both ways, for ``OpenAIBackend``.
+
+Pure functions, no I/O: a ``Request`` becomes the JSON body of ``/v1/chat/completions`` (or
+``/v1/completions`` for a text prompt); a JSON answer or one SSE chunk becomes ``Response`` /
+``Chunk``; an error body becomes an ``UpstreamStatusError``. Fields tokenlean does not model
+(``request.extra``: vLLM's ``top_k``, ``prompt_logprobs``, ``echo``, guided decoding, ...) are
+copied into the body as they came, after the known ones, so the caller's value wins.
+
+Logprobs are carried in the chat shape (``{"token", "logprob", "bytes", "top_logprobs": [...]}``
+per token) for both endpoints; the legacy completions shape (parallel lists) is converted, so
+stages see one form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from tokenlean.errors import UpstreamStatusError
+from tokenlean.middleware.types import Choice, Chunk, Message, Request, Response, Usage
+
+__all__ = [
+    "endpoint",
+    "error_from_body",
+    "parse_chunk",
+    "parse_completion",
+    "request_body",
+    "sse_data",
+]
+
+
+def endpoint(request: Request) -> str:
+    """The path, relative to the upstream's ``/v1/`` base, that answers ``request``."""
+    return "completions" if request.prompt is not None else "chat/completions"
+
+
+def _message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        out["name"] = message.name
+    return out
+
+
+def request_body(request: Request, model: str) -> dict[str, Any]:
+    """The JSON body for ``request`` addressed to ``model``; ``request.extra`` is merged last."""
+    chat = request.prompt is None
+    body: dict[str, Any] = {"model": model}
+    if chat:
+        body["messages"] = [_message(m) for m in request.messages]
+    else:
+        body["prompt"] = request.prompt
+    for name in ("max_tokens", "temperature", "top_p", "seed"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.n != 1:
+        body["n"] = request.n
+    if request.logprobs:
+        if chat:
+            body["logprobs"] = True
+            if request.top_logprobs is not None:
+                body["top_logprobs"] = request.top_logprobs
+        else:
+            body["logprobs"] = request.top_logprobs or 0
+    if request.stream:
+        body["stream"] = True
+        # Usage arrives in a last chunk only when asked for; stages and the proxy need it.
+        body["stream_options"] = {"include_usage": True}
+    body.update(request.extra)
+    return body
+
+
+def _usage(data: Mapping[str, Any] | None) -> Usage | None:
+    if not data:
+        return None
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+def _logprobs(data: Any) -> tuple[Mapping[str, Any], ...] | None:
+    """Chat-shaped per-token logprobs from either endpoint's ``logprobs`` field."""
+    if not data:
+        return None
+    if "content" in data:  # chat: already one dict per token
+        return tuple(data["content"] or ())
+    tokens = data.get("tokens") or []
+    values = data.get("token_logprobs") or []
+    tops = data.get("top_logprobs") or [None] * len(tokens)
+    return tuple(
+        {
+            "token": token,
+            "logprob": value,
+            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in (top or {}).items()],
+        }
+        for token, value, top in zip(tokens, values, tops)
+    )
+
+
+def parse_completion(data: Mapping[str, Any]) -> Response:
+    """A non-streamed JSON answer (chat or text completion) as a ``Response``."""
+    choices = []
+    for position, raw in enumerate(data.get("choices") or ()):
+        message = raw.get("message")
+        text = (message.get("content") if message is not None else raw.get("text")) or ""
+        choices.append(
+            Choice(
+                index=int(raw.get("index", position)),
+                text=text,
+                finish_reason=raw.get("finish_reason"),
+                logprobs=_logprobs(raw.get("logprobs")),
+            )
+        )
+    extra: dict[str, Any] = {}
+    if data.get("id"):
+        extra["id"] = data["id"]
+    if data.get("created"):
+        extra["created"] = int(data["created"])
+    return Response(
+        model=str(data.get("model") or ""),
+        choices=tuple(choices),
+        usage=_usage(data.get("usage")) or Usage(),
+        **extra,
+    )
+
+
+def parse_chunk(data: Mapping[str, Any]) -> list[Chunk]:
+    """One SSE chunk as tokenlean chunks: one per choice that carries something, then usage.
+
+    The role-only opening delta carries no text and is dropped; every other delta is kept as it
+    came, so the stream stays one upstream chunk to one client chunk.
+    """
+    out = []
+    for raw in data.get("choices") or ():
+        delta = raw.get("delta")
+        text = (delta.get("content") if delta is not None else raw.get("text")) or ""
+        finish = raw.get("finish_reason")
+        logprobs = _logprobs(raw.get("logprobs"))
+        if text or finish is not None or logprobs:
+            out.append(Chunk(index=int(raw.get("index", 0)), text=text, finish_reason=finish, logprobs=logprobs))
+    usage = _usage(data.get("usage"))
+    if usage is not None:
+        out.append(Chunk(usage=usage))
+    return out
+
+
+def error_from_body(status: int, body: bytes) -> UpstreamStatusError:
+    """An ``UpstreamStatusError`` carrying the upstream's own message and ``param``.
+
+    vLLM answers ``{"error": {"message", "type", "param", "code"}}`` (older releases put the
+    same keys at the top level); anything else is quoted raw, truncated.
+    """
+    message, param = "", None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        inner = data.get("error") if isinstance(data.get("error"), dict) else data
+        message = str(inner.get("message") or "")
+        param = inner.get("param") if isinstance(inner.get("param"), str) else None
+    if not message:
+        message = body.decode("utf-8", "replace")[:500] or f"HTTP {status}"
+    return UpstreamStatusError(f"upstream answered {status}: {message}", upstream_status=status, param=param)
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The ``data`` payload of each server-sent event, as soon as its closing blank line arrives.
+
+    Comment lines (keep-alives) and other fields are skipped; multi-line data is joined with
+    newlines as the SSE specification says.
+    """
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)

@@ -1,0 +1,114 @@
+"""``tokenlean`` command line: ``serve`` the proxy, plus the technique subcommands.
+
+``tokenlean serve`` with no options serves the embedded SmolLM2 on http://127.0.0.1:8000/v1.
+Environment variables with the prefix ``TOKENLEAN_`` supply defaults (``TOKENLEAN_API_KEYS``,
+comma-separated; ``TOKENLEAN_CONFIG``; ``TOKENLEAN_UPSTREAMS``, comma-separated); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from tokenlean.errors import TokenleanError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and ``--help``)."""
+    parser = argparse.ArgumentParser(prog="tokenlean", description="Efficiency middleware for LLM serving.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the OpenAI-compatible proxy",
+        description="Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, "
+        "/health, /metrics) in front of the embedded model or one or more upstream servers.",
+    )
+    serve.add_argument("--model", help="local model folder or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    serve.add_argument("--config", default=os.environ.get("TOKENLEAN_CONFIG"), help="pipeline spec (YAML or JSON)")
+    serve.add_argument(
+        "--upstream",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="OpenAI-compatible upstream, e.g. http://127.0.0.1:8001/v1; repeat for replicas of one model",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--api-key", action="append", default=None, metavar="KEY", help="require this bearer key (repeatable)"
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_optional_commands(commands)
+    return parser
+
+
+def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Technique subcommands (``tokenlean cascade ...``), where their modules exist."""
+    try:
+        from tokenlean.reasoning.cascade.cli import add_cascade_commands
+    except ImportError:
+        return
+    add_cascade_commands(commands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tokenlean`` command."""
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        return int(args.handler(args) or 0)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _serve(args)
+    except TokenleanError as exc:
+        print(f"tokenlean: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tokenlean.proxy.app import create_app
+
+    started = time.perf_counter()
+    pipeline = _build_pipeline(args)
+    keys = args.api_key or [k for k in os.environ.get("TOKENLEAN_API_KEYS", "").split(",") if k]
+    app = create_app(pipeline, api_keys=keys)
+    print(
+        f"tokenlean: pipeline ready in {time.perf_counter() - started:.1f} s; serving "
+        f"{', '.join(pipeline.backend.models())} on http://{args.host}:{args.port}/v1",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    return 0
+
+
+def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from tokenlean.middleware.spec import PipelineSpec
+
+    spec = PipelineSpec.from_file(args.config) if args.config else PipelineSpec()
+    upstreams = args.upstream or [u for u in os.environ.get("TOKENLEAN_UPSTREAMS", "").split(",") if u]
+    if upstreams:
+        from tokenlean.backends.openai import OpenAIBackend
+
+        return spec.build(OpenAIBackend(upstreams))
+    if args.model or spec.backend.type == "local":
+        from tokenlean.backends.local import LocalBackend
+
+        options = dict(spec.backend.options)
+        if args.model:
+            options["model"] = args.model
+        if not args.model and "model" not in options:
+            print("tokenlean: preparing the embedded model (the first run converts it, ~20 s)...", file=sys.stderr)
+        return spec.build(LocalBackend(**options))
+    return spec.build()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

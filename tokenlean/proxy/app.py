@@ -1,0 +1,273 @@
+"""The OpenAI-compatible proxy: a FastAPI app factory over one ``Pipeline``.
+
+Routes are thin: read and validate the body, convert it to a ``Request``, await the pipeline,
+convert the ``Response`` back (JSON, or SSE ending in ``data: [DONE]``). Stage events go back in
+``x-tokenlean-*`` headers and in a ``tokenlean`` field, which the official client ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response as HTTPResponse, StreamingResponse
+from pydantic import ValidationError
+
+from tokenlean.errors import BadRequestError, PayloadTooLargeError, TokenleanError, UnknownModelError
+from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.middleware.types import Request, Response
+from tokenlean.proxy.auth import ApiKeys
+from tokenlean.proxy.errors import error_body, error_response, from_validation_error
+from tokenlean.proxy.metrics import ProxyMetrics
+from tokenlean.proxy.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    events_json,
+    to_request,
+)
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tokenlean.proxy")
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+
+def create_app(
+    pipeline: Pipeline,
+    *,
+    api_keys: Sequence[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+) -> FastAPI:
+    """Build the proxy app around ``pipeline`` (closed when the app shuts down)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await pipeline.aclose()
+
+    app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
+    proxy = _Proxy(pipeline, ApiKeys(api_keys or ()), max_body_bytes)
+    app.state.proxy = proxy
+    app.state.metrics = proxy.metrics
+    _add_routes(app, proxy)
+    return app
+
+
+def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
+    def body_schema(model: type) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")  # type: ignore[attr-defined]
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+    @app.post("/v1/chat/completions", openapi_extra=body_schema(ChatCompletionRequest))
+    async def chat_completions(http: HTTPRequest) -> HTTPResponse:
+        return await proxy.handle(http, ChatCompletionRequest, "chat")
+
+    @app.post("/v1/completions", openapi_extra=body_schema(CompletionRequest))
+    async def completions(http: HTTPRequest) -> HTTPResponse:
+        return await proxy.handle(http, CompletionRequest, "completion")
+
+    @app.get("/v1/models")
+    async def models(http: HTTPRequest) -> HTTPResponse:
+        try:
+            proxy.keys.tenant(http.headers.get("authorization"))
+        except TokenleanError as exc:
+            return error_response(exc)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "tokenlean"} for m in proxy.model_names()]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        backend_health = getattr(proxy.pipeline.backend, "health", None)
+        detail = await backend_health() if backend_health is not None else {}
+        return {"status": "ok", "models": proxy.model_names(), "backend": detail}
+
+    @app.get("/metrics")
+    async def metrics() -> HTTPResponse:
+        return HTTPResponse(proxy.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+class _Proxy:
+    """Request handling shared by the chat and text completion routes."""
+
+    def __init__(self, pipeline: Pipeline, keys: ApiKeys, max_body_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.metrics = ProxyMetrics()
+
+    def model_names(self) -> list[str]:
+        """Backend models plus names stages answer to (a cascade's ``cascade:<name>``)."""
+        names = list(self.pipeline.backend.models())
+        for stage in self.pipeline.stages:
+            extra: Callable[[], list[str]] | None = getattr(stage, "models", None)
+            if extra is not None:
+                names.extend(extra())
+        return names
+
+    async def handle(self, http: HTTPRequest, wire: type, kind: str) -> HTTPResponse:
+        request_id = http.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            request = await self._parse(http, wire, request_id)
+            response = await self.pipeline(request)
+        except ValidationError as exc:
+            return self._failed(kind, from_validation_error(exc), "invalid_value")
+        except TokenleanError as exc:
+            return self._failed(kind, error_response(exc, request_id=request_id), exc.code)
+        except Exception as exc:
+            return self._failed(kind, error_response(exc, request_id=request_id), "internal_error")
+        headers = _event_headers(response, request_id)
+        if response.is_streaming:
+            include_usage = bool((request.extra.get("stream_options") or {}).get("include_usage"))
+            body = self._sse(response, kind, include_usage, started)
+            return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+        self._observe(kind, 200, response, started)
+        payload = chat_response(response) if kind == "chat" else completion_response(response)
+        return JSONResponse(payload, headers=headers)
+
+    async def _parse(self, http: HTTPRequest, wire: type, request_id: str) -> Request:
+        tenant = self.keys.tenant(http.headers.get("authorization"))
+        raw = await self._read_body(http)
+        body = wire.model_validate_json(raw)  # type: ignore[attr-defined]
+        request = to_request(body, tenant=tenant, request_id=request_id)
+        if body.stream_options is not None:
+            request = request.replace(extra={**request.extra, "stream_options": body.stream_options.model_dump()})
+        request = request.replace(options=_merge_header_options(http, request.options))
+        if request.model not in self.model_names():
+            raise UnknownModelError(
+                f"model {request.model!r} is not served here; available: {', '.join(self.model_names())}",
+                param="model",
+            )
+        return request
+
+    async def _read_body(self, http: HTTPRequest) -> bytes:
+        declared = http.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {self.max_body_bytes} bytes")
+        parts, size = [], 0
+        async for part in http.stream():
+            size += len(part)
+            if size > self.max_body_bytes:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            parts.append(part)
+        return b"".join(parts)
+
+    def _failed(self, kind: str, response: JSONResponse, code: str) -> JSONResponse:
+        self.metrics.requests.labels(kind, str(response.status_code)).inc()
+        self.metrics.errors.labels(code).inc()
+        return response
+
+    def _observe(self, kind: str, status: int, response: Response, started: float) -> None:
+        self.metrics.requests.labels(kind, str(status)).inc()
+        self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        self.metrics.observe_usage(response.usage)
+        self.metrics.observe_events(response.events)
+
+    async def _sse(self, response: Response, kind: str, include_usage: bool, started: float) -> AsyncIterator[str]:
+        """Stream chunks as SSE; an error mid-stream becomes an error event and a clean end."""
+        assert response.stream is not None
+        seen: set[int] = set()
+        final = response
+        try:
+            async for chunk in response.stream:
+                if not seen:
+                    self.metrics.first_token.observe(time.perf_counter() - started)
+                if chunk.events:
+                    final = final.replace(events=(*final.events, *chunk.events))
+                if chunk.usage is not None:
+                    final = final.replace(usage=chunk.usage)
+                    if not include_usage:
+                        continue
+                    payload = _usage_chunk(response, chunk.usage, final, kind)
+                else:
+                    payload = chat_chunk(response, chunk, first=chunk.index not in seen) if kind == "chat" else (
+                        completion_chunk(response, chunk)
+                    )
+                    seen.add(chunk.index)
+                yield "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
+            self._observe(kind, 200, final.replace(stream=None), started)
+        except Exception as exc:
+            yield "data: " + json.dumps(_stream_error(exc)) + "\n\n"
+            self.metrics.errors.labels(getattr(exc, "code", "internal_error")).inc()
+        yield "data: [DONE]\n\n"
+
+
+def _usage_chunk(response: Response, usage: Any, final: Response, kind: str) -> dict[str, Any]:
+    return {
+        "id": response.id,
+        "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+        "created": response.created,
+        "model": response.model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "tokenlean": events_json(final),
+    }
+
+
+def _stream_error(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, TokenleanError):
+        return error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
+    log.error("error while streaming", exc_info=exc)
+    return error_body("internal error while streaming", type="server_error", code="internal_error")
+
+
+_HEADER_PREFIX = "x-tokenlean-"
+
+
+def _merge_header_options(http: HTTPRequest, options: Any) -> dict[str, Any]:
+    """``x-tokenlean-<stage>-<key>: value`` headers as per-call options; the body's options win."""
+    merged: dict[str, Any] = {}
+    for name, value in http.headers.items():
+        if not name.startswith(_HEADER_PREFIX):
+            continue
+        stage, _, key = name[len(_HEADER_PREFIX) :].partition("-")
+        if not stage or not key:
+            continue
+        merged.setdefault(stage, {})[key.replace("-", "_")] = _header_value(value)
+    for stage, value in dict(options).items():
+        if isinstance(value, dict) and isinstance(merged.get(stage), dict):
+            merged[stage] = {**merged[stage], **value}
+        else:
+            merged[stage] = value
+    return merged
+
+
+def _header_value(value: str) -> Any:
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _event_headers(response: Response, request_id: str) -> dict[str, str]:
+    """One ``x-tokenlean-<stage>`` header per stage (its actions), plus the request id."""
+    headers = {"x-request-id": request_id}
+    for event in response.events:
+        if event.action == "timing":
+            continue
+        key = _HEADER_PREFIX + "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in event.stage)
+        headers[key] = headers[key] + "," + event.action if key in headers else event.action
+    saved = sum(int(e.data.get("tokens_saved", 0) or 0) for e in response.events if isinstance(e.data, dict))
+    if saved:
+        headers[_HEADER_PREFIX + "tokens-saved"] = str(saved)
+    return headers

@@ -1,0 +1,54 @@
+"""The one table from exceptions to OpenAI error bodies ``{"error": {message, type, param, code}}``.
+
+Bad input is a 4xx that names the field; anything unexpected is a 500 with a generic message
+and the details only in the server log, never a stack trace to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from tokenlean.errors import RateLimitError, TokenleanError
+
+__all__ = ["error_body", "error_response", "from_validation_error"]
+
+log = logging.getLogger("tokenlean.proxy")
+
+
+def error_body(message: str, *, type: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error JSON."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(exc: Exception, *, request_id: str | None = None) -> JSONResponse:
+    """The HTTP response for ``exc``; unexpected exceptions become an opaque 500."""
+    headers = {"x-request-id": request_id} if request_id else {}
+    if isinstance(exc, TokenleanError):
+        if isinstance(exc, RateLimitError):
+            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+        body = error_body(exc.message, type=exc.type, code=exc.code, param=exc.param)
+        return JSONResponse(body, status_code=exc.status, headers=headers)
+    log.error("unhandled error (request %s)", request_id, exc_info=exc)
+    body = error_body("internal server error", type="server_error", code="internal_error")
+    return JSONResponse(body, status_code=500, headers=headers)
+
+
+def from_validation_error(exc: ValidationError) -> JSONResponse:
+    """A 400 naming the first invalid field (``messages.0.role``), as pydantic located it."""
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return JSONResponse(
+            error_body(f"request body is not valid JSON: {first['msg']}", type="invalid_request_error",
+                       code="invalid_json"),
+            status_code=400,
+        )
+    loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
+    param = ".".join(loc) or None
+    message = f"{param}: {first['msg']}" if param else first["msg"]
+    return JSONResponse(
+        error_body(message, type="invalid_request_error", code="invalid_value", param=param), status_code=400
+    )

@@ -1,0 +1,238 @@
+"""OpenAI wire models and their conversion to and from tokenlean's ``Request``/``Response``.
+
+The models accept unknown fields (``extra="allow"``) and pass them to the backend untouched
+(``Request.extra``): vLLM's extras such as ``top_k`` or ``prompt_logprobs`` must survive the
+proxy. Known fields are validated strictly enough that a bad value gets a 400 naming it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tokenlean.errors import BadRequestError
+from tokenlean.middleware.types import Chunk, Message, Request, Response
+
+__all__ = [
+    "ChatCompletionRequest",
+    "CompletionRequest",
+    "chat_chunk",
+    "chat_response",
+    "completion_chunk",
+    "completion_response",
+    "to_request",
+]
+
+MAX_N = 16
+MAX_STOP = 4
+
+
+class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat request; list-of-parts content is flattened to its text parts."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[_ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text: a string, or its text parts joined."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class StreamOptions(BaseModel):
+    """OpenAI ``stream_options``."""
+
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class _SamplingFields(BaseModel):
+    """Fields shared by chat and text completions."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    tokenlean: dict[str, Any] | None = None  # extra_body={"tokenlean": {...}}: per-call stage options
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        if isinstance(value, list) and any(not s for s in value) or value == "":
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+
+class ChatCompletionRequest(_SamplingFields):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+class CompletionRequest(_SamplingFields):
+    """``POST /v1/completions`` (legacy text completion)."""
+
+    prompt: str | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
+
+
+_KNOWN = set(ChatCompletionRequest.model_fields) | set(CompletionRequest.model_fields)
+
+
+def to_request(body: ChatCompletionRequest | CompletionRequest, *, tenant: str | None, request_id: str) -> Request:
+    """Convert a validated wire request into a ``Request`` (unknown fields go to ``extra``)."""
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    extra = {k: v for k, v in (body.model_extra or {}).items() if k not in _KNOWN}
+    if isinstance(body, CompletionRequest) and body.echo:
+        extra["echo"] = True
+    common: dict[str, Any] = dict(
+        model=body.model,
+        max_tokens=body.max_tokens if body.max_tokens is not None else body.max_completion_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=stop,
+        n=body.n,
+        stream=body.stream,
+        extra=extra,
+        options=body.tokenlean or {},
+        tenant=tenant,
+        request_id=request_id,
+    )
+    if isinstance(body, ChatCompletionRequest):
+        messages = tuple(Message(m.role, m.text(), m.name) for m in body.messages)
+        return Request(messages=messages, logprobs=body.logprobs, top_logprobs=body.top_logprobs, **common)
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise BadRequestError("prompt: exactly one prompt per request is supported", param="prompt")
+        prompt = prompt[0]
+    return Request(prompt=prompt, logprobs=body.logprobs is not None, top_logprobs=body.logprobs or None, **common)
+
+
+def events_json(response: Response) -> dict[str, Any]:
+    """The ``tokenlean`` field: every stage event, for clients that want to see savings."""
+    return {
+        "events": [{"stage": e.stage, "action": e.action, "ms": e.ms, **dict(e.data)} for e in response.events]
+    }
+
+
+def _usage_json(response: Response) -> dict[str, int]:
+    u = response.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def chat_response(response: Response) -> dict[str, Any]:
+    """A complete ``chat.completion`` object."""
+    choices = [
+        {
+            "index": c.index,
+            "message": {"role": "assistant", "content": c.text},
+            "finish_reason": c.finish_reason,
+            "logprobs": {"content": list(c.logprobs)} if c.logprobs is not None else None,
+        }
+        for c in response.choices
+    ]
+    return {
+        "id": response.id,
+        "object": "chat.completion",
+        "created": response.created,
+        "model": response.model,
+        "choices": choices,
+        "usage": _usage_json(response),
+        "tokenlean": events_json(response),
+    }
+
+
+def completion_response(response: Response) -> dict[str, Any]:
+    """A complete ``text_completion`` object."""
+    choices = [
+        {"index": c.index, "text": c.text, "finish_reason": c.finish_reason, "logprobs": _text_logprobs(c.logprobs)}
+        for c in response.choices
+    ]
+    return {
+        "id": response.id.replace("chatcmpl-", "cmpl-"),
+        "object": "text_completion",
+        "created": response.created,
+        "model": response.model,
+        "choices": choices,
+        "usage": _usage_json(response),
+        "tokenlean": events_json(response),
+    }
+
+
+def _text_logprobs(entries: Any) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs", [])} for e in entries],
+    }
+
+
+def chat_chunk(response: Response, chunk: Chunk, *, first: bool) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; the usage-only chunk has ``choices: []``."""
+    body: dict[str, Any] = {
+        "id": response.id,
+        "object": "chat.completion.chunk",
+        "created": response.created or int(time.time()),
+        "model": response.model,
+        "choices": [],
+    }
+    if chunk.usage is None or chunk.text or chunk.finish_reason:
+        delta: dict[str, Any] = {"content": chunk.text} if chunk.text or not chunk.finish_reason else {}
+        if first:
+            delta["role"] = "assistant"
+        logprobs = {"content": list(chunk.logprobs)} if chunk.logprobs else None
+        body["choices"] = [
+            {"index": chunk.index, "delta": delta, "finish_reason": chunk.finish_reason, "logprobs": logprobs}
+        ]
+    return body
+
+
+def completion_chunk(response: Response, chunk: Chunk) -> dict[str, Any]:
+    """One streamed ``text_completion`` chunk."""
+    body: dict[str, Any] = {
+        "id": response.id.replace("chatcmpl-", "cmpl-"),
+        "object": "text_completion",
+        "created": response.created,
+        "model": response.model,
+        "choices": [],
+    }
+    if chunk.usage is None or chunk.text or chunk.finish_reason:
+        body["choices"] = [
+            {
+                "index": chunk.index,
+                "text": chunk.text,
+                "finish_reason": chunk.finish_reason,
+                "logprobs": _text_logprobs(chunk.logprobs),
+            }
+        ]
+    return body
