@@ -46,8 +46,8 @@ class FakeBackend:
     @staticmethod
     async def _stream(texts: list[str], usage: Usage) -> AsyncIterator[Chunk]:
         for index, text in enumerate(texts):
-            for word in text.split(" "):
-                yield Chunk(index, word if not word or word is text.split(" ")[0] else " " + word)
+            for position, word in enumerate(text.split(" ")):
+                yield Chunk(index, word if position == 0 else " " + word)
             yield Chunk(index, "", "stop")
         yield Chunk(usage=usage)
 

@@ -15,6 +15,7 @@ mid-batch waits for the next one. There is no paged KV cache: memory grows with 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import queue
 import threading
@@ -88,6 +89,8 @@ class LocalBackend:
         self.default_max_tokens = default_max_tokens
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
+        # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)
         self._worker.start()
@@ -228,7 +231,7 @@ class LocalBackend:
 
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self._cache_kw: cache}
         )
         return out.logits[:, -1, :]
 
