@@ -25,6 +25,7 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Request, Response
 from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.errors import error_body, error_response, from_validation_error
+from tokenlean.proxy.limits import TenantLimits
 from tokenlean.proxy.metrics import ProxyMetrics
 from tokenlean.proxy.wire import (
     ChatCompletionRequest,
@@ -40,7 +41,9 @@ from tokenlean.proxy.wire import (
 __all__ = ["create_app"]
 
 log = logging.getLogger("tokenlean.proxy")
+access_log = logging.getLogger("tokenlean.access")
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+DEFAULT_MAX_MESSAGES = 1024
 
 
 def create_app(
@@ -48,8 +51,15 @@ def create_app(
     *,
     api_keys: Sequence[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+    limits: TenantLimits | None = None,
 ) -> FastAPI:
-    """Build the proxy app around ``pipeline`` (closed when the app shuts down)."""
+    """Build the proxy app around ``pipeline`` (closed when the app shuts down).
+
+    ``limits`` sets per-tenant request and token rates (a tenant is an API key, or everyone when
+    no keys are configured); bodies over ``max_body_bytes`` and message lists over
+    ``max_messages`` are refused with a 413 naming the limit.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +67,7 @@ def create_app(
         await pipeline.aclose()
 
     app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
-    proxy = _Proxy(pipeline, ApiKeys(api_keys or ()), max_body_bytes)
+    proxy = _Proxy(pipeline, ApiKeys(api_keys or ()), max_body_bytes, max_messages, limits or TenantLimits())
     app.state.proxy = proxy
     app.state.metrics = proxy.metrics
     _add_routes(app, proxy)
@@ -100,10 +110,14 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
 class _Proxy:
     """Request handling shared by the chat and text completion routes."""
 
-    def __init__(self, pipeline: Pipeline, keys: ApiKeys, max_body_bytes: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, keys: ApiKeys, max_body_bytes: int, max_messages: int, limits: TenantLimits
+    ) -> None:
         self.pipeline = pipeline
         self.keys = keys
         self.max_body_bytes = max_body_bytes
+        self.max_messages = max_messages
+        self.limits = limits
         self.metrics = ProxyMetrics()
 
     def model_names(self) -> list[str]:
@@ -116,23 +130,24 @@ class _Proxy:
         return names
 
     async def handle(self, http: HTTPRequest, wire: type, kind: str) -> HTTPResponse:
-        request_id = http.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = _request_id(http)
         started = time.perf_counter()
         try:
             request = await self._parse(http, wire, request_id)
+            self.limits.admit(request.tenant)
             response = await self.pipeline(request)
         except ValidationError as exc:
-            return self._failed(kind, from_validation_error(exc), "invalid_value")
+            return self._failed(kind, from_validation_error(exc, request_id=request_id), "invalid_value", started)
         except TokenleanError as exc:
-            return self._failed(kind, error_response(exc, request_id=request_id), exc.code)
+            return self._failed(kind, error_response(exc, request_id=request_id), exc.code, started)
         except Exception as exc:
-            return self._failed(kind, error_response(exc, request_id=request_id), "internal_error")
+            return self._failed(kind, error_response(exc, request_id=request_id), "internal_error", started)
         headers = _event_headers(response, request_id)
         if response.is_streaming:
             include_usage = bool((request.extra.get("stream_options") or {}).get("include_usage"))
-            body = self._sse(response, kind, include_usage, started)
+            body = self._sse(request, response, kind, include_usage, started)
             return StreamingResponse(body, media_type="text/event-stream", headers=headers)
-        self._observe(kind, 200, response, started)
+        self._observe(kind, 200, request, response, started)
         payload = chat_response(response) if kind == "chat" else completion_response(response)
         return JSONResponse(payload, headers=headers)
 
@@ -141,6 +156,10 @@ class _Proxy:
         raw = await self._read_body(http)
         body = wire.model_validate_json(raw)  # type: ignore[attr-defined]
         request = to_request(body, tenant=tenant, request_id=request_id)
+        if len(request.messages) > self.max_messages:
+            raise PayloadTooLargeError(
+                f"{len(request.messages)} messages exceed the limit of {self.max_messages}", param="messages"
+            )
         if body.stream_options is not None:
             request = request.replace(extra={**request.extra, "stream_options": body.stream_options.model_dump()})
         request = request.replace(options=_merge_header_options(http, request.options))
@@ -163,18 +182,35 @@ class _Proxy:
             parts.append(part)
         return b"".join(parts)
 
-    def _failed(self, kind: str, response: JSONResponse, code: str) -> JSONResponse:
+    def _failed(self, kind: str, response: JSONResponse, code: str, started: float) -> JSONResponse:
         self.metrics.requests.labels(kind, str(response.status_code)).inc()
         self.metrics.errors.labels(code).inc()
+        access_log.info(
+            json.dumps({"request_id": response.headers.get("x-request-id"), "endpoint": kind,
+                        "status": response.status_code, "error": code,
+                        "ms": round((time.perf_counter() - started) * 1000, 1)})
+        )
         return response
 
-    def _observe(self, kind: str, status: int, response: Response, started: float) -> None:
+    def _observe(self, kind: str, status: int, request: Request, response: Response, started: float) -> None:
+        """Metrics, the tenant's token charge and one access-log line (never prompt or answer text)."""
+        elapsed = time.perf_counter() - started
         self.metrics.requests.labels(kind, str(status)).inc()
-        self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        self.metrics.latency.labels(kind).observe(elapsed)
         self.metrics.observe_usage(response.usage)
         self.metrics.observe_events(response.events)
+        self.limits.charge_tokens(request.tenant, response.usage.total_tokens)
+        access_log.info(
+            json.dumps({"request_id": request.request_id, "endpoint": kind, "status": status,
+                        "tenant": request.tenant, "model": request.model, "stream": request.stream,
+                        "prompt_tokens": response.usage.prompt_tokens,
+                        "completion_tokens": response.usage.completion_tokens, "ms": round(elapsed * 1000, 1),
+                        "events": [f"{e.stage}:{e.action}" for e in response.events if e.action != "timing"]})
+        )
 
-    async def _sse(self, response: Response, kind: str, include_usage: bool, started: float) -> AsyncIterator[str]:
+    async def _sse(
+        self, request: Request, response: Response, kind: str, include_usage: bool, started: float
+    ) -> AsyncIterator[str]:
         """Stream chunks as SSE; an error mid-stream becomes an error event and a clean end."""
         assert response.stream is not None
         seen: set[int] = set()
@@ -196,7 +232,7 @@ class _Proxy:
                     )
                     seen.add(chunk.index)
                 yield "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
-            self._observe(kind, 200, final.replace(stream=None), started)
+            self._observe(kind, 200, request, final.replace(stream=None), started)
         except Exception as exc:
             yield "data: " + json.dumps(_stream_error(exc)) + "\n\n"
             self.metrics.errors.labels(getattr(exc, "code", "internal_error")).inc()
@@ -227,6 +263,14 @@ def _stream_error(exc: Exception) -> dict[str, Any]:
 
 
 _HEADER_PREFIX = "x-tokenlean-"
+
+
+def _request_id(http: HTTPRequest) -> str:
+    """The caller's ``x-request-id`` when it is sane (printable, ≤128 chars), else a new one."""
+    given = http.headers.get("x-request-id", "")
+    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
 
 
 def _merge_header_options(http: HTTPRequest, options: Any) -> dict[str, Any]:

@@ -37,18 +37,16 @@ def error_response(exc: Exception, *, request_id: str | None = None) -> JSONResp
     return JSONResponse(body, status_code=500, headers=headers)
 
 
-def from_validation_error(exc: ValidationError) -> JSONResponse:
+def from_validation_error(exc: ValidationError, *, request_id: str | None = None) -> JSONResponse:
     """A 400 naming the first invalid field (``messages.0.role``), as pydantic located it."""
+    headers = {"x-request-id": request_id} if request_id else {}
     first = exc.errors()[0]
     if first["type"] == "json_invalid":
-        return JSONResponse(
-            error_body(f"request body is not valid JSON: {first['msg']}", type="invalid_request_error",
-                       code="invalid_json"),
-            status_code=400,
-        )
+        body = error_body(f"request body is not valid JSON: {first['msg']}", type="invalid_request_error",
+                          code="invalid_json")
+        return JSONResponse(body, status_code=400, headers=headers)
     loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
     param = ".".join(loc) or None
     message = f"{param}: {first['msg']}" if param else first["msg"]
-    return JSONResponse(
-        error_body(message, type="invalid_request_error", code="invalid_value", param=param), status_code=400
-    )
+    body = error_body(message, type="invalid_request_error", code="invalid_value", param=param)
+    return JSONResponse(body, status_code=400, headers=headers)

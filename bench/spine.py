@@ -1,0 +1,154 @@
+"""Spine figures: cold start of ``tokenlean serve``, and first-token latency and decode speed
+through the proxy (HTTP, streaming) against calling LocalBackend directly, same model, one run.
+
+    python -m bench.spine [--requests 6] [--max-tokens 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from bench.common import environment, median, print_table, write_results, RESULTS
+
+PROMPTS = [
+    "Explain why the sky is blue.",
+    "Give three tips for learning a language.",
+    "Describe a cat to someone who has never seen one.",
+    "What makes a good cup of coffee?",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(port: int) -> tuple[subprocess.Popen[str], float]:
+    """Start ``tokenlean serve`` and return it with the seconds until /health answered."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, time.perf_counter() - started
+        except httpx.TransportError:
+            time.sleep(0.2)
+        if process.poll() is not None:
+            raise RuntimeError("tokenlean serve exited during startup")
+
+
+async def through_proxy(port: int, model: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
+    """(first-token s, total s, completion tokens) for one streamed request over HTTP."""
+    payload = {
+        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+        "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+    }
+    started, first, tokens = time.perf_counter(), None, 0
+    async with httpx.AsyncClient(timeout=300) as client:
+        async with client.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=payload) as response:
+            async for line in response.aiter_lines():
+                if first is None and '"content"' in line:
+                    first = time.perf_counter() - started
+                if '"usage"' in line and '"completion_tokens"' in line:
+                    import json
+
+                    tokens = json.loads(line[len("data: "):])["usage"]["completion_tokens"]
+    return first or float("nan"), time.perf_counter() - started, tokens
+
+
+async def direct(backend: Any, prompt: str, max_tokens: int) -> tuple[float, float, int]:
+    """(first-token s, total s, completion tokens) for one streamed call to LocalBackend."""
+    from tokenlean.middleware.types import Message, Request
+
+    request = Request(messages=(Message("user", prompt),), max_tokens=max_tokens, temperature=0, stream=True)
+    started, first, tokens = time.perf_counter(), None, 0
+    response = await backend.complete(request)
+    async for chunk in response.stream:
+        if first is None and chunk.text:
+            first = time.perf_counter() - started
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    return first or float("nan"), time.perf_counter() - started, tokens
+
+
+def _rate(first: float, total: float, tokens: int) -> float:
+    return (tokens - 1) / (total - first) if tokens > 1 and total > first else float("nan")
+
+
+async def measure(port: int, requests: int, max_tokens: int) -> dict[str, list[float]]:
+    from tokenlean.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    model = backend.models()[0]
+    rows: dict[str, list[float]] = {k: [] for k in ("direct_ttft", "direct_tps", "proxy_ttft", "proxy_tps")}
+    await direct(backend, "warm up", 4)
+    await through_proxy(port, model, "warm up", 4)
+    for i in range(requests):  # interleaved, so machine noise hits both sides alike
+        prompt = PROMPTS[i % len(PROMPTS)]
+        first, total, tokens = await direct(backend, prompt, max_tokens)
+        rows["direct_ttft"].append(first * 1000)
+        rows["direct_tps"].append(_rate(first, total, tokens))
+        first, total, tokens = await through_proxy(port, model, prompt, max_tokens)
+        rows["proxy_ttft"].append(first * 1000)
+        rows["proxy_tps"].append(_rate(first, total, tokens))
+    await backend.aclose()
+    return rows
+
+
+def plot(rows: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].boxplot([rows["direct_ttft"], rows["proxy_ttft"]], tick_labels=["direct", "proxy"])
+    axes[0].set_ylabel("first token (ms)")
+    axes[1].boxplot([rows["direct_tps"], rows["proxy_tps"]], tick_labels=["direct", "proxy"])
+    axes[1].set_ylabel("decode tokens/s")
+    fig.suptitle("LocalBackend direct vs through tokenlean serve (SmolLM2-135M, CPU)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "spine.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=6)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    args = parser.parse_args()
+    port = _free_port()
+    process, cold_start = start_server(port)
+    try:
+        rows = asyncio.run(measure(port, args.requests, args.max_tokens))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    summary = {k: median(v) for k, v in rows.items()}
+    summary["cold_start_s"] = cold_start
+    print_table(
+        ["path", "first token p50 (ms)", "decode tokens/s p50"],
+        [["LocalBackend direct", summary["direct_ttft"], summary["direct_tps"]],
+         ["through tokenlean serve (HTTP SSE)", summary["proxy_ttft"], summary["proxy_tps"]]],
+    )
+    print(f"cold start of tokenlean serve (model already converted): {cold_start:.1f} s")
+    write_results("spine", {"environment": environment(), "args": vars(args), "samples": rows, "medians": summary,
+                            "goals": []})
+    plot(rows)
+
+
+if __name__ == "__main__":
+    main()
