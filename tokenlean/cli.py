@@ -13,8 +13,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from tokenlean.errors import TokenleanError
+from tokenlean.errors import ConfigError, TokenleanError
 
 __all__ = ["build_parser", "main"]
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key", action="append", default=None, metavar="KEY", help="require this bearer key (repeatable)"
     )
+    serve.add_argument("--api-key-file", metavar="PATH", help="file with one accepted bearer key per line")
+    serve.add_argument("--requests-per-minute", type=float, help="per-key request rate limit (429 beyond it)")
+    serve.add_argument("--tokens-per-minute", type=float, help="per-key token budget (429 beyond it)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_optional_commands(commands)
     return parser
@@ -74,11 +78,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tokenlean.proxy.app import create_app
+    from tokenlean.proxy.limits import TenantLimits
 
     started = time.perf_counter()
+    keys = _api_keys(args)
     pipeline = _build_pipeline(args)
-    keys = args.api_key or [k for k in os.environ.get("TOKENLEAN_API_KEYS", "").split(",") if k]
-    app = create_app(pipeline, api_keys=keys)
+    limits = TenantLimits(requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute)
+    app = create_app(pipeline, api_keys=keys, limits=limits)
     print(
         f"tokenlean: pipeline ready in {time.perf_counter() - started:.1f} s; serving "
         f"{', '.join(pipeline.backend.models())} on http://{args.host}:{args.port}/v1",
@@ -87,6 +93,17 @@ def _serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
     return 0
+
+
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    keys = list(args.api_key or [k for k in os.environ.get("TOKENLEAN_API_KEYS", "").split(",") if k])
+    if args.api_key_file:
+        try:
+            lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --api-key-file: {exc}") from exc
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return keys
 
 
 def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
