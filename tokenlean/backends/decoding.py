@@ -56,13 +56,27 @@ class RowDecoder:
         if self.settings.greedy:
             token = int(torch.argmax(logits))
         else:
-            probs = torch.softmax(logits.float() / self.settings.temperature, dim=-1)
-            if self.settings.top_p < 1.0:
-                probs = _top_p_filter(probs, self.settings.top_p)
-            token = int(torch.multinomial(probs, 1, generator=self.generator))
+            token = int(torch.multinomial(self.distribution(logits), 1, generator=self.generator))
+        self.note_logprobs(logits, token)
+        return token
+
+    def distribution(self, logits: Any) -> Any:
+        """The probabilities this row samples from (temperature, then top-p), as a 1-D tensor.
+
+        Speculative verification needs the same distribution ``choose`` samples from, so that
+        accepting or resampling a drafted token keeps the output distribution unchanged.
+        """
+        import torch
+
+        probs = torch.softmax(logits.float() / max(self.settings.temperature, 1e-6), dim=-1)
+        if self.settings.top_p < 1.0:
+            probs = _top_p_filter(probs, self.settings.top_p)
+        return probs
+
+    def note_logprobs(self, logits: Any, token: int) -> None:
+        """Record ``token``'s log-probability under ``logits`` when the request asked for logprobs."""
         if self.settings.logprobs:
             self.logprobs.append(self._logprob_entry(logits, token))
-        return token
 
     def _logprob_entry(self, logits: Any, token: int) -> dict[str, Any]:
         import torch

@@ -8,8 +8,15 @@ settings, stop strings and length; finished rows leave the batch (their KV cache
 dropped). Generation runs on one worker thread that owns the model, never on the event loop;
 tokens travel back to the caller's loop through an asyncio queue, so streaming is token by token.
 
+A batch of exactly one row (a request alone in its batch, with ``n=1``) takes the single-sequence
+path (``single_row.py``): its prompt reuses the KV cache of the longest cached prefix (an LRU of
+earlier requests' caches), and its decoding is speculative: drafters (prompt lookup, retrieval
+from earlier outputs and hints, an optional draft model) propose tokens that the model verifies in
+one forward pass, so greedy output is unchanged. Per request: ``request.option("draft")``.
+
 Known limits: a batch is formed when the worker is free (static batching); a request arriving
 mid-batch waits for the next one. There is no paged KV cache: memory grows with batch x length.
+Batched rows neither draft nor reuse prefixes.
 """
 
 from __future__ import annotations
@@ -21,15 +28,20 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tokenlean.backends.decoding import RowDecoder, SamplingSettings
+from tokenlean.backends.prefix_cache import PrefixCache
+from tokenlean.backends.single_row import DraftPlan, SingleRowDecoder
 from tokenlean.errors import BackendError, BadRequestError, ContextLengthError
 from tokenlean.middleware.stage import Capabilities
-from tokenlean.middleware.types import Chunk, Request, Response, Usage
+from tokenlean.middleware.types import Chunk, Event, Request, Response, Usage
 from tokenlean.models import resolve_model_dir
+from tokenlean.reasoning.drafting.model import DraftModel
+from tokenlean.reasoning.drafting.retrieval import DraftDatastore, request_hints
+from tokenlean.reasoning.drafting.session import DraftPolicy, parse_draft_mode
 
 __all__ = ["LocalBackend"]
 
@@ -44,6 +56,8 @@ class _Job:
     rows: list[RowDecoder]
     loop: asyncio.AbstractEventLoop
     chunks: asyncio.Queue[Chunk | BaseException | None]
+    plan: DraftPlan = field(default_factory=lambda: DraftPlan("off"))
+    events: list[Event] = field(default_factory=list)
     cancelled: bool = False
     open_rows: int = field(init=False)
 
@@ -63,7 +77,14 @@ class _Job:
 
 
 class LocalBackend:
-    """Serve a local Hugging Face causal LM (default: the embedded SmolLM2-135M-Instruct)."""
+    """Serve a local Hugging Face causal LM (default: the embedded SmolLM2-135M-Instruct).
+
+    Drafting: ``draft`` is the default mode ("auto", "off", "lookup", "retrieval", "model");
+    ``draft_model`` a smaller local model (folder or .gguf, any tokenizer) for "model"/"auto";
+    ``draft_policy`` the draft length and cost figures of the adaptive switch; ``datastore`` the
+    retrieval drafter's store of earlier outputs (pass one to share or pre-fill it).
+    Prefix reuse: ``prefix_cache_entries`` caches kept (0 turns reuse off), ``prefix_cache_bytes``.
+    """
 
     capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
 
@@ -75,6 +96,12 @@ class LocalBackend:
         max_batch_size: int = 16,
         batch_window_ms: float = 5.0,
         default_max_tokens: int = 512,
+        draft: str = "auto",
+        draft_model: str | Path | None = None,
+        draft_policy: DraftPolicy | None = None,
+        datastore: DraftDatastore | None = None,
+        prefix_cache_entries: int = 8,
+        prefix_cache_bytes: int = 512 * 2**20,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,6 +118,26 @@ class LocalBackend:
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.draft_model = DraftModel(resolve_model_dir(draft_model), self.tokenizer) if draft_model else None
+        if self.draft_model is not None:
+            self.draft_model.calibrate(self.model)
+        self.draft_mode = parse_draft_mode(draft, "auto", has_model=self.draft_model is not None)
+        self.datastore = datastore if datastore is not None else DraftDatastore()
+        self.prefix_cache = (
+            PrefixCache(max_entries=prefix_cache_entries, max_bytes=prefix_cache_bytes)
+            if prefix_cache_entries > 0
+            else None
+        )
+        self.single = SingleRowDecoder(
+            self.model,
+            self.tokenizer,
+            policy=replace(draft_policy or DraftPolicy(), mode=self.draft_mode),
+            prefix_cache=self.prefix_cache,
+            datastore=self.datastore,
+            draft_model=self.draft_model,
+            context_length=self.context_length,
+            encode_for_draft=self._encode_for_draft,
+        )
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)
         self._worker.start()
@@ -110,17 +157,36 @@ class LocalBackend:
             ids = ids["input_ids"]
         return list(ids)
 
+    def _encode_for_draft(self, request: Request) -> list[int]:
+        """The prompt in the draft model's tokenizer (its chat template where it has one)."""
+        assert self.draft_model is not None
+        tokenizer = self.draft_model.tokenizer
+        if request.prompt is not None or not getattr(tokenizer, "chat_template", None):
+            text = request.prompt if request.prompt is not None else "\n".join(m.content for m in request.messages)
+            return list(tokenizer.encode(text, add_special_tokens=False))
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def _plan(self, request: Request) -> DraftPlan:
+        """The request's drafting choice (validated: a bad value is the caller's 400)."""
+        mode = parse_draft_mode(request.option("draft"), self.draft_mode, has_model=self.draft_model is not None)
+        hints = request_hints(request) if mode in ("auto", "retrieval") else []
+        encoded = tuple(tuple(self.tokenizer.encode(text, add_special_tokens=False)) for text in hints)
+        return DraftPlan(mode, encoded, request)
+
     async def complete(self, request: Request) -> Response:
         """Queue ``request`` for the next batch; stream or collect its tokens."""
         if not request.messages and request.prompt is None:
             raise BadRequestError("messages must not be empty", param="messages")
+        plan = self._plan(request)
         prompt_ids = self.encode(request)
         settings = self._settings(request, len(prompt_ids))
         loop = asyncio.get_running_loop()
         rows = [
             RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i)) for i in range(request.n)
         ]
-        job = _Job(prompt_ids, rows, loop, asyncio.Queue())
+        job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan)
         self._jobs.put(job)
         response = Response(model=self.name, stream=self._chunks(job))
         return response if request.stream else await response.aread()
@@ -210,6 +276,9 @@ class LocalBackend:
         rows = [(job, index, row) for job in batch for index, row in enumerate(job.rows)]
         if not rows:
             return
+        if len(rows) == 1:
+            self._generate_single(batch[0])
+            return
         input_ids, mask = self._left_pad([job.prompt_ids for job, _, _ in rows])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
@@ -229,9 +298,22 @@ class LocalBackend:
             positions = positions[:, -1:] + 1
             logits = self._forward(next_ids, mask, positions, cache)
 
+    def _generate_single(self, job: _Job) -> None:
+        """One row alone: prefix reuse and speculative drafting (``single_row.py``)."""
+        row = job.rows[0]
+        job.events = self.single.run(
+            job.prompt_ids, row, job.plan, lambda token: self._send(job, 0, row, token), lambda: job.cancelled
+        )
+        self._close_row(job, 0, row)
+
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self._cache_kw: cache}
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position chooses a token; spares the prefill's vocab projection
+            **{self._cache_kw: cache},
         )
         return out.logits[:, -1, :]
 
@@ -243,20 +325,26 @@ class LocalBackend:
             token = self.pad_id
         else:
             token = row.choose(logits)
-            text = row.advance(token)
-            logprobs = (row.logprobs[-1],) if row.settings.logprobs else None
-            if text or logprobs:
-                job.send(Chunk(index, text, logprobs=logprobs))
+            self._send(job, index, row, token)
         if row.done:
             self._close_row(job, index, row)
         return token
 
     @staticmethod
-    def _close_row(job: _Job, index: int, row: RowDecoder) -> None:
+    def _send(job: _Job, index: int, row: RowDecoder, token: int) -> None:
+        """Record ``token`` in ``row`` and send the text (and logprobs) it released."""
+        text = row.advance(token)
+        logprobs = (row.logprobs[-1],) if row.settings.logprobs else None
+        if text or logprobs:
+            job.send(Chunk(index, text, logprobs=logprobs))
+
+    def _close_row(self, job: _Job, index: int, row: RowDecoder) -> None:
         job.send(Chunk(index, "", row.finish_reason))
+        if row.finish_reason != "cancelled":
+            self.datastore.add(row.token_ids)  # earlier outputs feed the retrieval drafter
         job.open_rows -= 1
         if job.open_rows == 0:
-            job.send(Chunk(usage=job.usage()))
+            job.send(Chunk(usage=job.usage(), events=tuple(job.events)))
             job.send(None)
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:

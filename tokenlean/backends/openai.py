@@ -115,18 +115,30 @@ class OpenAIBackend:
         self.health_interval = health_interval
         timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._listed = False
         self._clients = {
-            r.url: httpx.AsyncClient(base_url=r.url, timeout=timeout, limits=limits, headers=headers)
+            r.url: httpx.AsyncClient(base_url=r.url, timeout=timeout, limits=limits, headers=self._headers)
             for r in self.replicas.replicas
         }
         self._probe_timeout = httpx.Timeout(connect_timeout, read=max(connect_timeout, 5.0))
         self._monitor: asyncio.Task[None] | None = None
 
     def models(self) -> list[str]:
-        """The configured model, else what the upstreams listed at their last probe."""
+        """The configured model, else what the upstreams listed at their last probe.
+
+        ``models()`` is synchronous (the proxy's ``/v1/models`` and its model check call it), so
+        before the first asynchronous probe has run it asks the upstreams once, blocking for at
+        most the connect timeout per upstream; later calls read what the monitor refreshed.
+        """
         if self.model:
             return [self.model]
+        if not self._listed:
+            self._listed = True
+            for replica in self.replicas.replicas:
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                    answer = httpx.get(replica.url + "models", timeout=self._probe_timeout, headers=self._headers)
+                    replica.models = _model_ids(answer)
         return sorted({m for r in self.replicas.replicas for m in r.models})
 
     async def complete(self, request: Request) -> Response:
@@ -148,9 +160,10 @@ class OpenAIBackend:
             return self.model
         if request.model:
             return request.model
-        if not self.models():
+        names = sorted({m for r in self.replicas.replicas for m in r.models})
+        if not names:
             await self.health()
-        names = self.models()
+            names = sorted({m for r in self.replicas.replicas for m in r.models})
         if not names:
             raise BackendUnavailableError("no upstream listed a model; pass model= or name one in the request")
         return names[0]
@@ -234,6 +247,9 @@ class OpenAIBackend:
                 except StopAsyncIteration:
                     return
                 if payload == "[DONE]":
+                    # Read to the end of the body, or httpx closes the connection instead of
+                    # pooling it, and every request pays a new TCP connect.
+                    await _within(deadline, _drain(events))
                     return
                 data = json.loads(payload)
                 if "error" in data and not data.get("choices"):
@@ -255,11 +271,11 @@ class OpenAIBackend:
         started = time.perf_counter()
         try:
             answer = await self._clients[replica.url].get("models", timeout=self._probe_timeout)
-            answer.raise_for_status()
-            replica.models = [str(m["id"]) for m in answer.json().get("data", ())]
+            replica.models = _model_ids(answer)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             replica.mark_down(f"health probe failed: {type(exc).__name__}: {exc}")
             return
+        self._listed = True
         replica.mark_up()
         replica.probe_ms = round((time.perf_counter() - started) * 1000, 2)
 
@@ -283,12 +299,23 @@ class OpenAIBackend:
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
 
 
+def _model_ids(answer: httpx.Response) -> list[str]:
+    """The ids in a ``/v1/models`` answer (raises on an error status or a malformed body)."""
+    answer.raise_for_status()
+    return [str(m["id"]) for m in answer.json().get("data", ())]
+
+
 def _stream_error(error: Any) -> UpstreamStatusError:
     """An error event inside an SSE stream (vLLM sends one when generation fails mid-way)."""
     error = error if isinstance(error, dict) else {"message": str(error)}
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
     return UpstreamStatusError(f"upstream stream failed: {error.get('message', '')}", upstream_status=status)
+
+
+async def _drain(events: AsyncIterator[str]) -> None:
+    async for _ in events:
+        pass
 
 
 async def _empty() -> AsyncIterator[Chunk]:

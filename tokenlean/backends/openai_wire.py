@@ -65,11 +65,14 @@ def request_body(request: Request, model: str) -> dict[str, Any]:
                 body["top_logprobs"] = request.top_logprobs
         else:
             body["logprobs"] = request.top_logprobs or 0
+    body.update(request.extra)
     if request.stream:
         body["stream"] = True
-        # Usage arrives in a last chunk only when asked for; stages and the proxy need it.
-        body["stream_options"] = {"include_usage": True}
-    body.update(request.extra)
+        # Usage arrives in a last chunk only when asked for; stages and the proxy's accounting
+        # need it, so it is always asked for (the proxy drops it for a client that did not ask).
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)
     return body
 
 

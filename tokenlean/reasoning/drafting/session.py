@@ -1,0 +1,115 @@
+"""One request's drafting: its drafters in order of preference, each behind an adaptive switch.
+
+Per request, ``extra_body={"tokenlean": {"draft": MODE}}`` picks the drafters:
+
+- ``"auto"`` (default): prompt lookup, then retrieval (hints and earlier outputs), then the draft
+  model where one is configured; the first that has a draft for this step is used;
+- ``"lookup"``, ``"retrieval"``, ``"model"``: that drafter alone;
+- ``"off"``: plain decoding.
+
+Each drafter has its own switch, so a draft model that does not pay is turned off while prompt
+lookup keeps copying. The session reports one ``Event(stage="draft")`` with the counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tokenlean.errors import BadRequestError
+from tokenlean.middleware.types import Event
+from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch
+
+__all__ = ["DRAFT_MODES", "DraftPolicy", "DraftSession", "Drafter", "parse_draft_mode"]
+
+DRAFT_MODES = ("auto", "off", "lookup", "retrieval", "model")
+
+
+class Drafter(Protocol):
+    """Proposes tokens to follow a context; ``cost`` is its time per token in target decode steps."""
+
+    name: str
+    cost: float
+
+    def propose(self, context: Sequence[int], k: int) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DraftPolicy:
+    """Backend-wide drafting settings (see ``adaptive.py`` for what the costs mean)."""
+
+    mode: str = "auto"
+    max_draft: int = 8
+    verify_cost: float = 0.1
+    min_gain: float = 1.0
+    adaptive: bool = True
+
+
+def parse_draft_mode(value: Any, default: str, *, has_model: bool) -> str:
+    """Validate ``request.option("draft")``; ``BadRequestError`` naming ``tokenlean.draft`` otherwise."""
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in DRAFT_MODES:
+        raise BadRequestError(f"draft must be one of {', '.join(DRAFT_MODES)}; got {value!r}", param="tokenlean.draft")
+    if value == "model" and not has_model:
+        raise BadRequestError(
+            "draft='model' needs a draft model on the backend (LocalBackend(draft_model=...))", param="tokenlean.draft"
+        )
+    return value
+
+
+class DraftSession:
+    """The drafters of one request and their switches; ``propose`` then ``record`` each step."""
+
+    def __init__(self, drafters: Sequence[Drafter], policy: DraftPolicy) -> None:
+        self.drafters = list(drafters)
+        self.switches = [
+            AdaptiveSwitch(
+                verify_cost=policy.verify_cost,
+                draft_cost=drafter.cost,
+                min_gain=policy.min_gain if policy.adaptive else float("-inf"),
+                max_draft=policy.max_draft,
+            )
+            for drafter in self.drafters
+        ]
+        self.seconds = 0.0  # time spent in the drafters (the overhead drafting adds)
+
+    @property
+    def active(self) -> bool:
+        """Whether any drafter is still switched on."""
+        return any(switch.on for switch in self.switches)
+
+    def propose(self, context: Sequence[int], limit: int) -> tuple[list[int], int]:
+        """A draft of at most ``limit`` tokens and the index of the drafter that made it (-1: none)."""
+        started = time.perf_counter()
+        try:
+            for slot, (drafter, switch) in enumerate(zip(self.drafters, self.switches)):
+                if not switch.on or limit <= 0:
+                    continue
+                draft = drafter.propose(context, min(switch.draft_len, limit))
+                if draft:
+                    return draft[:limit], slot
+            return [], -1
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def record(self, slot: int, drafted: int, accepted: int) -> None:
+        """Count a verification step of drafter ``slot``."""
+        self.switches[slot].record(drafted, accepted)
+
+    def event(self) -> Event:
+        """The request's drafting figures: totals and one pair per drafter (``/metrics`` sums them)."""
+        data: dict[str, Any] = {
+            "drafted": sum(s.drafted for s in self.switches),
+            "accepted": sum(s.accepted for s in self.switches),
+            "steps": sum(s.steps for s in self.switches),
+            "switched_off": sum(s.switched_off for s in self.switches),
+            "drafters": ",".join(d.name for d in self.drafters),
+        }
+        for drafter, switch in zip(self.drafters, self.switches):
+            data[f"drafted_{drafter.name}"] = switch.drafted
+            data[f"accepted_{drafter.name}"] = switch.accepted
+        action = "drafted" if data["drafted"] else "none"
+        return Event(stage="draft", action=action, ms=self.seconds * 1000, data=data)

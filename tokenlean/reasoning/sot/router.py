@@ -1,0 +1,135 @@
+"""SoT-R, the router of Skeleton-of-Thought: does this request suit a skeleton at all?
+
+Skeleton-of-Thought (Ning et al., ICLR 2024, arXiv 2307.15337) helps where an answer is a set
+of independent points (advice, comparisons, consequences) and hurts where each step needs the
+previous one (maths, code, step-by-step reasoning), where the answer is short, or where it must
+read as one piece (role-play, stories). The paper's trained router is a RoBERTa classifier on
+labelled LIMA requests; ours is a logistic regression over the embedded MiniLM sentence vectors,
+trained on the same labels (``python -m tokenlean.reasoning.sot.train_router``), shipped as a
+few kilobytes of weights (``router.npz``) and applied with numpy alone.
+
+Known failure mode: LIMA's requests are long StackExchange/wikiHow posts, the traffic it routes
+is often short chat questions; the shift moves the calibration more than the ranking, so a
+counterfactual "What if ..." question can score under the threshold while still ranking above
+the maths ones. ``threshold`` is a constructor option for that reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tokenlean.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tokenlean.embeddings import Embedder
+
+__all__ = ["DEFAULT_WEIGHTS", "RouterWeights", "SkeletonRouter", "read_router_csv"]
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("router.npz")
+
+
+@dataclass(frozen=True, eq=False)
+class RouterWeights:
+    """A logistic regression over unit-norm sentence vectors: ``sigmoid(x @ coef + intercept)``."""
+
+    coef: np.ndarray
+    intercept: float
+    threshold: float = 0.5
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        """Write the weights (float32) and their provenance to an ``.npz`` file."""
+        import numpy as np
+
+        np.savez_compressed(
+            path,
+            coef=np.asarray(self.coef, dtype=np.float32),
+            intercept=np.float32(self.intercept),
+            threshold=np.float32(self.threshold),
+            meta=np.array(json.dumps(self.meta, sort_keys=True)),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RouterWeights:
+        """Read weights written by ``save``; ``ConfigError`` if the file is missing or malformed."""
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(
+                    coef=data["coef"].astype(np.float32),
+                    intercept=float(data["intercept"]),
+                    threshold=float(data["threshold"]),
+                    meta=json.loads(str(data["meta"])),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"cannot read SoT router weights {path}: {exc}", param="router_weights") from exc
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """P(suits SoT) for each row of ``vectors``."""
+        import numpy as np
+
+        logits = vectors @ self.coef + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+
+class SkeletonRouter:
+    """Scores requests for SoT; the embedder and weights load on first use, not at construction."""
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        threshold: float | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"router threshold must be within [0, 1], got {threshold}", param="threshold")
+        self.path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+        self._threshold = threshold
+        self._embedder = embedder
+        self._weights: RouterWeights | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def weights(self) -> RouterWeights:
+        """The classifier, read from ``path`` once."""
+        with self._lock:
+            if self._weights is None:
+                self._weights = RouterWeights.load(self.path)
+            return self._weights
+
+    @property
+    def threshold(self) -> float:
+        """Probability at or above which a request is routed to SoT."""
+        return self._threshold if self._threshold is not None else self.weights.threshold
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """P(suits SoT) for each text (blocking: embeds with MiniLM)."""
+        if self._embedder is None:
+            from tokenlean.embeddings import shared_embedder
+
+            self._embedder = shared_embedder()
+        return self.weights.probabilities(self._embedder.embed(texts))
+
+    def probability(self, text: str) -> float:
+        """P(``text`` suits SoT)."""
+        return float(self.probabilities([text])[0])
+
+
+def read_router_csv(path: str | Path) -> tuple[list[str], list[int]]:
+    """Requests and 0/1 labels from SoT's ``router.csv`` (``;``-separated, quoted multi-line fields)."""
+    texts: list[str] = []
+    labels: list[int] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter=";"):
+            texts.append(row["request"])
+            labels.append(int(row["label"]))
+    return texts, labels

@@ -1,0 +1,223 @@
+"""``DemoStage``: put retrieved demonstrations into a chat request (stage name ``demos``).
+
+Paper context: KATE (Liu et al., 2022) and ordering (Lu et al., ACL 2022); see ``selection.py``.
+The demonstrations go right after the leading system prompt, never before it and never inside
+its text: the system prompt stays first and byte-for-byte unchanged, so a server's prefix cache
+(vLLM automatic prefix caching) still hits on it even though the demonstrations differ per
+query. Known failure mode: a pool from another task or domain still returns "nearest"
+examples; they cost tokens and can mislead the model, so pools are chosen explicitly by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from tokenlean.errors import BadRequestError, ConfigError
+from tokenlean.middleware.stage import Handler
+from tokenlean.middleware.types import Event, Message, Request, Response
+from tokenlean.selectors.examples import Example
+from tokenlean.selectors.options import parse_request_options, pool_from_entry
+from tokenlean.selectors.selection import Selection, SelectionConfig, select
+
+if TYPE_CHECKING:
+    from tokenlean.embeddings import Embedder
+    from tokenlean.selectors.pool import DemoPool
+    from tokenlean.tokens import TokenCounter
+
+__all__ = ["DemoStage", "Placement"]
+
+Placement = Literal["turns", "system"]
+_LEADING_ROLES = ("system", "developer")
+
+
+class DemoStage:
+    """Select demonstrations for the last user turn and insert them into the request.
+
+    ``pools`` maps a name to a ``DemoPool``, a saved pool folder, a JSONL/CSV file, or a dict
+    ``{path, input_key, output_key, label_key, index, exact_threshold, save_to}``; they load on first
+    use (``save_to`` keeps the embedded pool so a restart does not embed again).
+    ``placement="turns"`` adds user/assistant turn pairs, ``"system"`` appends one text block to
+    the system message (after its original text). Per request, ``request.option("demos")`` may
+    set ``pool``, ``k``, ``budget``, ``method``, ``mmr_lambda``, ``balance``, ``placement`` or
+    ``enabled`` (``False`` turns the stage off for that request). ``budget`` is in tokens of
+    ``tokenizer`` (a model folder; default: the embedded model's), template tokens included.
+    """
+
+    name: ClassVar[str] = "demos"
+
+    def __init__(
+        self,
+        *,
+        pools: Mapping[str, Any] | None = None,
+        pool: str | None = None,
+        k: int | None = 4,
+        budget: int | None = None,
+        method: str = "knn",
+        mmr_lambda: float = 0.5,
+        balance: bool = False,
+        candidates: int = 64,
+        placement: Placement = "turns",
+        block_header: str = "Examples:",
+        input_prefix: str = "Input: ",
+        output_prefix: str = "Output: ",
+        pair_overhead: int | None = None,
+        tokenizer: str | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self._entries: dict[str, Any] = dict(pools or {})
+        if pool is not None and pool not in self._entries:
+            raise ConfigError(f"default pool {pool!r} is not among the pools: {sorted(self._entries)}", param="pool")
+        if placement not in ("turns", "system"):
+            raise ConfigError(f"placement must be 'turns' or 'system', not {placement!r}", param="placement")
+        self.default_pool = pool
+        self.defaults: dict[str, Any] = {
+            "k": k, "budget": budget, "method": method, "mmr_lambda": mmr_lambda, "balance": balance,
+            "candidates": candidates, "placement": placement,
+        }
+        SelectionConfig(k=k, budget=budget, method=method, mmr_lambda=mmr_lambda, balance=balance)  # validate now
+        self.block_header, self.input_prefix, self.output_prefix = block_header, input_prefix, output_prefix
+        self._pair_overhead = pair_overhead
+        self._tokenizer_dir = tokenizer
+        self._counter: TokenCounter | None = None
+        self._embedder = embedder
+        self._pools: dict[str, DemoPool] = {}
+        self._load_lock = threading.Lock()
+        self._cost = lru_cache(maxsize=65_536)(self._uncached_cost)
+
+    # pools ----------------------------------------------------------------------------------
+
+    @property
+    def pool_names(self) -> list[str]:
+        """Every pool this stage can use."""
+        return sorted(self._entries)
+
+    def add_pool(self, name: str, pool: DemoPool | Any) -> None:
+        """Make ``pool`` (or a path/dict entry, loaded on first use) available under ``name``."""
+        with self._load_lock:
+            self._entries[name] = pool
+            self._pools.pop(name, None)
+
+    def pool(self, name: str) -> DemoPool:
+        """The pool called ``name``, loading (and embedding, for a plain file) it on first use."""
+        if name not in self._entries:
+            raise BadRequestError(
+                f"unknown demonstration pool {name!r}; known: {', '.join(self.pool_names) or 'none'}",
+                param="tokenlean.demos.pool",
+            )
+        with self._load_lock:
+            if name not in self._pools:
+                self._pools[name] = pool_from_entry(name, self._entries[name], embedder=self._embedder)
+            return self._pools[name]
+
+    # the stage ------------------------------------------------------------------------------
+
+    async def __call__(self, request: Request, call_next: Handler, /) -> Response:
+        """Insert demonstrations chosen for the last user turn, then call the rest of the pipeline."""
+        settings = parse_request_options(request.option(self.name), self.defaults, self.default_pool)
+        query = request.last_user_text
+        if settings is None or not query.strip():
+            return await call_next(request)
+        pool_name, config, placement = settings
+        selection = await asyncio.to_thread(self._select, pool_name, query, config, placement)
+        rewritten, added = self.insert(request, selection.examples, placement)
+        response = await call_next(rewritten)
+        return response.with_event(_event(pool_name, config, placement, selection, added))
+
+    def _select(self, pool_name: str, query: str, config: SelectionConfig, placement: Placement) -> Selection:
+        pool = self.pool(pool_name)
+        return select(pool, query, config, cost=lambda example: self._cost(example, placement))
+
+    # formatting -----------------------------------------------------------------------------
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The target model's token counter, loaded on first use."""
+        if self._counter is None:
+            from tokenlean.tokens import shared_token_counter
+
+            self._counter = shared_token_counter(self._tokenizer_dir)
+        return self._counter
+
+    @property
+    def pair_overhead(self) -> int:
+        """Template tokens around one user/assistant pair (measured from the chat template)."""
+        if self._pair_overhead is None:
+            self._pair_overhead = _measured_pair_overhead(self.counter)
+        return self._pair_overhead
+
+    def _uncached_cost(self, example: Example, placement: Placement) -> int:
+        if placement == "turns":
+            counted = self.counter.count(example.input) + self.counter.count(example.output)
+            return counted + self.pair_overhead
+        return self.counter.count(self.format_demo(example)) + 1  # +1: the blank line between demos
+
+    def format_demo(self, example: Example) -> str:
+        """One demonstration as text for the system block."""
+        return f"{self.input_prefix}{example.input}\n{self.output_prefix}{example.output}"
+
+    def format_block(self, examples: tuple[Example, ...]) -> str:
+        """The system-message block: the header, then the demonstrations separated by blank lines."""
+        body = "\n\n".join(self.format_demo(e) for e in examples)
+        return f"{self.block_header}\n\n{body}" if self.block_header else body
+
+    def insert(self, request: Request, examples: tuple[Example, ...], placement: Placement) -> tuple[Request, int]:
+        """The request with ``examples`` placed after the system prompt, and the tokens that added."""
+        if not examples:
+            return request, 0
+        if request.prompt is not None and not request.messages:  # legacy text completion
+            block = self.format_block(examples)
+            return request.replace(prompt=f"{block}\n\n{request.prompt}"), self.counter.count(block) + 1
+        messages = list(request.messages)
+        start = 0
+        while start < len(messages) and messages[start].role in _LEADING_ROLES:
+            start += 1
+        if placement == "turns":
+            turns = [m for e in examples for m in (Message("user", e.input), Message("assistant", e.output))]
+            added = sum(self._cost(e, placement) for e in examples)
+            return request.replace(messages=[*messages[:start], *turns, *messages[start:]]), added
+        block = self.format_block(examples)
+        if start == 0:
+            added = self.counter.count(block) + self.pair_overhead // 2
+            return request.replace(messages=[Message("system", block), *messages]), added
+        last = messages[start - 1]
+        messages[start - 1] = Message(last.role, f"{last.content}\n\n{block}", last.name)
+        return request.replace(messages=messages), self.counter.count(block) + 1
+
+
+def _measured_pair_overhead(counter: TokenCounter) -> int:
+    """Tokens a chat template adds around a user/assistant pair (11 for SmolLM2's ChatML).
+
+    Measured by rendering a conversation with and without one pair; a tokenizer without a chat
+    template gets 10, a typical value.
+    """
+    tokenizer = getattr(counter, "tokenizer", None)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return 10
+    base = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+    pair = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    rendered = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in (base, [base[0], *pair, base[1]])]
+    lengths = [counter.count(text) for text in rendered]
+    return lengths[1] - lengths[0] - counter.count("a") - counter.count("b")
+
+
+def _event(pool: str, config: SelectionConfig, placement: str, selection: Selection, added: int) -> Event:
+    return Event(
+        stage=DemoStage.name,
+        action="inserted" if selection.ids else "none",
+        ms=round(selection.ms, 3),
+        data={
+            "pool": pool,
+            "method": config.method,
+            "placement": placement,
+            "chosen": len(selection.ids),
+            "ids": list(selection.ids),
+            "tokens_added": added,
+            "selection_ms": round(selection.ms, 3),
+            "embed_ms": round(selection.embed_ms, 3),
+        },
+    )
+
