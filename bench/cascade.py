@@ -37,7 +37,11 @@ CSV_PATH = DATA / "routellm" / "gsm8k" / "gsm8k_responses.csv"
 SERVICEINFO = DATA / "frugalgpt" / "config" / "serviceinfo.json"
 CHEAP, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 # serviceinfo.json has no Mixtral entry: Together AI's published list price for Mixtral-8x7B-Instruct.
-MIXTRAL_PRICE = {"cost_input": 6e-7, "cost_output": 6e-7, "source": "Together AI list price, $0.60 per 1M tokens"}
+MIXTRAL_PRICE = {
+    "cost_input": 6e-7,
+    "cost_output": 6e-7,
+    "source": "Together AI list price, $0.60 per 1M tokens",
+}
 VARIANTS = ("learnt", "features", "vectors", "question-only")
 
 
@@ -57,7 +61,10 @@ def load_rows() -> dict[str, Any]:
 def prices() -> dict[str, dict[str, Any]]:
     """Dollars per token: GPT-4-1106-preview is sold as gpt-4-turbo (serviceinfo.json)."""
     info = json.loads(SERVICEINFO.read_text())
-    gpt4 = {**info["openaichat"]["gpt-4-turbo"], "source": "frugalgpt serviceinfo.json openaichat/gpt-4-turbo"}
+    gpt4 = {
+        **info["openaichat"]["gpt-4-turbo"],
+        "source": "frugalgpt serviceinfo.json openaichat/gpt-4-turbo",
+    }
     return {"cheap": MIXTRAL_PRICE, "strong": gpt4}
 
 
@@ -96,8 +103,14 @@ def vectors(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return q, a
 
 
-def fit_predict(variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], y: np.ndarray,
-                train: np.ndarray, test: np.ndarray) -> np.ndarray:
+def fit_predict(
+    variant: str,
+    feats: np.ndarray,
+    vecs: dict[str, np.ndarray],
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+) -> np.ndarray:
     """Train one scorer variant on ``train`` rows and score ``test`` rows."""
     from tokenlean.reasoning.cascade import LearntModel
 
@@ -113,8 +126,9 @@ def fit_predict(variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], y:
     return model.predict(empty[test], source[test])
 
 
-def cv_scores(variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], y: np.ndarray,
-              folds: int, seed: int) -> np.ndarray:
+def cv_scores(
+    variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], y: np.ndarray, folds: int, seed: int
+) -> np.ndarray:
     """Out-of-fold confidences: every row scored by a model that never saw it."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -124,32 +138,43 @@ def cv_scores(variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], y: n
     return scores
 
 
-def summarise(scores: np.ndarray, data: dict[str, Any], cheap_cost: np.ndarray, strong_cost: np.ndarray) -> dict[str, Any]:
+def summarise(
+    scores: np.ndarray, data: dict[str, Any], cheap_cost: np.ndarray, strong_cost: np.ndarray
+) -> dict[str, Any]:
     """AUC, the escalation share needed for each target, accuracy at 25/40 % escalated, costs."""
     from sklearn.metrics import roc_auc_score
 
     from tokenlean.reasoning.cascade import threshold_curve
 
     cheap_ok, strong_ok = data["cheap_ok"], data["strong_ok"]
-    curve = threshold_curve(list(scores), list(cheap_ok), list(strong_ok), cheap_cost=cheap_cost,
-                            strong_cost=strong_cost)
+    curve = threshold_curve(
+        list(scores), list(cheap_ok), list(strong_ok), cheap_cost=cheap_cost, strong_cost=strong_cost
+    )
     always_strong = float(strong_cost.mean())
     targets = {"95%": 0.95 * strong_ok.mean(), "100%": strong_ok.mean()}
     result: dict[str, Any] = {"auc": float(roc_auc_score(cheap_ok, scores))}
     for label, target in targets.items():
-        point = next(p for p in curve if p.quality >= target - 1e-12) if max(p.quality for p in curve) >= target - 1e-12 else None
+        point = (
+            next(p for p in curve if p.quality >= target - 1e-12)
+            if max(p.quality for p in curve) >= target - 1e-12
+            else None
+        )
         result[f"escalated_for_{label}"] = None if point is None else point.escalated
         result[f"cost_ratio_for_{label}"] = None if point is None else point.cost / always_strong
     for share in (0.25, 0.40):
-        result[f"accuracy_at_{int(share * 100)}"] = max(p.quality for p in curve if p.escalated <= share + 1e-12)
+        result[f"accuracy_at_{int(share * 100)}"] = max(
+            p.quality for p in curve if p.escalated <= share + 1e-12
+        )
     step = max(1, len(curve) // 100)
     result["curve"] = [(p.escalated, p.quality, p.cost / always_strong) for p in curve[::step]] + [
-        (curve[-1].escalated, curve[-1].quality, curve[-1].cost / always_strong)]
+        (curve[-1].escalated, curve[-1].quality, curve[-1].cost / always_strong)
+    ]
     return result
 
 
-def nested_thresholds(variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], data: dict[str, Any],
-                      folds: int, seed: int) -> dict[str, Any]:
+def nested_thresholds(
+    variant: str, feats: np.ndarray, vecs: dict[str, np.ndarray], data: dict[str, Any], folds: int, seed: int
+) -> dict[str, Any]:
     """Choose each fold's threshold on its training rows (inner CV), apply it to the held-out rows."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -161,15 +186,20 @@ def nested_thresholds(variant: str, feats: np.ndarray, vecs: dict[str, np.ndarra
         escalated, correct = np.zeros(len(y), bool), np.zeros(len(y), bool)
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(feats, y):
             inner = np.zeros(len(train))
-            for itr, ite in StratifiedKFold(folds, shuffle=True, random_state=seed + 1).split(train, y[train]):
+            for itr, ite in StratifiedKFold(folds, shuffle=True, random_state=seed + 1).split(
+                train, y[train]
+            ):
                 inner[ite] = fit_predict(variant, feats, vecs, y, train[itr], train[ite])
             curve = threshold_curve(list(inner), list(y[train]), list(strong[train]))
             point = choose_threshold(curve, min_quality=ratio * strong[train].mean())
             test_scores = fit_predict(variant, feats, vecs, y, train, test)
             escalated[test] = test_scores < point.threshold
             correct[test] = np.where(escalated[test], strong[test], y[test])
-        out[label] = {"escalated": float(escalated.mean()), "accuracy": float(correct.mean()),
-                      "target_accuracy": float(ratio * strong.mean())}
+        out[label] = {
+            "escalated": float(escalated.mean()),
+            "accuracy": float(correct.mean()),
+            "target_accuracy": float(ratio * strong.mean()),
+        }
     return out
 
 
@@ -205,17 +235,31 @@ def offline(folds: int, repeats: int) -> dict[str, Any]:
     vecs = {"q": q, "a": a}
     scorers: dict[str, Any] = {}
     for variant in VARIANTS:
-        runs = [summarise(cv_scores(variant, feats, vecs, data["cheap_ok"], folds, s), data, cheap_cost, strong_cost)
-                for s in range(repeats)]
+        runs = [
+            summarise(
+                cv_scores(variant, feats, vecs, data["cheap_ok"], folds, s), data, cheap_cost, strong_cost
+            )
+            for s in range(repeats)
+        ]
         scorers[variant] = mean_summary(runs)
     for name in ("random", "perfect judge", "oracle"):
-        runs = [summarise(baselines(data, s)[name], data, cheap_cost, strong_cost) for s in range(max(repeats, 20))]
+        runs = [
+            summarise(baselines(data, s)[name], data, cheap_cost, strong_cost)
+            for s in range(max(repeats, 20))
+        ]
         scorers[name] = mean_summary(runs)
     return {
-        "data": {"path": str(CSV_PATH.relative_to(DATA.parent)), "rows": len(feats),
-                 "cheap_accuracy": float(data["cheap_ok"].mean()), "strong_accuracy": float(data["strong_ok"].mean())},
-        "prices": price, "mean_cost": {"cheap": float(cheap_cost.mean()), "strong": float(strong_cost.mean())},
-        "folds": folds, "repeats": repeats, "scorers": scorers,
+        "data": {
+            "path": str(CSV_PATH.relative_to(DATA.parent)),
+            "rows": len(feats),
+            "cheap_accuracy": float(data["cheap_ok"].mean()),
+            "strong_accuracy": float(data["strong_ok"].mean()),
+        },
+        "prices": price,
+        "mean_cost": {"cheap": float(cheap_cost.mean()), "strong": float(strong_cost.mean())},
+        "folds": folds,
+        "repeats": repeats,
+        "scorers": scorers,
         "nested_thresholds": nested_thresholds("learnt", feats, vecs, data, folds, 0),
     }
 
@@ -234,7 +278,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         left.plot(curve[:, 0], curve[:, 1], style, label=name)
         right.plot(curve[:, 2], curve[:, 1], style, label=name)
     strong = result["data"]["strong_accuracy"]
-    for axis, xlabel in ((left, "share of calls escalated to GPT-4"), (right, "cost relative to always GPT-4")):
+    for axis, xlabel in (
+        (left, "share of calls escalated to GPT-4"),
+        (right, "cost relative to always GPT-4"),
+    ):
         axis.axhline(strong, color="grey", lw=0.8)
         axis.axhline(0.95 * strong, color="grey", lw=0.8, ls=":")
         axis.set_xlabel(xlabel)
@@ -249,16 +296,32 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def table(result: dict[str, Any]) -> str:
     """The README table: one row per scorer."""
+
     def pct(v: float | None) -> str:
         return "not reached" if v is None else f"{v:.1%}"
 
     rows = []
     for name, s in result["scorers"].items():
-        rows.append([name, f"{s['auc']:.3f}", pct(s["escalated_for_95%"]), pct(s["escalated_for_100%"]),
-                     f"{s['accuracy_at_25']:.3f}", f"{s['accuracy_at_40']:.3f}",
-                     pct(s["cost_ratio_for_95%"])])
-    headers = ["scorer", "AUC", "escalated for 95% of GPT-4", "escalated for GPT-4's accuracy",
-               "accuracy @25% escalated", "accuracy @40% escalated", "cost vs GPT-4 at 95%"]
+        rows.append(
+            [
+                name,
+                f"{s['auc']:.3f}",
+                pct(s["escalated_for_95%"]),
+                pct(s["escalated_for_100%"]),
+                f"{s['accuracy_at_25']:.3f}",
+                f"{s['accuracy_at_40']:.3f}",
+                pct(s["cost_ratio_for_95%"]),
+            ]
+        )
+    headers = [
+        "scorer",
+        "AUC",
+        "escalated for 95% of GPT-4",
+        "escalated for GPT-4's accuracy",
+        "accuracy @25% escalated",
+        "accuracy @40% escalated",
+        "cost vs GPT-4 at 95%",
+    ]
     return print_table(headers, rows)
 
 
@@ -266,10 +329,18 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's goals, computed from the learnt scorer's cross-validated curve."""
     learnt = result["scorers"]["learnt"]
     return [
-        goal("95% of GPT-4's accuracy with <=25% of calls escalated", "<= 0.25", learnt["escalated_for_95%"],
-             lambda v: v is not None and v <= 0.25),
-        goal("GPT-4's full accuracy with <=40% of calls escalated", "<= 0.40", learnt["escalated_for_100%"],
-             lambda v: v is not None and v <= 0.40),
+        goal(
+            "95% of GPT-4's accuracy with <=25% of calls escalated",
+            "<= 0.25",
+            learnt["escalated_for_95%"],
+            lambda v: v is not None and v <= 0.25,
+        ),
+        goal(
+            "GPT-4's full accuracy with <=40% of calls escalated",
+            "<= 0.40",
+            learnt["escalated_for_100%"],
+            lambda v: v is not None and v <= 0.40,
+        ),
     ]
 
 

@@ -24,9 +24,11 @@ from bench.common import DATA, median
 
 GSM8K_TEST = DATA / "gsm8k" / "test.jsonl"
 SERVICEINFO = DATA / "frugalgpt" / "config" / "serviceinfo.json"
-INSTRUCTION = "\nSolve it step by step, then give the final number after '####'."
-MAX_TOKENS = 96
+GSM8K_TRAIN = DATA / "gsm8k" / "train.jsonl"
+MAX_TOKENS = 80
 CALIBRATION = 6
+_EXAMPLE = json.loads(GSM8K_TRAIN.read_text().splitlines()[0])
+ONE_SHOT = f"Question: {_EXAMPLE['question']}\nAnswer: {_EXAMPLE['answer']}"
 
 
 def questions(count: int, offset: int) -> list[tuple[str, float]]:
@@ -36,16 +38,20 @@ def questions(count: int, offset: int) -> list[tuple[str, float]]:
 
 
 def request_for(question: str, **changes: Any) -> Any:
-    """Greedy, short, with the instruction appended."""
-    from tokenlean.middleware.types import Message, Request
+    """A greedy, short text completion with one worked GSM8K train example in front.
 
-    return Request(messages=(Message("user", question + INSTRUCTION),), max_tokens=MAX_TOKENS, temperature=0,
-                   **changes)
+    A plain prompt, not chat: the Gemma 3 270M GGUF is the pretrained model and has no chat
+    template, and both tiers must receive the same request.
+    """
+    from tokenlean.middleware.types import Request
+
+    prompt = f"{ONE_SHOT}\n\nQuestion: {question}\nAnswer:"
+    return Request(prompt=prompt, max_tokens=MAX_TOKENS, temperature=0, stop=("\n\nQuestion:",), **changes)
 
 
 def is_correct(text: str, gold: float) -> bool:
     """The answer's final number equals the gold one."""
-    from tokenlean.reasoning.cascade.features import final_number
+    from tokenlean.reasoning.cascade.arithmetic import final_number
 
     value = final_number(text)
     return value is not None and abs(value - gold) < 1e-6
@@ -100,23 +106,35 @@ async def evaluate(pipeline: Any, smol: Any, gemma: Any, items: list[tuple[str, 
     cheap, cheap_s = await timed(asyncio.gather(*(smol.complete(request_for(q)) for q, _ in items)))
     strong, strong_s = await timed(asyncio.gather(*(gemma.complete(request_for(q)) for q, _ in items)))
     cascade, cascade_s = await timed(asyncio.gather(*(pipeline(request_for(q)) for q, _ in items)))
-    events = [next(e for e in r.events if e.stage == "cascade" and e.action != "timing").data for r in cascade]
+    events = [
+        next(e for e in r.events if e.stage == "cascade" and e.action != "timing").data for r in cascade
+    ]
     golds = [g for _, g in items]
     per_question = [
-        {"tier": e["tier"], "scores": e["scores"], "cost": e["cost"], "baseline_cost": e["baseline_cost"],
-         "saved": e["saved"], "cascade_correct": is_correct(r.text, g)}
+        {
+            "tier": e["tier"],
+            "scores": e["scores"],
+            "cost": e["cost"],
+            "baseline_cost": e["baseline_cost"],
+            "saved": e["saved"],
+            "cascade_correct": is_correct(r.text, g),
+        }
         for e, r, g in zip(events, cascade, golds, strict=True)
     ]
     return {
         "accuracy": {
             "cheap_alone": float(np.mean([is_correct(r.text, g) for r, g in zip(cheap, golds, strict=True)])),
-            "strong_alone": float(np.mean([is_correct(r.text, g) for r, g in zip(strong, golds, strict=True)])),
+            "strong_alone": float(
+                np.mean([is_correct(r.text, g) for r, g in zip(strong, golds, strict=True)])
+            ),
             "cascade": float(np.mean([q["cascade_correct"] for q in per_question])),
         },
         "escalated": float(np.mean([e["tier"] != "smollm2-135m" for e in events])),
-        "dollars": {"cascade": float(sum(e["cost"] for e in events)),
-                    "always_strong_reported_baseline": float(sum(e["baseline_cost"] for e in events)),
-                    "saved": float(sum(e["saved"] for e in events))},
+        "dollars": {
+            "cascade": float(sum(e["cost"] for e in events)),
+            "always_strong_reported_baseline": float(sum(e["baseline_cost"] for e in events)),
+            "saved": float(sum(e["saved"] for e in events)),
+        },
         "wall_seconds": {"cheap_alone": cheap_s, "strong_alone": strong_s, "cascade": cascade_s},
         "per_question": per_question,
     }
@@ -127,11 +145,21 @@ async def first_tokens(pipeline: Any, gemma: Any, items: list[tuple[str, float]]
     direct, escalated, accepted = [], [], []
     for question, _ in items:
         direct.append(await first_token_seconds(gemma.complete, request_for(question, stream=True)))
-        escalated.append(await first_token_seconds(
-            pipeline, request_for(question, stream=True, options={"cascade": {"thresholds": [1.01]}})))
-        accepted.append(await first_token_seconds(
-            pipeline, request_for(question, stream=True, options={"cascade": {"thresholds": [0.0]}})))
-    return {"strong_alone": median(direct), "cascade_escalated": median(escalated), "cascade_accepted": median(accepted)}
+        escalated.append(
+            await first_token_seconds(
+                pipeline, request_for(question, stream=True, options={"cascade": {"thresholds": [1.01]}})
+            )
+        )
+        accepted.append(
+            await first_token_seconds(
+                pipeline, request_for(question, stream=True, options={"cascade": {"thresholds": [0.0]}})
+            )
+        )
+    return {
+        "strong_alone": median(direct),
+        "cascade_escalated": median(escalated),
+        "cascade_accepted": median(accepted),
+    }
 
 
 async def _live(count: int) -> dict[str, Any]:
@@ -150,21 +178,28 @@ async def _live(count: int) -> dict[str, Any]:
     finally:
         await smol.aclose()
         await gemma.aclose()
-    result.update({
-        "cheap_tier": "SmolLM2-135M-Instruct (embedded, LocalBackend, CPU)",
-        "strong_tier": f"Gemma 3 270M Q4_K_M GGUF ({gguf.name}, de-quantised, LocalBackend, CPU)",
-        "questions": count, "max_tokens": MAX_TOKENS, "threshold": threshold, "calibration_scores": calibration,
-        "prices": "illustrative: gemini-1.5-flash-8b (cheap) and gemini-1.5-flash (strong) from serviceinfo.json",
-    })
+    result.update(
+        {
+            "cheap_tier": "SmolLM2-135M-Instruct (embedded, LocalBackend, CPU)",
+            "strong_tier": f"Gemma 3 270M Q4_K_M GGUF ({gguf.name}, de-quantised, LocalBackend, CPU)",
+            "questions": count,
+            "max_tokens": MAX_TOKENS,
+            "threshold": threshold,
+            "calibration_scores": calibration,
+            "prices": "illustrative: gemini-1.5-flash-8b (cheap) and gemini-1.5-flash (strong) from serviceinfo.json",
+        }
+    )
     return result
 
 
 def live_run(count: int) -> dict[str, Any]:
     """Run the live cascade on ``count`` GSM8K test questions; print a short summary."""
     result = asyncio.run(_live(count))
-    print(f"live: {result['questions']} questions, escalated {result['escalated']:.0%}, "
-          f"accuracy {result['accuracy']}, dollars {result['dollars']}, "
-          f"first token {result['first_token_seconds']}")
+    print(
+        f"live: {result['questions']} questions, escalated {result['escalated']:.0%}, "
+        f"accuracy {result['accuracy']}, dollars {result['dollars']}, "
+        f"first token {result['first_token_seconds']}"
+    )
     return result
 
 

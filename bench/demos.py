@@ -39,8 +39,14 @@ TASKS: dict[str, dict[str, Any]] = {
     "trec": {
         "system": "Classify what the question asks for. Answer with one word: "
         "Abbreviation, Description, Entity, Person, Location or Number.",
-        "labels": {"ABBR": "Abbreviation", "DESC": "Description", "ENTY": "Entity", "HUM": "Person",
-                   "LOC": "Location", "NUM": "Number"},
+        "labels": {
+            "ABBR": "Abbreviation",
+            "DESC": "Description",
+            "ENTY": "Entity",
+            "HUM": "Person",
+            "LOC": "Location",
+            "NUM": "Number",
+        },
     },
     "agnews": {
         "system": "Classify the topic of the news article. Answer with one word: World, Sports, Business or Technology.",
@@ -50,6 +56,7 @@ TASKS: dict[str, dict[str, Any]] = {
 
 
 # data ---------------------------------------------------------------------------------------
+
 
 def _sst2(names: dict[str, str]) -> tuple[list[Example], list[Example]]:
     def read(name: str) -> list[Example]:
@@ -108,6 +115,7 @@ def task_pool(task: str, examples: list[Example]) -> tuple[DemoPool, float]:
 
 # prompts ------------------------------------------------------------------------------------
 
+
 def fixed_block(pool: DemoPool, size: int = 32) -> tuple[Example, ...]:
     """A fixed, label-balanced block: labels in turn, examples drawn with the seed."""
     rng = random.Random(SEED)
@@ -129,7 +137,9 @@ def configurations(ks: list[int]) -> list[tuple[str, str, int]]:
     return rows + [("fixed 32", "fixed", 32)]
 
 
-def build_prompts(task: str, pool: DemoPool, queries: list[Example], vectors: Any, ks: list[int]) -> dict[str, Any]:
+def build_prompts(
+    task: str, pool: DemoPool, queries: list[Example], vectors: Any, ks: list[int]
+) -> dict[str, Any]:
     """Every configuration's messages per query, plus demo ids and label agreement."""
     stage = DemoStage(pools={task: pool}, pool=task)
     system = Message("system", TASKS[task]["system"])
@@ -154,6 +164,7 @@ def build_prompts(task: str, pool: DemoPool, queries: list[Example], vectors: An
 
 
 # scoring ------------------------------------------------------------------------------------
+
 
 class Scorer:
     """Label log-likelihood scoring with the embedded model (first verbaliser token, batched)."""
@@ -181,7 +192,9 @@ class Scorer:
         assert len(set(ids)) == len(ids), verbalisers
         return ids
 
-    def predict(self, prompts: list[list[int]], label_ids: list[int], prefix: list[int] | None = None) -> list[int]:
+    def predict(
+        self, prompts: list[list[int]], label_ids: list[int], prefix: list[int] | None = None
+    ) -> list[int]:
         """Index of the best label per prompt; a shared ``prefix`` is run once and its KV reused."""
         import torch
 
@@ -224,9 +237,15 @@ class Scorer:
         if prefix_kv is not None:
             cache = DynamicCache()
             for layer, (k, v) in enumerate(prefix_kv):
-                cache.update(k.expand(len(rows), -1, -1, -1).contiguous(), v.expand(len(rows), -1, -1, -1).contiguous(), layer)
+                cache.update(
+                    k.expand(len(rows), -1, -1, -1).contiguous(),
+                    v.expand(len(rows), -1, -1, -1).contiguous(),
+                    layer,
+                )
             kwargs["past_key_values"] = cache
-        hidden = self.model.model(input_ids=ids, attention_mask=mask, use_cache=prefix_kv is not None, **kwargs)
+        hidden = self.model.model(
+            input_ids=ids, attention_mask=mask, use_cache=prefix_kv is not None, **kwargs
+        )
         last = torch.tensor([len(r) - 1 for r in rows])
         return self.model.lm_head(hidden.last_hidden_state[torch.arange(len(rows)), last]).float()
 
@@ -240,7 +259,9 @@ def _common_prefix(rows: list[list[int]]) -> int:
     return length
 
 
-def accuracy(scorer: Scorer, task: str, prompts: dict[str, Any], queries: list[Example], n: int, configs: list[str]) -> dict[str, float]:
+def accuracy(
+    scorer: Scorer, task: str, prompts: dict[str, Any], queries: list[Example], n: int, configs: list[str]
+) -> dict[str, float]:
     """Accuracy of each configuration on the first ``n`` queries."""
     verbalisers = list(TASKS[task]["labels"].values())
     label_ids = scorer.label_ids(verbalisers)
@@ -261,6 +282,7 @@ def accuracy(scorer: Scorer, task: str, prompts: dict[str, Any], queries: list[E
 
 # latency ------------------------------------------------------------------------------------
 
+
 def replicated_pool(examples: list[Example], vectors: Any, size: int) -> tuple[list[Example], Any]:
     """``size`` examples: the real ones, then copies whose vectors are perturbed and renormalised."""
     import numpy as np
@@ -276,7 +298,9 @@ def replicated_pool(examples: list[Example], vectors: Any, size: int) -> tuple[l
     return examples + copies, np.concatenate([vectors, noisy]).astype(np.float32)
 
 
-def latency(bank_examples: list[Example], bank_vectors: Any, queries: list[str], sizes: list[int]) -> dict[str, Any]:
+def latency(
+    bank_examples: list[Example], bank_vectors: Any, queries: list[str], sizes: list[int]
+) -> dict[str, Any]:
     """Build time, index kind, selection p50/p99 (query embedding included) and HNSW recall per size."""
     import faiss
     import torch
@@ -300,8 +324,11 @@ def latency(bank_examples: list[Example], bank_vectors: Any, queries: list[str],
                 selection = select(pool, query, SelectionConfig(k=4, method=method))
                 times.append(selection.ms)
                 embeds.append(selection.embed_ms)
-            row[method] = {"p50_ms": round(median(times), 2), "p99_ms": round(percentile(times, 99), 2),
-                           "embed_p50_ms": round(median(embeds), 2)}
+            row[method] = {
+                "p50_ms": round(median(times), 2),
+                "p99_ms": round(percentile(times, 99), 2),
+                "embed_p50_ms": round(median(embeds), 2),
+            }
         if pool.index_kind != "flat":
             row["recall_at_4"] = _recall(pool, examples, vectors, embedder.embed(queries))
         if size == max(sizes):
@@ -333,7 +360,10 @@ def _recall(pool: DemoPool, examples: list[Example], vectors: Any, query_vectors
 
 # report -------------------------------------------------------------------------------------
 
-def model_free(task: str, scorer: Scorer, ks: list[int]) -> tuple[dict[str, Any], Any, DemoPool, list[Example]]:
+
+def model_free(
+    task: str, scorer: Scorer, ks: list[int]
+) -> tuple[dict[str, Any], Any, DemoPool, list[Example]]:
     """Pool embedding and build, prompts, prompt tokens and label agreement for every configuration."""
     pool_examples, queries = load_task(task)
     pool, embed_s = task_pool(task, pool_examples)
@@ -349,8 +379,14 @@ def model_free(task: str, scorer: Scorer, ks: list[int]) -> tuple[dict[str, Any]
         }
         for name, entry in prompts.items()
     }
-    info = {"pool_size": len(pool), "queries": len(queries), "pool_embed_s": round(embed_s, 2),
-            "index": pool.index_kind, "index_build_s": round(build_s, 4), "configs": rows}
+    info = {
+        "pool_size": len(pool),
+        "queries": len(queries),
+        "pool_embed_s": round(embed_s, 2),
+        "index": pool.index_kind,
+        "index_build_s": round(build_s, 4),
+        "configs": rows,
+    }
     return info, prompts, pool, queries
 
 
@@ -362,20 +398,37 @@ def goals(tasks: dict[str, Any], lat: dict[str, Any]) -> list[dict[str, Any]]:
         name = f"{method} k=4"
         acc = [tasks[t]["configs"][name].get("accuracy") for t in tasks]
         fixed = [tasks[t]["configs"]["fixed 32"].get("accuracy") for t in tasks]
-        ratio = [tasks[t]["configs"][name]["prompt_tokens"] / tasks[t]["configs"]["fixed 32"]["prompt_tokens"] for t in tasks]
+        ratio = [
+            tasks[t]["configs"][name]["prompt_tokens"] / tasks[t]["configs"]["fixed 32"]["prompt_tokens"]
+            for t in tasks
+        ]
         if None not in acc and None not in fixed:
-            best[method] = {"accuracy": round(sum(acc) / len(acc), 4), "fixed32_accuracy": round(sum(fixed) / len(fixed), 4),
-                            "token_ratio": round(max(ratio), 3)}
+            best[method] = {
+                "accuracy": round(sum(acc) / len(acc), 4),
+                "fixed32_accuracy": round(sum(fixed) / len(fixed), 4),
+                "token_ratio": round(max(ratio), 3),
+            }
     if best:
         achieved = max(best.values(), key=lambda b: b["accuracy"] - b["fixed32_accuracy"])
         achieved = {**achieved, "method": next(m for m, b in best.items() if b is achieved)}
-        out.append(goal("kNN or MMR k=4 reaches fixed-32 accuracy (mean of 3 tasks) with <= 1/4 of its prompt tokens",
-                        "accuracy >= fixed 32, token ratio <= 0.25", achieved,
-                        lambda a: a["accuracy"] >= a["fixed32_accuracy"] and a["token_ratio"] <= 0.25))
+        out.append(
+            goal(
+                "kNN or MMR k=4 reaches fixed-32 accuracy (mean of 3 tasks) with <= 1/4 of its prompt tokens",
+                "accuracy >= fixed 32, token ratio <= 0.25",
+                achieved,
+                lambda a: a["accuracy"] >= a["fixed32_accuracy"] and a["token_ratio"] <= 0.25,
+            )
+        )
     largest = lat[max(lat, key=int)]
     p50 = {m: largest[m]["p50_ms"] for m in ("knn", "mmr")}
-    out.append(goal(f"selection p50 incl. query embedding at {largest['size']} examples", "<= 25 ms (kNN and MMR)",
-                    p50, lambda a: max(a.values()) <= 25))
+    out.append(
+        goal(
+            f"selection p50 incl. query embedding at {largest['size']} examples",
+            "<= 25 ms (kNN and MMR)",
+            p50,
+            lambda a: max(a.values()) <= 25,
+        )
+    )
     return out
 
 
@@ -387,7 +440,11 @@ def plot(tasks: dict[str, Any], lat: dict[str, Any], ks: list[int]) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    names = [n for n in next(iter(tasks.values()))["configs"] if "accuracy" in next(iter(tasks.values()))["configs"][n]]
+    names = [
+        n
+        for n in next(iter(tasks.values()))["configs"]
+        if "accuracy" in next(iter(tasks.values()))["configs"][n]
+    ]
     for offset, task in enumerate(tasks):
         values = [tasks[task]["configs"][n]["accuracy"] for n in names]
         axes[0].bar([i + offset * 0.27 for i in range(len(names))], values, width=0.27, label=task)
@@ -404,7 +461,13 @@ def plot(tasks: dict[str, Any], lat: dict[str, Any], ks: list[int]) -> Path:
     sizes = sorted(lat, key=int)
     for method in ("knn", "mmr"):
         for stat, style in (("p50_ms", "-"), ("p99_ms", ":")):
-            axes[2].plot([int(s) for s in sizes], [lat[s][method][stat] for s in sizes], style, marker="o", label=f"{method} {stat}")
+            axes[2].plot(
+                [int(s) for s in sizes],
+                [lat[s][method][stat] for s in sizes],
+                style,
+                marker="o",
+                label=f"{method} {stat}",
+            )
     axes[2].set_xscale("log")
     axes[2].set_xlabel("pool size")
     axes[2].set_ylabel("selection ms (query embedding included)")
@@ -434,12 +497,17 @@ def main(argv: list[str] | None = None) -> None:
         bank_examples += pool.examples
         bank_vectors.append(pool.vectors)
         lat_queries += [q.input for q in queries[:70]]
-        print(f"{task}: {tasks[task]['pool_size']} examples, embedded in {tasks[task]['pool_embed_s']} s", flush=True)
+        print(
+            f"{task}: {tasks[task]['pool_size']} examples, embedded in {tasks[task]['pool_embed_s']} s",
+            flush=True,
+        )
     import numpy as np
 
     order = np.random.default_rng(SEED).permutation(len(bank_examples))
     vectors = np.concatenate(bank_vectors)[order]
-    lat = latency([bank_examples[i] for i in order], vectors, lat_queries, [int(s) for s in args.sizes.split(",")])
+    lat = latency(
+        [bank_examples[i] for i in order], vectors, lat_queries, [int(s) for s in args.sizes.split(",")]
+    )
     acc_configs = [name for name, _, k in configurations(ks) if k in (0, 32) or k in acc_ks]
     for task in TASKS:
         _, queries = load_task(task)
@@ -447,11 +515,18 @@ def main(argv: list[str] | None = None) -> None:
             tasks[task]["configs"][name]["accuracy"] = round(value, 4)
     payload = {
         "environment": environment(),
-        "setup": {"accuracy_queries_per_task": n_acc, "accuracy_ks": acc_ks, "model_free_queries_per_task": 300,
-                  "scoring": "first-token label log-likelihood, one forward pass, bfloat16 weights",
-                  "placement": "turns", "seed": SEED, "latency_threads": 1,
-                  "latency_queries": len(lat_queries), "model_tokens_run": scorer.tokens_run,
-                  "wall_s": round(time.perf_counter() - started, 1)},
+        "setup": {
+            "accuracy_queries_per_task": n_acc,
+            "accuracy_ks": acc_ks,
+            "model_free_queries_per_task": 300,
+            "scoring": "first-token label log-likelihood, one forward pass, bfloat16 weights",
+            "placement": "turns",
+            "seed": SEED,
+            "latency_threads": 1,
+            "latency_queries": len(lat_queries),
+            "model_tokens_run": scorer.tokens_run,
+            "wall_s": round(time.perf_counter() - started, 1),
+        },
         "tasks": tasks,
         "latency": lat,
         "goals": goals(tasks, lat),
@@ -471,9 +546,20 @@ def report(payload: dict[str, Any], ks: list[int]) -> None:
             row += [entry.get("accuracy", "-"), entry["prompt_tokens"], entry["label_agreement"] or "-"]
         rows.append(row)
     print_table(headers, rows)
-    print_table(["pool", "index", "build s", "kNN p50/p99 ms", "MMR p50/p99 ms", "recall@4"],
-                [[r["size"], r["index"], r["build_s"], f"{r['knn']['p50_ms']}/{r['knn']['p99_ms']}",
-                  f"{r['mmr']['p50_ms']}/{r['mmr']['p99_ms']}", r.get("recall_at_4", 1.0)] for r in lat.values()])
+    print_table(
+        ["pool", "index", "build s", "kNN p50/p99 ms", "MMR p50/p99 ms", "recall@4"],
+        [
+            [
+                r["size"],
+                r["index"],
+                r["build_s"],
+                f"{r['knn']['p50_ms']}/{r['knn']['p99_ms']}",
+                f"{r['mmr']['p50_ms']}/{r['mmr']['p99_ms']}",
+                r.get("recall_at_4", 1.0),
+            ]
+            for r in lat.values()
+        ],
+    )
     for row in payload["goals"]:
         print(f"goal {'MET' if row['met'] else 'NOT MET'}: {row['name']}: {row['achieved']}")
     print(write_results("demos", payload), plot(tasks, lat, ks))

@@ -109,7 +109,11 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any])
 
 
 async def load(url: str, concurrency: int, per_stream: int, body: Body) -> tuple[list[Sample], float]:
-    """``concurrency`` streams, each sending ``per_stream`` requests back to back; (samples, wall)."""
+    """``concurrency`` streams, each sending ``per_stream`` requests back to back; (samples, wall).
+
+    A failed request is kept as a sample with no tokens and ``ttft`` = NaN (counted as an error),
+    so a path that drops requests shows it instead of stopping the run.
+    """
     samples: list[Sample] = []
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
@@ -117,7 +121,12 @@ async def load(url: str, concurrency: int, per_stream: int, body: Body) -> tuple
 
         async def worker(stream: int) -> None:
             for k in range(per_stream):
-                samples.append(await stream_once(client, url, body(stream, k)))
+                started = time.perf_counter()
+                try:
+                    samples.append(await stream_once(client, url, body(stream, k)))
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    print(f"    {url}: {type(exc).__name__}: {exc}", flush=True)
+                    samples.append(Sample(float("nan"), time.perf_counter() - started, 0))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(s) for s in range(concurrency)))
@@ -125,9 +134,11 @@ async def load(url: str, concurrency: int, per_stream: int, body: Body) -> tuple
 
 
 def _stats(samples: list[Sample], wall: float) -> dict[str, float]:
-    ttft, total = [s.ttft * 1000 for s in samples], [s.total * 1000 for s in samples]
+    ok = [s for s in samples if s.ttft == s.ttft]  # NaN marks a failed request
+    ttft, total = [s.ttft * 1000 for s in ok], [s.total * 1000 for s in ok]
     return {
         "requests": len(samples),
+        "errors": len(samples) - len(ok),
         "ttft_p50_ms": median(ttft), "ttft_p99_ms": percentile(ttft, 99),
         "total_p50_ms": median(total), "total_p99_ms": percentile(total, 99),
         "tokens_per_s": sum(s.tokens for s in samples) / wall,

@@ -1,9 +1,9 @@
 """A fast OpenAI-compatible upstream for measuring the proxy's own cost (``bench/proxy_overhead.py``).
 
 A bare ASGI app (no framework) under uvicorn: ``/v1/models``, and ``/v1/chat/completions`` that
-waits ``--prefill-ms``, then streams ``max_tokens`` canned one-token chunks ``--interval-ms``
-apart (pre-encoded, so the upstream spends almost no CPU per chunk), then a usage chunk and
-``[DONE]``. The pacing stands in for a GPU vLLM decoding ~50 tokens/s per stream; with the
+waits ``--prefill-ms``, then streams ``max_tokens`` canned one-token chunks on a fixed schedule,
+one every ``--interval-ms`` (pre-encoded, so the upstream spends almost no CPU per chunk), then a
+usage chunk and ``[DONE]``. The pacing stands in for a GPU vLLM decoding ~50 tokens/s per stream; with the
 upstream's cost held near zero, any difference between "direct" and "through tokenlean" is the
 proxy. Run: ``python -m bench.proxy_overhead_upstream --port 9100``.
 """
@@ -68,11 +68,16 @@ class PacedUpstream:
         await self._stream(send, tokens)
 
     async def _stream(self, send: Any, tokens: int) -> None:
+        # Tokens leave on a fixed schedule (like a decode loop that does not wait for its
+        # readers), not "send, then sleep": otherwise a reader that preempts this process
+        # when woken would stretch every gap and slow the direct path more than a relayed one.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": _ROLE, "more_body": True})
         for i in range(tokens):
             await send({"type": "http.response.body", "body": _TOKENS[i], "more_body": True})
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(max(0.0, start + (i + 1) * self.interval - loop.time()))
         usage = {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens}
         tail = _STOP + _chunk({"choices": [], "usage": usage}) + b"data: [DONE]\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})

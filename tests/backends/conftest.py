@@ -47,6 +47,7 @@ class FakeUpstream:
     async def complete_route(self, request: HTTPRequest) -> Response:
         body = await request.json()
         body["_path"] = request.url.path
+        body["_peer_port"] = request.client.port if request.client else None  # one per TCP connection
         self.calls.append(body)
         scenario = str(body.get("scenario") or body.get("model", "echo"))
         attempt = self.seen[scenario] = self.seen.get(scenario, 0) + 1

@@ -231,3 +231,24 @@ async def test_api_key_is_sent(upstream) -> None:
             client.event_hooks["request"].append(capture)
         await b.complete(ask())
     assert seen == ["Bearer sk-test"]
+
+
+async def test_sse_parser_handles_split_reads_crlf_comments_and_multiline() -> None:
+    from tokenlean.backends.openai_wire import sse_data
+
+    async def reads() -> AsyncIterator[bytes]:
+        for part in (b": keep-alive\n\nda", b"ta: {\"a\": 1}\n", b"\ndata: x\r\ndata: y\r\n\r\n",
+                     b"event: ping\n\n", b"data:[DONE]"):
+            yield part
+
+    assert [p async for p in sse_data(reads())] == [b'{"a": 1}', b"x\ny", b"[DONE]"]
+
+
+async def test_connection_is_reused_across_streams(upstream) -> None:
+    """A stream read to its end returns its connection to the pool (no new TCP connect each time)."""
+    fake, url = upstream
+    async with backend(url) as b:
+        for _ in range(5):
+            await (await b.complete(ask("canned", stream=True))).aread()
+    assert len(fake.calls) == 5
+    assert len({call["_peer_port"] for call in fake.calls}) == 1

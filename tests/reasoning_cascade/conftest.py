@@ -47,7 +47,7 @@ class FailingBackend(FakeBackend):
 
 def replying(text: str, model: str) -> FakeBackend:
     """A fake backend that always answers ``text``."""
-    reply: Callable[[Request], str] = lambda request: text  # noqa: E731
+    reply: Callable[[Request], str] = lambda request: text
     return FakeBackend(reply, model=model)
 
 
@@ -63,4 +63,6 @@ def kit():  # type: ignore[no-untyped-def]
     """The helpers above, for test modules (conftest is not importable under importlib mode)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(FixedScorer=FixedScorer, FailingBackend=FailingBackend, replying=replying, spec=SPEC)
+    return SimpleNamespace(
+        FixedScorer=FixedScorer, FailingBackend=FailingBackend, replying=replying, spec=SPEC
+    )

@@ -38,7 +38,10 @@ def split_csv(source: Path, folder: Path, train_rows: int, test_rows: int) -> tu
 def auc(scores: np.ndarray, labels: list[bool]) -> float:
     """Probability that a correct answer outscores a wrong one (ties count half)."""
     pos, neg = scores[np.array(labels)], scores[~np.array(labels)]
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg)))
+    return float(
+        ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+        / (len(pos) * len(neg))
+    )
 
 
 def test_round_trip_and_beats_random_on_held_back_rows(gsm8k_csv, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -70,7 +73,9 @@ async def test_scores_a_request_with_embeddings_after_reload(gsm8k_csv, tmp_path
     from tokenlean.reasoning.cascade.learnt import featurise
 
     features, vectors = featurise(questions, answers, shared_embedder())
-    np.testing.assert_allclose(scorer.confidences(questions, answers), model.predict(features, vectors), atol=1e-9)
+    np.testing.assert_allclose(
+        scorer.confidences(questions, answers), model.predict(features, vectors), atol=1e-9
+    )
     request = Request(messages=(Message("user", questions[0]),))
     score = await scorer.score(request, Response(choices=(Choice(0, answers[0]),)))
     # one text alone is embedded without batch padding: equal up to float32 rounding
@@ -93,14 +98,39 @@ def test_cli_train_and_thresholds(gsm8k_csv, tmp_path, capsys) -> None:  # type:
     args = parser.parse_args(["cascade", "train", str(train), "--out", str(tmp_path / "s.npz"), "--no-embed"])
     assert args.func(args) == 0
     assert "cross-validated AUC" in capsys.readouterr().out and (tmp_path / "s.npz").exists()
-    args = parser.parse_args(["cascade", "thresholds", str(test), "--scorer", str(tmp_path / "s.npz"),
-                              "--strong-correct", "strong_correct", "--quality-ratio", "0.95",
-                              "--cheap-cost", "0.0002", "--strong-cost", "0.006"])
+    args = parser.parse_args(
+        [
+            "cascade",
+            "thresholds",
+            str(test),
+            "--scorer",
+            str(tmp_path / "s.npz"),
+            "--strong-correct",
+            "strong_correct",
+            "--quality-ratio",
+            "0.95",
+            "--cheap-cost",
+            "0.0002",
+            "--strong-cost",
+            "0.006",
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "| threshold | escalated | accuracy |" in out and "chosen: threshold" in out
-    args = parser.parse_args(["cascade", "thresholds", str(test), "--scorer", str(tmp_path / "s.npz"),
-                              "--quality", "0.999", "--strong-correct", "strong_correct"])
+    args = parser.parse_args(
+        [
+            "cascade",
+            "thresholds",
+            str(test),
+            "--scorer",
+            str(tmp_path / "s.npz"),
+            "--quality",
+            "0.999",
+            "--strong-correct",
+            "strong_correct",
+        ]
+    )
     assert args.func(args) == 2  # out of reach: GPT-4 itself is not that accurate
 
 

@@ -12,11 +12,13 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.types import Message, Request
 from tokenlean.reasoning.cascade import AgreementScorer, LogprobScorer, build_scorer
-from tokenlean.reasoning.cascade.scorers import normalise_answer
 from tokenlean.reasoning.cascade.features import FEATURE_NAMES, answer_features, check_equations, final_number
+from tokenlean.reasoning.cascade.scorers import normalise_answer
 
 QUESTION = Request(
-    messages=(Message("user", "What is the capital of France? Answer in one word."),), max_tokens=6, temperature=0
+    messages=(Message("user", "What is the capital of France? Answer in one word."),),
+    max_tokens=6,
+    temperature=0,
 )
 
 
@@ -50,10 +52,26 @@ async def test_agreement_scorer_on_the_embedded_model(local_backend) -> None:  #
 
 async def test_embedded_model_as_cheap_tier(local_backend) -> None:  # type: ignore[no-untyped-def]
     """The embedded model is the pipeline backend (tier ``default``); a fake stands in for the strong tier."""
-    spec = PipelineSpec.parse({"stages": [{"type": "cascade", "policy": "raise", "options": {
-        "scorer": {"type": "logprob"},
-        "tiers": [{"name": "smollm2", "threshold": 0.0}, {"name": "big", "backend": {"type": "fake"}}]}}]})
-    pipeline = Pipeline(local_backend, spec.build(backend=local_backend).stages, policies={"cascade": "raise"})
+    spec = PipelineSpec.parse(
+        {
+            "stages": [
+                {
+                    "type": "cascade",
+                    "policy": "raise",
+                    "options": {
+                        "scorer": {"type": "logprob"},
+                        "tiers": [
+                            {"name": "smollm2", "threshold": 0.0},
+                            {"name": "big", "backend": {"type": "fake"}},
+                        ],
+                    },
+                }
+            ]
+        }
+    )
+    pipeline = Pipeline(
+        local_backend, spec.build(backend=local_backend).stages, policies={"cascade": "raise"}
+    )
     response = await pipeline(QUESTION)
     event = next(e for e in response.events if e.stage == "cascade" and e.action != "timing")
     assert event.data["tier"] == "smollm2" and 0 < event.data["scores"][0] <= 1
@@ -68,13 +86,23 @@ def test_bad_scorer_specs() -> None:
     with pytest.raises(ConfigError):
         build_scorer({"type": "logprob", "colour": "blue"})
     with pytest.raises(ConfigError) as caught:  # every tier but the last needs a threshold
-        PipelineSpec.parse({"stages": [{"type": "cascade", "options": {"scorer": {"type": "logprob"},
-                            "tiers": [{"name": "a"}, {"name": "b"}]}}]}).build(backend=None)  # type: ignore[arg-type]
+        PipelineSpec.parse(
+            {
+                "stages": [
+                    {
+                        "type": "cascade",
+                        "options": {"scorer": {"type": "logprob"}, "tiers": [{"name": "a"}, {"name": "b"}]},
+                    }
+                ]
+            }
+        ).build(backend=None)  # type: ignore[arg-type]
     assert "threshold" in caught.value.message
 
 
 def test_arithmetic_checks() -> None:
-    answer = "He has 20 + 80/2 = 55 apples, then 3 x 4 = <<3*4=12>>12 pears and 12 * 2 = 24 + 1 = 25.\n#### 25"
+    answer = (
+        "He has 20 + 80/2 = 55 apples, then 3 x 4 = <<3*4=12>>12 pears and 12 * 2 = 24 + 1 = 25.\n#### 25"
+    )
     pairs = check_equations(answer)
     assert (60.0, 55.0) in pairs and (12.0, 12.0) in pairs and (25.0, 25.0) in pairs
     assert (24.0, 25.0) not in pairs  # "12 * 2 = 24 + 1 = 25" continues from 24: no false alarm

@@ -32,7 +32,13 @@ def cascade_event(response):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     ("score", "threshold", "answered_by"),
-    [(0.7, 0.7, "cheap"), (0.7000001, 0.7, "cheap"), (0.6999999, 0.7, "strong"), (0.0, 0.0, "cheap"), (None, 0.0, "strong")],
+    [
+        (0.7, 0.7, "cheap"),
+        (0.7000001, 0.7, "cheap"),
+        (0.6999999, 0.7, "strong"),
+        (0.0, 0.0, "cheap"),
+        (None, 0.0, "strong"),
+    ],
 )
 async def test_escalates_exactly_below_threshold(kit, score, threshold, answered_by) -> None:  # type: ignore[no-untyped-def]
     pipeline, cheap, strong = two_tier_pipeline(kit, score, threshold)
@@ -46,7 +52,7 @@ async def test_escalates_exactly_below_threshold(kit, score, threshold, answered
 
 
 async def test_costs_add_up(kit) -> None:  # type: ignore[no-untyped-def]
-    pipeline, cheap, strong = two_tier_pipeline(kit, 0.1, 0.5)
+    pipeline, _cheap, _strong = two_tier_pipeline(kit, 0.1, 0.5)
     escalated = cascade_event(await pipeline(QUESTION)).data
     # FakeBackend counts words: prompt 5, cheap answer 3, strong answer 4.
     cheap_cost, strong_cost = 5 * 1e-6 + 3 * 2e-6, 5 * 1e-5 + 4 * 3e-5
@@ -64,7 +70,7 @@ async def test_costs_add_up(kit) -> None:  # type: ignore[no-untyped-def]
 
 async def test_failing_tier_escalates(kit) -> None:  # type: ignore[no-untyped-def]
     down = kit.FailingBackend(model="down")
-    pipeline, _, strong = two_tier_pipeline(kit, 1.0, 0.5, cheap=down)
+    pipeline, _, _strong = two_tier_pipeline(kit, 1.0, 0.5, cheap=down)
     response = await pipeline(QUESTION)
     event = cascade_event(response)
     assert response.text == "strong answer is 4" and len(down.requests) == 1
@@ -74,7 +80,9 @@ async def test_failing_tier_escalates(kit) -> None:  # type: ignore[no-untyped-d
 
 
 async def test_failing_tier_raises_when_configured(kit) -> None:  # type: ignore[no-untyped-def]
-    pipeline, _, strong = two_tier_pipeline(kit, 1.0, 0.5, cheap=kit.FailingBackend(), escalate_on_error=False)
+    pipeline, _, strong = two_tier_pipeline(
+        kit, 1.0, 0.5, cheap=kit.FailingBackend(), escalate_on_error=False
+    )
     with pytest.raises(BackendUnavailableError):
         await pipeline(QUESTION)
     assert strong.requests == []
@@ -96,7 +104,10 @@ async def test_failure_from_the_pipeline_backend_escalates(kit) -> None:  # type
 
 
 async def test_stream_sends_only_the_accepted_answer(kit) -> None:  # type: ignore[no-untyped-def]
-    for score, expected, tier_name in ((0.9, "cheap answer four", "cheap"), (0.1, "strong answer is 4", "strong")):
+    for score, expected, tier_name in (
+        (0.9, "cheap answer four", "cheap"),
+        (0.1, "strong answer is 4", "strong"),
+    ):
         pipeline, _, strong = two_tier_pipeline(kit, score, 0.5)
         response = await pipeline(QUESTION.replace(stream=True))
         assert response.is_streaming
@@ -110,7 +121,9 @@ async def test_stream_sends_only_the_accepted_answer(kit) -> None:  # type: igno
 
 
 async def test_model_name_selects_cascade() -> None:
-    pipeline = PipelineSpec.from_file(__import__("pathlib").Path(__file__).with_name("cascade_spec.yaml")).build()
+    pipeline = PipelineSpec.from_file(
+        __import__("pathlib").Path(__file__).with_name("cascade_spec.yaml")
+    ).build()
     assert sorted(cascade_models(pipeline)) == ["cascade:always-strong", "cascade:cheap-first"]
     assert resolve_cascade_model(pipeline, "cascade:always-strong") == "always-strong"
     assert resolve_cascade_model(pipeline, "gpt-4o") is None
@@ -144,11 +157,13 @@ async def test_bad_options_name_the_field(kit, option, param) -> None:  # type: 
 
 
 async def test_per_request_thresholds_and_disable(kit) -> None:  # type: ignore[no-untyped-def]
-    pipeline, cheap, strong = two_tier_pipeline(kit, 0.6, 0.5)
+    pipeline, _cheap, _strong = two_tier_pipeline(kit, 0.6, 0.5)
     escalated = await pipeline(QUESTION.replace(options={"cascade": {"thresholds": [0.61]}}))
     assert cascade_event(escalated).data["tier"] == "strong"
     passed = await pipeline(QUESTION.replace(options={"cascade": False}))
-    assert passed.model == "pipeline" and not [e for e in passed.events if e.stage == "cascade" and e.action != "timing"]
+    assert passed.model == "pipeline" and not [
+        e for e in passed.events if e.stage == "cascade" and e.action != "timing"
+    ]
 
 
 async def test_n_above_one_goes_to_the_last_tier(kit) -> None:  # type: ignore[no-untyped-def]

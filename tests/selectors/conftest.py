@@ -18,13 +18,29 @@ SST2_TRAIN = _DATA / "icl_classification" / "sst2" / "stsa.binary.train"
 PARAPHRASES = [
     ("How do I reset my password?", "account", "I forgot my password, how can I set a new one?"),
     ("What time does the store open on Sundays?", "hours", "On Sundays, when does the shop open its doors?"),
-    ("Can I return an item without a receipt?", "returns", "Is it possible to bring something back if I lost the receipt?"),
+    (
+        "Can I return an item without a receipt?",
+        "returns",
+        "Is it possible to bring something back if I lost the receipt?",
+    ),
     ("The movie was a complete waste of time.", "negative", "That film was a total waste of my time."),
-    ("An absolutely wonderful film with brilliant acting.", "positive", "A truly wonderful movie, the acting was brilliant."),
+    (
+        "An absolutely wonderful film with brilliant acting.",
+        "positive",
+        "A truly wonderful movie, the acting was brilliant.",
+    ),
     ("Who wrote the novel Pride and Prejudice?", "person", "Who is the author of Pride and Prejudice?"),
     ("How far is the Moon from the Earth?", "number", "What is the distance between the Earth and the Moon?"),
-    ("The goalkeeper saved a penalty in the final minute.", "sports", "In the last minute the keeper stopped a penalty kick."),
-    ("Scientists discovered a new species of frog in the rainforest.", "science", "Researchers found a previously unknown frog species in the jungle."),
+    (
+        "The goalkeeper saved a penalty in the final minute.",
+        "sports",
+        "In the last minute the keeper stopped a penalty kick.",
+    ),
+    (
+        "Scientists discovered a new species of frog in the rainforest.",
+        "science",
+        "Researchers found a previously unknown frog species in the jungle.",
+    ),
 ]
 DISTRACTORS = [
     ("How do I change my username?", "account"),

@@ -29,12 +29,17 @@ QUERIES = ["a gripping thriller", "dull and lifeless", "the best comedy of the y
 
 def _selections(pool: DemoPool, vectors: np.ndarray) -> list[tuple[int, ...]]:
     configs = [SelectionConfig(k=5), SelectionConfig(k=5, method="mmr"), SelectionConfig(k=4, balance=True)]
-    return [select(pool, q, c, query_vector=v).ids for q, v in zip(QUERIES, vectors, strict=True) for c in configs]
+    return [
+        select(pool, q, c, query_vector=v).ids for q, v in zip(QUERIES, vectors, strict=True) for c in configs
+    ]
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_persistence_round_trip_gives_the_same_selections(
-    sst2_pool: DemoPool, embedder, tmp_path: Path, kind: str  # type: ignore[no-untyped-def]
+    sst2_pool: DemoPool,
+    embedder,
+    tmp_path: Path,
+    kind: str,  # type: ignore[no-untyped-def]
 ) -> None:
     pool = DemoPool("sst2", sst2_pool.examples, sst2_pool.vectors, embedder=embedder, index=kind)
     assert pool.index_kind == kind
@@ -60,7 +65,9 @@ def test_add_updates_the_index_and_survives_a_save(sst2_pool: DemoPool, embedder
     assert select(loaded, query, SelectionConfig(k=1)).examples[0].input == text
 
 
-def test_auto_index_is_exact_when_small_and_approximate_above_the_threshold(sst2_pool: DemoPool, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_auto_index_is_exact_when_small_and_approximate_above_the_threshold(
+    sst2_pool: DemoPool, embedder
+) -> None:  # type: ignore[no-untyped-def]
     examples, vectors = sst2_pool.examples, sst2_pool.vectors
     assert DemoPool("a", examples, vectors, embedder=embedder).index_kind == "flat"
     assert DemoPool("b", examples, vectors, embedder=embedder, exact_threshold=100).index_kind == "hnsw"
@@ -70,15 +77,19 @@ def test_auto_index_is_exact_when_small_and_approximate_above_the_threshold(sst2
     assert growing.index_kind == "hnsw" and len(growing) == 120
     exact = DemoPool("d", examples[:120], vectors[:120], embedder=embedder, index="flat")
     query = embedder.embed(["a charming film"])[0]
-    assert select(growing, "", SelectionConfig(k=3), query_vector=query).ids == select(
-        exact, "", SelectionConfig(k=3), query_vector=query
-    ).ids
+    assert (
+        select(growing, "", SelectionConfig(k=3), query_vector=query).ids
+        == select(exact, "", SelectionConfig(k=3), query_vector=query).ids
+    )
 
 
 def test_loaders_read_jsonl_and_csv(tmp_path: Path) -> None:
     jsonl = tmp_path / "demos.jsonl"
     jsonl.write_text(
-        json.dumps({"input": "2+2?", "output": "4"}) + "\n\n" + json.dumps({"text": "x", "label": "pos"}) + "\n"
+        json.dumps({"input": "2+2?", "output": "4"})
+        + "\n\n"
+        + json.dumps({"text": "x", "label": "pos"})
+        + "\n"
     )
     with pytest.raises(ConfigError, match="row 2"):
         load_examples(jsonl)

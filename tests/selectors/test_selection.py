@@ -32,11 +32,16 @@ def test_knn_order_puts_the_most_similar_last(paraphrase_pool: DemoPool) -> None
 def duplicate_pool(embedder) -> DemoPool:  # type: ignore[no-untyped-def]
     """Near-identical groups (punctuation and case changes; MiniLM cosine 0.94-1.0) among unrelated ones."""
     texts = [
-        "The cat sat on the mat.", "The cat sat on the mat!", "the cat sat on the mat",
+        "The cat sat on the mat.",
+        "The cat sat on the mat!",
+        "the cat sat on the mat",
         "Cats love sitting on mats.",
-        "Dogs chase balls in the park.", "Dogs chase balls in the park!",
-        "The stock market fell sharply today.", "The stock market fell sharply today",
-        "A kitten is sleeping on a rug.", "Parliament passed the new budget.",
+        "Dogs chase balls in the park.",
+        "Dogs chase balls in the park!",
+        "The stock market fell sharply today.",
+        "The stock market fell sharply today",
+        "A kitten is sleeping on a rug.",
+        "Parliament passed the new budget.",
     ]
     return DemoPool.build("dups", [Example(t, "x") for t in texts], embedder=embedder)
 
@@ -52,7 +57,9 @@ def test_knn_does_pick_near_duplicates_so_the_mmr_test_means_something(duplicate
 
 
 @pytest.mark.parametrize("lam", [0.3, 0.5, 0.8, 1.0])
-def test_mmr_never_returns_two_near_identical_examples(duplicate_pool: DemoPool, embedder, lam: float) -> None:  # type: ignore[no-untyped-def]
+def test_mmr_never_returns_two_near_identical_examples(
+    duplicate_pool: DemoPool, embedder, lam: float
+) -> None:  # type: ignore[no-untyped-def]
     queries = ["a cat sitting on a mat", "dogs playing with a ball", "markets dropped", "budget vote"]
     vectors = dict(zip(queries, embedder.embed(queries), strict=True))
     for query, k in itertools.product(queries, [2, 3, 5, 20]):
@@ -78,7 +85,12 @@ def test_random_is_deterministic_per_query_and_seed(sst2_pool: DemoPool) -> None
 
 
 def test_label_balance_takes_each_label_in_turn(sst2_pool: DemoPool, embedder) -> None:  # type: ignore[no-untyped-def]
-    queries = ["a dreadful, boring mess of a movie", "a warm, funny and moving film", "the plot", "the actors"]
+    queries = [
+        "a dreadful, boring mess of a movie",
+        "a warm, funny and moving film",
+        "the plot",
+        "the actors",
+    ]
     skewed = 0
     for query, vector in zip(queries, embedder.embed(queries), strict=True):
         plain = select(sst2_pool, query, SelectionConfig(k=4), query_vector=vector)
@@ -119,4 +131,7 @@ def test_bad_configs_are_rejected() -> None:
 
 def test_distractors_are_really_on_the_same_topics() -> None:
     # guards the paraphrase test: without same-topic distractors it would be too easy
-    assert {label for _, label in DISTRACTORS} & {label for _, label, _ in PARAPHRASES} >= {"account", "person"}
+    assert {label for _, label in DISTRACTORS} & {label for _, label, _ in PARAPHRASES} >= {
+        "account",
+        "person",
+    }

@@ -30,7 +30,12 @@ def _events(response):  # type: ignore[no-untyped-def]
 
 async def test_turns_go_after_the_system_prompt_which_stays_first(paraphrase_pool: DemoPool) -> None:
     stage = DemoStage(pools={"faq": paraphrase_pool}, pool="faq", k=3)
-    history = (SYSTEM, Message("user", "hi"), Message("assistant", "Hello!"), Message("user", PARAPHRASES[0][2]))
+    history = (
+        SYSTEM,
+        Message("user", "hi"),
+        Message("assistant", "Hello!"),
+        Message("user", PARAPHRASES[0][2]),
+    )
     fake, pending = _run(stage, Request(messages=history))
     response = await pending
     sent = fake.requests[0].messages
@@ -78,7 +83,9 @@ async def test_without_a_system_prompt_the_block_becomes_one(paraphrase_pool: De
     assert [m.role for m in fake.requests[0].messages] == ["system", "user"]
 
 
-async def test_per_request_options_pick_pool_k_and_method(paraphrase_pool: DemoPool, sst2_pool: DemoPool) -> None:
+async def test_per_request_options_pick_pool_k_and_method(
+    paraphrase_pool: DemoPool, sst2_pool: DemoPool
+) -> None:
     stage = DemoStage(pools={"faq": paraphrase_pool, "sst2": sst2_pool}, pool="faq", k=4)
     options = {"demos": {"pool": "sst2", "k": 2, "method": "mmr"}}
     fake, pending = _run(stage, Request(messages=(SYSTEM, Message("user", "a superb film")), options=options))
@@ -150,7 +157,11 @@ async def test_text_prompt_gets_a_block_in_front(paraphrase_pool: DemoPool) -> N
 async def test_spec_builds_the_stage_from_a_jsonl_file_and_saves_the_pool(tmp_path: Path) -> None:
     source = tmp_path / "faq.jsonl"
     source.write_text("".join(json.dumps({"input": t, "output": l}) + "\n" for t, l, _ in PARAPHRASES))
-    options = {"pools": {"faq": {"path": str(source), "save_to": str(tmp_path / "saved")}}, "pool": "faq", "k": 1}
+    options = {
+        "pools": {"faq": {"path": str(source), "save_to": str(tmp_path / "saved")}},
+        "pool": "faq",
+        "k": 1,
+    }
     spec = {"backend": {"type": "fake"}, "stages": [{"type": "demos", "policy": "raise", "options": options}]}
     pipeline = PipelineSpec.parse(spec).build()
     await pipeline(Request(messages=(Message("user", PARAPHRASES[6][2]),)))

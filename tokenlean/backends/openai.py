@@ -240,13 +240,13 @@ class OpenAIBackend:
         try:
             if answer.status_code >= 400:
                 raise error_from_body(answer.status_code, await _within(deadline, answer.aread()))
-            events = sse_data(answer.aiter_lines())
+            events = sse_data(answer.aiter_bytes())
             while True:
                 try:
                     payload = await _within(deadline, events.__anext__())
                 except StopAsyncIteration:
                     return
-                if payload == "[DONE]":
+                if payload == b"[DONE]":
                     # Read to the end of the body, or httpx closes the connection instead of
                     # pooling it, and every request pays a new TCP connect.
                     await _within(deadline, _drain(events))
@@ -313,7 +313,7 @@ def _stream_error(error: Any) -> UpstreamStatusError:
     return UpstreamStatusError(f"upstream stream failed: {error.get('message', '')}", upstream_status=status)
 
 
-async def _drain(events: AsyncIterator[str]) -> None:
+async def _drain(events: AsyncIterator[bytes]) -> None:
     async for _ in events:
         pass
 

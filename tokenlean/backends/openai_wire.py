@@ -168,21 +168,29 @@ def error_from_body(status: int, body: bytes) -> UpstreamStatusError:
     return UpstreamStatusError(f"upstream answered {status}: {message}", upstream_status=status, param=param)
 
 
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The ``data`` payload of each server-sent event, as soon as its closing blank line arrives.
 
-    Comment lines (keep-alives) and other fields are skipped; multi-line data is joined with
-    newlines as the SSE specification says.
+    Works on the raw body bytes (no text decoding, no line objects: this loop runs once per
+    token). Comment lines (keep-alives) and other fields are skipped; multi-line data is joined
+    with newlines, and CRLF line ends are accepted, as the SSE specification says.
     """
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+        while (end := buffer.find(b"\n\n")) >= 0:
+            event, buffer = buffer[:end], buffer[end + 2 :]
+            payload = _data(event)
+            if payload is not None:
+                yield payload
+    if buffer.strip():
+        payload = _data(buffer)
+        if payload is not None:
+            yield payload
+
+
+def _data(event: bytes) -> bytes | None:
+    lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)

@@ -132,7 +132,9 @@ class SingleRowDecoder:
         """The drafters ``plan.mode`` asks for, in order of preference."""
         mode, drafters = plan.mode, []
         if mode in ("auto", "lookup"):
-            drafters.append(PromptLookupDrafter())
+            drafters.append(
+                PromptLookupDrafter(min_ngram=self.policy.lookup_min_ngram, max_ngram=self.policy.lookup_max_ngram)
+            )
         if mode in ("auto", "retrieval"):
             # a seeded sample must not depend on what earlier requests left in the datastore
             store = None if (row.settings.seed is not None and not row.settings.greedy) else self.datastore

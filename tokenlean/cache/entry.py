@@ -19,11 +19,13 @@ __all__ = ["CacheEntry", "IndexRecord", "decode_answer", "encode_answer"]
 
 @dataclass(frozen=True, slots=True)
 class IndexRecord:
-    """The part of an entry a vector index needs: its key, its context and its embedding."""
+    """The part of an entry a vector index needs: key, context, embedding, and the query text
+    (kept beside the vector so the meaning guard can vet candidates without a store round trip)."""
 
     key: str
     context: str
     vector: bytes
+    query: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class CacheEntry:
         """The index record of this entry, or None when it is exact-only."""
         if self.context is None or self.vector is None:
             return None
-        return IndexRecord(self.key, self.context, self.vector)
+        return IndexRecord(self.key, self.context, self.vector, self.query)
 
 
 def encode_answer(response: Response) -> str:

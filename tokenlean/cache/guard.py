@@ -13,8 +13,8 @@ The guard turns the cosine into a *score*:
 * **Vetoes** (score 0, never a hit at any threshold above 0) for the meaning flippers: the numbers
   differ (digits and number words, ``"two"`` == ``"2"``); negation is present in one and not the
   other; an asymmetric relation has its entities swapped ("A bigger than B" vs "B bigger than A",
-  "from A to B", "convert A to B", "A before B"); or a comparative/superlative points the other
-  way on the same scale ("bigger" vs "smaller", "best" vs "worst").
+  "from A to B", "convert A to B"); or a comparative/superlative points the other way on the
+  same scale ("bigger" vs "smaller", "best" vs "worst").
 * A **novelty penalty**: ``novelty_penalty`` per content word (stop words removed, crude
   stemming) that one side has and the other lacks, counted on the side with more. A pooled
   embedding dilutes one differing detail more the longer the text, so a fixed count of

@@ -48,7 +48,9 @@ def examples_from_records(
         label = row.get(label_key) if label_key else None
         output = row.get(output_key, label)
         if output is None:
-            raise ConfigError(f"{source}: row {number} has neither {output_key!r} nor a label", param="output_key")
+            raise ConfigError(
+                f"{source}: row {number} has neither {output_key!r} nor a label", param="output_key"
+            )
         examples.append(Example(str(row[input_key]), str(output), None if label is None else str(label)))
     return examples
 
@@ -87,5 +89,4 @@ def load_examples(
 def write_examples_jsonl(examples: Iterable[Example], path: str | Path) -> None:
     """Write examples one JSON object per line (the format ``load_examples`` reads back)."""
     with Path(path).open("w", encoding="utf-8") as handle:
-        for example in examples:
-            handle.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
+        handle.writelines(json.dumps(example.to_dict(), ensure_ascii=False) + "\n" for example in examples)

@@ -58,7 +58,12 @@ class VectorIndex:
             raise ConfigError(f"index kind must be flat, hnsw or ivf, not {kind!r}", param="index")
         self.dimension = dimension
         self.kind = kind
-        self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe = hnsw_m, ef_construction, ef_search, nprobe
+        self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe = (
+            hnsw_m,
+            ef_construction,
+            ef_search,
+            nprobe,
+        )
         self._index: Any = None if kind == "ivf" else self._empty()
 
     def _empty(self) -> Any:

@@ -59,7 +59,9 @@ def parse_request_options(
     if raw is False:
         return None
     if not isinstance(raw, Mapping):
-        raise BadRequestError(f"tokenlean.demos must be an object or false, got {raw!r}", param="tokenlean.demos")
+        raise BadRequestError(
+            f"tokenlean.demos must be an object or false, got {raw!r}", param="tokenlean.demos"
+        )
     unknown = sorted(set(raw) - set(OPTION_FIELDS))
     if unknown:
         raise _bad(unknown[0], f"unknown option; known: {', '.join(OPTION_FIELDS)}")
@@ -88,17 +90,25 @@ def pool_from_entry(name: str, entry: Any, *, embedder: Embedder | None = None) 
     if isinstance(entry, (str, Path)):
         entry = {"path": entry}
     if not isinstance(entry, Mapping) or "path" not in entry:
-        raise ConfigError(f"pool {name!r}: give a path or {{path: ..., ...}}, not {entry!r}", param=f"pools.{name}")
+        raise ConfigError(
+            f"pool {name!r}: give a path or {{path: ..., ...}}, not {entry!r}", param=f"pools.{name}"
+        )
     unknown = sorted(set(entry) - _ENTRY_FIELDS)
     if unknown:
         raise ConfigError(f"pool {name!r}: unknown key {unknown[0]!r}", param=f"pools.{name}.{unknown[0]}")
     path = Path(entry["path"]).expanduser()
     if (path / "meta.json").exists():
         return DemoPool.load(path, embedder=embedder, name=name)
-    keys = {key: entry[key] for key in ("input_key", "output_key", "label_key", "index", "exact_threshold") if key in entry}
+    keys = {
+        key: entry[key]
+        for key in ("input_key", "output_key", "label_key", "index", "exact_threshold")
+        if key in entry
+    }
     saved = Path(entry["save_to"]).expanduser() if entry.get("save_to") else None
     fresh = saved is not None and (saved / "meta.json").exists()
-    if fresh and (saved / "meta.json").stat().st_mtime >= path.stat().st_mtime:  # embedded on an earlier start
+    if (
+        fresh and (saved / "meta.json").stat().st_mtime >= path.stat().st_mtime
+    ):  # embedded on an earlier start
         return DemoPool.load(saved, embedder=embedder, name=name)
     pool = DemoPool.from_file(path, name=name, embedder=embedder, **keys)
     if saved is not None:

@@ -199,7 +199,9 @@ class DemoPool:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, *, embedder: Embedder | None = None, name: str | None = None) -> DemoPool:
+    def load(
+        cls, folder: str | Path, *, embedder: Embedder | None = None, name: str | None = None
+    ) -> DemoPool:
         """Read a pool written by ``save``: nothing is re-embedded and the index is not rebuilt."""
         import numpy as np
 
@@ -209,9 +211,13 @@ class DemoPool:
         vectors = np.load(folder / "vectors.npy")
         index = VectorIndex.load(folder / "index.faiss", kind=meta["index_kind"], dimension=meta["dimension"])
         if not len(examples) == len(vectors) == index.size == meta["count"]:
-            raise ConfigError(f"saved pool {folder} is inconsistent (examples, vectors and index differ in size)")
+            raise ConfigError(
+                f"saved pool {folder} is inconsistent (examples, vectors and index differ in size)"
+            )
         if embedder is not None and meta["embedder"] and embedder_id(embedder) != meta["embedder"]:
-            raise ConfigError(f"pool {folder} was embedded with {meta['embedder']}, not {embedder_id(embedder)}")
+            raise ConfigError(
+                f"pool {folder} was embedded with {meta['embedder']}, not {embedder_id(embedder)}"
+            )
         return cls(
             name or meta["name"],
             examples,

@@ -55,7 +55,9 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"unknown selection method {self.method!r}; known: {', '.join(METHODS)}", param="method")
+            raise ConfigError(
+                f"unknown selection method {self.method!r}; known: {', '.join(METHODS)}", param="method"
+            )
         if self.k is None and self.budget is None:
             raise ConfigError("give k, budget or both", param="k")
         if self.k is not None and self.k < 0:
@@ -92,7 +94,9 @@ def select(
     pass ``query_vector`` to reuse an embedding computed elsewhere.
     """
     if config.budget is not None and cost is None:
-        raise ConfigError("a token budget needs a cost function (the target model's tokenizer)", param="budget")
+        raise ConfigError(
+            "a token budget needs a cost function (the target model's tokenizer)", param="budget"
+        )
     started = time.perf_counter()
     limit = len(pool) if config.k is None else min(config.k, len(pool))
     reach = min(len(pool), config.candidates) if config.k is None else limit  # how deep to look

@@ -70,15 +70,24 @@ class DemoStage:
     ) -> None:
         self._entries: dict[str, Any] = dict(pools or {})
         if pool is not None and pool not in self._entries:
-            raise ConfigError(f"default pool {pool!r} is not among the pools: {sorted(self._entries)}", param="pool")
+            raise ConfigError(
+                f"default pool {pool!r} is not among the pools: {sorted(self._entries)}", param="pool"
+            )
         if placement not in ("turns", "system"):
             raise ConfigError(f"placement must be 'turns' or 'system', not {placement!r}", param="placement")
         self.default_pool = pool
         self.defaults: dict[str, Any] = {
-            "k": k, "budget": budget, "method": method, "mmr_lambda": mmr_lambda, "balance": balance,
-            "candidates": candidates, "placement": placement,
+            "k": k,
+            "budget": budget,
+            "method": method,
+            "mmr_lambda": mmr_lambda,
+            "balance": balance,
+            "candidates": candidates,
+            "placement": placement,
         }
-        SelectionConfig(k=k, budget=budget, method=method, mmr_lambda=mmr_lambda, balance=balance)  # validate now
+        SelectionConfig(
+            k=k, budget=budget, method=method, mmr_lambda=mmr_lambda, balance=balance
+        )  # validate now
         self.block_header, self.input_prefix, self.output_prefix = block_header, input_prefix, output_prefix
         self._pair_overhead = pair_overhead
         self._tokenizer_dir = tokenizer
@@ -164,8 +173,14 @@ class DemoStage:
         body = "\n\n".join(self.format_demo(e) for e in examples)
         return f"{self.block_header}\n\n{body}" if self.block_header else body
 
-    def insert(self, request: Request, examples: tuple[Example, ...], placement: Placement) -> tuple[Request, int]:
-        """The request with ``examples`` placed after the system prompt, and the tokens that added."""
+    def insert(
+        self, request: Request, examples: tuple[Example, ...], placement: Placement
+    ) -> tuple[Request, int]:
+        """The request with ``examples`` placed after the system prompt, and the tokens that added.
+
+        Public so that a caller with its own selection (a benchmark, a fixed block) formats
+        demonstrations exactly as the stage does.
+        """
         if not examples:
             return request, 0
         if request.prompt is not None and not request.messages:  # legacy text completion
@@ -199,7 +214,9 @@ def _measured_pair_overhead(counter: TokenCounter) -> int:
         return 10
     base = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
     pair = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
-    rendered = [tokenizer.apply_chat_template(chat, tokenize=False) for chat in (base, [base[0], *pair, base[1]])]
+    rendered = [
+        tokenizer.apply_chat_template(chat, tokenize=False) for chat in (base, [base[0], *pair, base[1]])
+    ]
     lengths = [counter.count(text) for text in rendered]
     return lengths[1] - lengths[0] - counter.count("a") - counter.count("b")
 
@@ -220,4 +237,3 @@ def _event(pool: str, config: SelectionConfig, placement: str, selection: Select
             "embed_ms": round(selection.embed_ms, 3),
         },
     )
-

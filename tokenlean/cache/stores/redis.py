@@ -41,7 +41,7 @@ redis.call('INCRBY', KEYS[4], ARGV[10])
 if ARGV[4] ~= '' and ARGV[5] ~= '' then
   local seq = redis.call('INCR', KEYS[5])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[13], '*', 'seq', seq, 'key', k, 'context', ARGV[4],
-             'vector', ARGV[5])
+             'vector', ARGV[5], 'query', ARGV[3])
 end
 local evicted = {}
 local max_n, max_b = tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -86,7 +86,7 @@ class RedisStore:
         max_entries: int = 1_000_000,
         max_bytes: int = 4 * 2**30,
         log_size: int = 100_000,
-        timeout_s: float = 0.5,
+        timeout_s: float = 1.0,
     ) -> None:
         try:
             import redis.asyncio as aioredis
@@ -95,7 +95,7 @@ class RedisStore:
         self.url, self.prefix = url, prefix
         self.max_entries, self.max_bytes, self.log_size = max_entries, max_bytes, log_size
         self._client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=False
+            url, socket_connect_timeout=timeout_s, socket_timeout=2 * timeout_s, decode_responses=False
         )
         self._put_script = self._client.register_script(_PUT)
         self._forget_script = self._client.register_script(_FORGET)
@@ -183,7 +183,10 @@ class RedisStore:
             return cursor, [], False
         if int(items[0][1][b"seq"]) != last_seq + 1:
             return await self._snapshot()
-        records = [IndexRecord(f[b"key"].decode(), f[b"context"].decode(), f[b"vector"]) for _, f in items]
+        records = [
+            IndexRecord(f[b"key"].decode(), f[b"context"].decode(), f[b"vector"], f[b"query"].decode())
+            for _, f in items
+        ]
         return (items[-1][0], int(items[-1][1][b"seq"])), records, False
 
     async def _snapshot(self) -> Changes:
@@ -198,12 +201,12 @@ class RedisStore:
             async def run(batch: list[str] = batch) -> list[Any]:
                 pipe = self._client.pipeline(transaction=False)
                 for key in batch:
-                    pipe.hmget(self._entry_key(key), [b"context", b"vector"])
+                    pipe.hmget(self._entry_key(key), [b"context", b"vector", b"query"])
                 return list(await pipe.execute())
 
-            for key, (context, vector) in zip(batch, await self._call(run), strict=True):
+            for key, (context, vector, query) in zip(batch, await self._call(run), strict=True):
                 if context and vector:
-                    records.append(IndexRecord(key, context.decode(), vector))
+                    records.append(IndexRecord(key, context.decode(), vector, (query or b"").decode()))
         return cursor, records, True
 
     async def count(self) -> int:

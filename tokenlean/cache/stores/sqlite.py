@@ -166,14 +166,14 @@ class SQLiteStore:
             db.execute("BEGIN")  # one snapshot for both reads: no row can slip between them
             try:
                 rows = db.execute(
-                    "SELECT seq, key, context, vector FROM entries WHERE seq > ? AND context IS NOT NULL"
+                    "SELECT seq, key, context, vector, query FROM entries WHERE seq > ? AND context IS NOT NULL"
                     " AND vector IS NOT NULL ORDER BY seq", (since,),
                 ).fetchall()
                 top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0]
             finally:
                 db.execute("COMMIT")
             new_cursor = max(since, int(top))
-            return new_cursor, [IndexRecord(k, c, v) for _, k, c, v in rows], cursor is None
+            return new_cursor, [IndexRecord(k, c, v, q) for _, k, c, v, q in rows], cursor is None
 
         return await self._run(read)
 

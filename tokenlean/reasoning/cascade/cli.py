@@ -31,11 +31,15 @@ def add_cascade_commands(subparsers: Any) -> None:
     train.add_argument("--no-embed", action="store_true", help="answer features only (no MiniLM vectors)")
     train.add_argument("--components", type=int, default=8, help="PCA components of the vectors (default 8)")
     train.add_argument("--c", type=float, default=0.1, help="inverse regularisation of the regression")
-    train.add_argument("--cv", type=int, default=5, help="folds for the printed cross-validated AUC (0: skip)")
+    train.add_argument(
+        "--cv", type=int, default=5, help="folds for the printed cross-validated AUC (0: skip)"
+    )
     _column_arguments(train)
     train.set_defaults(func=run_train)
     thresholds = commands.add_parser("thresholds", help="print the cost/quality curve and pick a threshold")
-    thresholds.add_argument("csv", type=Path, help="validation CSV: question, answer, correct (+ strong column)")
+    thresholds.add_argument(
+        "csv", type=Path, help="validation CSV: question, answer, correct (+ strong column)"
+    )
     thresholds.add_argument("--scorer", type=Path, help="scorer file (else --score-column holds the scores)")
     thresholds.add_argument("--score-column", help="column with precomputed confidences")
     thresholds.add_argument("--strong-correct", help="column: was the next tier's answer correct")
@@ -63,15 +67,18 @@ def run_train(args: argparse.Namespace) -> int:
 
     columns = (args.question_column, args.answer_column, args.correct_column)
     try:
-        model = train_from_csv(args.csv, args.out, embed=not args.no_embed, components=args.components,
-                               c=args.c, columns=columns)
+        model = train_from_csv(
+            args.csv, args.out, embed=not args.no_embed, components=args.components, c=args.c, columns=columns
+        )
         auc = _cross_validated_auc(args, columns) if args.cv >= 2 else None
     except TokenleanError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     meta = model.metadata
-    print(f"trained on {meta['rows']} rows ({meta['positive_rate']:.1%} correct), "
-          f"embeddings: {'yes' if model.uses_vectors else 'no'}; wrote {args.out}")
+    print(
+        f"trained on {meta['rows']} rows ({meta['positive_rate']:.1%} correct), "
+        f"embeddings: {'yes' if model.uses_vectors else 'no'}; wrote {args.out}"
+    )
     if auc is not None:
         print(f"cross-validated AUC ({args.cv} folds): {auc:.3f}")
     return 0
@@ -84,8 +91,9 @@ def _cross_validated_auc(args: argparse.Namespace, columns: tuple[str, str, str]
 
     from tokenlean.reasoning.cascade.learnt import LearntModel, featurise, read_labelled_csv
 
-    questions, answers, labels = read_labelled_csv(args.csv, question=columns[0], answer=columns[1],
-                                                   correct=columns[2])
+    questions, answers, labels = read_labelled_csv(
+        args.csv, question=columns[0], answer=columns[1], correct=columns[2]
+    )
     embedder = None
     if not args.no_embed:
         from tokenlean.embeddings import shared_embedder
@@ -107,14 +115,17 @@ def run_thresholds(args: argparse.Namespace) -> int:
 
     try:
         scores, cheap, strong = _validation_rows(args)
-        curve = threshold_curve(scores, cheap, strong, cheap_cost=args.cheap_cost, strong_cost=args.strong_cost)
+        curve = threshold_curve(
+            scores, cheap, strong, cheap_cost=args.cheap_cost, strong_cost=args.strong_cost
+        )
         quality = args.quality
         if args.quality_ratio is not None:
             if strong is None:
                 raise ConfigError("--quality-ratio needs --strong-correct")
             quality = args.quality_ratio * sum(strong) / len(strong)
-        chosen = choose_threshold(curve, min_quality=quality, max_cost=args.max_cost,
-                                  max_escalated=args.max_escalated)
+        chosen = choose_threshold(
+            curve, min_quality=quality, max_cost=args.max_cost, max_escalated=args.max_escalated
+        )
     except TokenleanError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -123,8 +134,10 @@ def run_thresholds(args: argparse.Namespace) -> int:
     print("| threshold | escalated | accuracy | cost per call |\n|---|---|---|---|")
     for point in rows:
         print(f"| {point.threshold:.4f} | {point.escalated:.1%} | {point.quality:.3f} | {point.cost:.6g} |")
-    print(f"\nchosen: threshold {chosen.threshold:.4f} escalates {chosen.escalated:.1%}, "
-          f"accuracy {chosen.quality:.3f}, cost per call {chosen.cost:.6g}")
+    print(
+        f"\nchosen: threshold {chosen.threshold:.4f} escalates {chosen.escalated:.1%}, "
+        f"accuracy {chosen.quality:.3f}, cost per call {chosen.cost:.6g}"
+    )
     print(f"spec: set `threshold: {chosen.threshold:.4f}` on the cheap tier")
     return 0
 
@@ -132,8 +145,9 @@ def run_thresholds(args: argparse.Namespace) -> int:
 def _validation_rows(args: argparse.Namespace) -> tuple[list[float], list[bool], list[bool] | None]:
     from tokenlean.reasoning.cascade.learnt import LearntScorer, read_labelled_csv
 
-    questions, answers, cheap = read_labelled_csv(args.csv, question=args.question_column,
-                                                  answer=args.answer_column, correct=args.correct_column)
+    questions, answers, cheap = read_labelled_csv(
+        args.csv, question=args.question_column, answer=args.answer_column, correct=args.correct_column
+    )
     extra = _extra_columns(args.csv, [c for c in (args.score_column, args.strong_correct) if c])
     strong = [_flag(v) for v in extra[args.strong_correct]] if args.strong_correct else None
     if args.scorer is not None:

@@ -5,7 +5,7 @@ answers to arithmetic word problems (GSM8K) betray many of their own errors: a s
 arithmetic is wrong (``20 + 80/2 = 55``), a final answer that no step computed, a non-integer
 answer to a question about counts, an answer cut off mid-calculation, hedging ("assuming",
 "rounded"), or numbers from the question that the working never uses. Each is cheap to check
-with regular expressions and a tiny safe arithmetic evaluator (``ast``, numbers and + - * / ** only).
+with regular expressions and the safe arithmetic checks of ``arithmetic.py``.
 
 Known failure mode: these features are tuned to worked numerical answers. On free-text tasks most
 of them are constant (no equations, no final number) and the learnt scorer falls back on the
@@ -14,199 +14,112 @@ embedding and length features; a wrong method with correct arithmetic passes eve
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
 import re
-from collections.abc import Callable
-from typing import NamedTuple
 
-__all__ = ["FEATURE_NAMES", "Equation", "answer_features", "check_equations", "equations", "final_number", "safe_eval"]
+from tokenlean.reasoning.cascade.arithmetic import (
+    ANNOTATION,
+    ANY_NUMBER,
+    FINAL_MARKER,
+    NUMBER,
+    Equation,
+    check_equations,
+    close,
+    equations,
+    final_number,
+    safe_eval,
+    to_number,
+)
 
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
-_FINAL = re.compile(r"####\s*\$?\s*(" + _NUMBER + r")")
-_ANY_NUMBER = re.compile(_NUMBER)
-# An inline chain "a + b = c = d": expression characters (no letters) joined by "=" signs.
-_CHAIN = re.compile(r"[\d.+\-*/÷()$%^ \t]*\d[\d.+\-*/÷()$%^ \t]*(?:=[\d.+\-*/÷()$%^ \t]*\d[\d.+\-*/÷()$%^ \t]*)+")
-_OPERATOR = re.compile(r"\d\s*\)?\s*[-+*/÷^]\s*\(?\s*\$?\d")
+__all__ = ["FEATURE_NAMES", "answer_features", "check_equations", "final_number"]
+
 _HEDGES = re.compile(
     r"\b(assum\w*|approximately|about|rounded|round(?:ing)?|estimate\w*|however|but|wait|"
     r"actually|not possible|cannot|can't|impossible|unclear|mistake|incorrect|recalculate)\b",
     re.IGNORECASE,
 )
 _WORD_NUMBERS = {
-    "half": 0.5, "twice": 2, "double": 2, "triple": 3, "dozen": 12, "quarter": 0.25, "one": 1, "two": 2,
-    "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11,
-    "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "hundred": 100, "thousand": 1000,
+    "half": 0.5,
+    "twice": 2,
+    "double": 2,
+    "triple": 3,
+    "dozen": 12,
+    "quarter": 0.25,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "fifteen": 15,
+    "twenty": 20,
+    "thirty": 30,
+    "hundred": 100,
+    "thousand": 1000,
 }
-_OPS: dict[type, Callable[[float, float], float]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-}
-
 FEATURE_NAMES: tuple[str, ...] = (
-    "has_final_marker", "final_missing", "final_is_integer", "final_is_negative", "final_log_magnitude",
-    "final_has_trailing_text", "final_in_results", "final_equals_last_result", "final_in_question",
-    "equations", "equations_wrong", "equations_wrong_share", "equations_unparsed", "max_relative_error",
-    "annotation_shown_mismatch", "truncated", "question_numbers", "question_numbers_used",
-    "question_numbers_unused", "answer_numbers", "hedges", "lines", "answer_chars_log", "question_chars_log",
-    "non_integer_results", "rounding_in_results", "ungrounded_operands", "dangling_results",
-    "last_step_has_equation", "target_in_conclusion", "relations_unapplied", "verbal_lines",
+    "has_final_marker",
+    "final_missing",
+    "final_is_integer",
+    "final_is_negative",
+    "final_log_magnitude",
+    "final_has_trailing_text",
+    "final_in_results",
+    "final_equals_last_result",
+    "final_in_question",
+    "equations",
+    "equations_wrong",
+    "equations_wrong_share",
+    "equations_unparsed",
+    "max_relative_error",
+    "annotation_shown_mismatch",
+    "truncated",
+    "question_numbers",
+    "question_numbers_used",
+    "question_numbers_unused",
+    "answer_numbers",
+    "hedges",
+    "lines",
+    "answer_chars_log",
+    "question_chars_log",
+    "non_integer_results",
+    "rounding_in_results",
+    "ungrounded_operands",
+    "dangling_results",
+    "last_step_has_equation",
+    "target_in_conclusion",
+    "relations_unapplied",
+    "verbal_lines",
 )
 # Relation words of a question and the operands that apply them ("half" -> / 2 or * 0.5).
 _RELATIONS = {
-    r"\bhalf\b": (2.0, 0.5), r"\b(?:twice|double)\b": (2.0,), r"\btriple\b|\bthree times\b": (3.0,),
-    r"\bthird\b": (3.0, 1 / 3), r"\bquarter\b": (4.0, 0.25), r"%|\bpercent\b": (100.0,),
+    r"\bhalf\b": (2.0, 0.5),
+    r"\b(?:twice|double)\b": (2.0,),
+    r"\btriple\b|\bthree times\b": (3.0,),
+    r"\bthird\b": (3.0, 1 / 3),
+    r"\bquarter\b": (4.0, 0.25),
+    r"%|\bpercent\b": (100.0,),
 }
 # Constants a worked answer may bring in without the question stating them (units, percent, time).
 _COMMON_CONSTANTS = (0.5, 1, 2, 3, 4, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000)
 
 
-def safe_eval(expression: str) -> float | None:
-    """Evaluate arithmetic ``expression`` (numbers, + - * / ** and brackets); ``None`` if it is not that.
-
-    Never ``eval``: the text comes from a model's answer.
-    """
-    text = _normalise_expression(expression)
-    if not text or len(text) > 200:
-        return None
-    try:
-        tree = ast.parse(text, mode="eval")
-        value = _eval_node(tree.body)
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _normalise_expression(expression: str) -> str:
-    text = expression.replace("\\*", "*").replace("×", "*").replace("÷", "/").replace("^", "**")
-    text = text.replace("$", "").replace(",", "").strip()
-    text = re.sub(r"(?<=[\d)])\s*x\s*(?=[\d(])", "*", text)  # "3 x 4" is multiplication
-    text = re.sub(r"(\d+(?:\.\d+)?)%", r"(\1/100)", text)
-    return text
-
-
-def _eval_node(node: ast.AST) -> float | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _eval_node(node.operand)
-        return None if value is None else (-value if isinstance(node.op, ast.USub) else value)
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        left, right = _eval_node(node.left), _eval_node(node.right)
-        if left is None or right is None or (isinstance(node.op, ast.Pow) and abs(right) > 12):
-            return None
-        return _OPS[type(node.op)](left, right)
-    return None
-
-
-def _to_number(text: str) -> float | None:
-    try:
-        return float(text.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def _close(a: float, b: float) -> bool:
-    """Equal up to the rounding a worked answer shows (2 decimals, or 1% for large values)."""
-    return abs(a - b) <= max(0.011, 0.01 * abs(b))
-
-
-class Equation(NamedTuple):
-    """One arithmetic claim in an answer: the numbers it used, what it computes, what it states."""
-
-    operands: tuple[float, ...]
-    computed: float
-    stated: float
-
-
-def equations(answer: str) -> list[Equation]:
-    """Every checkable equation in ``answer``, in order.
-
-    Covers GSM8K calculator annotations ``<<a*b=c>>`` and inline chains ``a + b = c + d = e``
-    (each link of a chain is one claim; a link needs an operator on one side to be a claim).
-    """
-    found: list[tuple[int, Equation]] = []
-    for match in _ANNOTATION.finditer(answer):
-        computed, stated = safe_eval(match.group(1)), safe_eval(match.group(2))
-        if computed is not None and stated is not None:
-            found.append((match.start(), Equation(_operands(match.group(1)), computed, stated)))
-    plain = _plain_arithmetic(answer)  # same length as ``answer`` up to the substitutions: order only
-    for chain in _CHAIN.finditer(plain):
-        segments = [_trim(part) for part in chain.group(0).split("=")]
-        for left, right in zip(segments, segments[1:]):
-            if not (_OPERATOR.search(left) or _OPERATOR.search(right)):
-                continue
-            pair = _link(left, right)
-            if pair is not None:
-                found.append((chain.start(), Equation(_operands(left), *pair)))
-    return [equation for _, equation in sorted(found, key=lambda item: item[0])]
-
-
-def check_equations(answer: str) -> list[tuple[float, float]]:
-    """(computed, stated) for every equation in ``answer``: unequal means wrong arithmetic."""
-    return [(e.computed, e.stated) for e in equations(answer)]
-
-
-def _operands(expression: str) -> tuple[float, ...]:
-    numbers = (_to_number(t) for t in _ANY_NUMBER.findall(_normalise_expression(expression).replace("-", " ")))
-    return tuple(n for n in numbers if n is not None)
-
-
-def _plain_arithmetic(answer: str) -> str:
-    """The answer without annotations, with ``x``/``×``/``\\*`` as ``*`` and no thousands commas."""
-    text = _ANNOTATION.sub(lambda m: " " * len(m.group(0)), answer).replace("\\*", " *")
-    text = re.sub(r"(?<=[\d)])\s*[x×]\s*(?=[\d($])", " * ", text)
-    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-
-
-def _trim(segment: str) -> str:
-    text = segment.strip().rstrip(".").strip()
-    while text and text[0] in "+*/)÷^.":
-        text = text[1:].strip()
-    while text and text[-1] in "+-*/(÷^.":
-        text = text[:-1].strip()
-    while text.count("(") > text.count(")") and text.startswith("("):
-        text = text[1:].strip()
-    while text.count(")") > text.count("(") and text.endswith(")"):
-        text = text[:-1].strip()
-    return text
-
-
-def _link(left: str, right: str) -> tuple[float, float] | None:
-    """(computed, stated) for one link; a percent sign may mean /100 or be decoration."""
-    computed, stated = safe_eval(left), safe_eval(right)
-    if computed is None or stated is None:
-        return None
-    leading = _ANY_NUMBER.match(right.lstrip("($ "))
-    if _OPERATOR.search(right) and leading and _close(computed, _to_number(leading.group(0)) or math.nan):
-        return None  # "12 * 2 = 24 + 1 = 25": the working goes on from the result, not a claim
-    if not _close(computed, stated) and "%" in left + right:
-        bare_left, bare_right = safe_eval(left.replace("%", "")), safe_eval(right.replace("%", ""))
-        for c, s in ((bare_left, stated), (computed, bare_right), (bare_left, bare_right)):
-            if c is not None and s is not None and _close(c, s):
-                return c, s
-    return computed, stated
-
-
-def final_number(answer: str) -> float | None:
-    """The answer's final number: after ``####`` if present, else the last number in the text."""
-    match = _FINAL.search(answer)
-    if match:
-        return _to_number(match.group(1))
-    numbers = _ANY_NUMBER.findall(_ANNOTATION.sub(" ", answer))
-    return _to_number(numbers[-1]) if numbers else None
-
-
 def _question_numbers(question: str) -> set[float]:
-    found = {n for n in (_to_number(t) for t in _ANY_NUMBER.findall(question)) if n is not None}
-    found |= {value for word, value in _WORD_NUMBERS.items() if re.search(rf"\b{word}\b", question, re.I)}
+    found = {n for n in (to_number(t) for t in ANY_NUMBER.findall(question)) if n is not None}
+    found |= {
+        value for word, value in _WORD_NUMBERS.items() if re.search(rf"\b{word}\b", question, re.IGNORECASE)
+    }
     return found
 
 
 def _used(number: float, answer_numbers: set[float], results: list[float]) -> bool:
-    return any(_close(number, a) for a in answer_numbers) or any(_close(number, r) for r in results)
+    return any(close(number, a) for a in answer_numbers) or any(close(number, r) for r in results)
 
 
 def answer_features(question: str, answer: str) -> list[float]:
@@ -220,7 +133,7 @@ def answer_features(question: str, answer: str) -> list[float]:
 
 
 def _final_features(question: str, answer: str) -> dict[str, float]:
-    marker = _FINAL.search(answer)
+    marker = FINAL_MARKER.search(answer)
     final = final_number(answer)
     pairs = check_equations(answer)
     stated = [s for _, s in pairs]
@@ -233,22 +146,25 @@ def _final_features(question: str, answer: str) -> dict[str, float]:
         "final_is_negative": float(not missing and final < 0),  # type: ignore[operator]
         "final_log_magnitude": 0.0 if missing else math.log10(1 + abs(final)),  # type: ignore[arg-type]
         "final_has_trailing_text": float(bool(re.search(r"[A-Za-z]", tail.split("\n")[0]))),
-        "final_in_results": float(not missing and any(_close(final, s) for s in stated)),  # type: ignore[arg-type]
-        "final_equals_last_result": float(bool(stated) and not missing and _close(final, stated[-1])),  # type: ignore[arg-type]
-        "final_in_question": float(not missing and any(_close(final, q) for q in _question_numbers(question))),  # type: ignore[arg-type]
+        "final_in_results": float(not missing and any(close(final, s) for s in stated)),  # type: ignore[arg-type]
+        "final_equals_last_result": float(bool(stated) and not missing and close(final, stated[-1])),  # type: ignore[arg-type]
+        "final_in_question": float(not missing and any(close(final, q) for q in _question_numbers(question))),  # type: ignore[arg-type]
     }
 
 
 def _equation_features(answer: str) -> dict[str, float]:
     pairs = check_equations(answer)
-    wrong = [(c, s) for c, s in pairs if not _close(c, s)]
+    wrong = [(c, s) for c, s in pairs if not close(c, s)]
     errors = [abs(c - s) / max(abs(s), 1e-9) for c, s in pairs]
-    annotations = _ANNOTATION.findall(answer)
+    annotations = ANNOTATION.findall(answer)
     annotated = len(annotations)
     unparsed = sum(1 for expr, res in annotations if safe_eval(expr) is None or safe_eval(res) is None)
-    shown = re.findall(r"<<[^<>=]*=([^<>]*)>>\s*\$?(" + _NUMBER + ")?", answer)
-    mismatch = sum(1 for res, after in shown if after and safe_eval(res) is not None
-                   and not _close(safe_eval(res) or 0.0, _to_number(after) or 0.0))
+    shown = re.findall(r"<<[^<>=]*=([^<>]*)>>\s*\$?(" + NUMBER + ")?", answer)
+    mismatch = sum(
+        1
+        for res, after in shown
+        if after and safe_eval(res) is not None and not close(safe_eval(res) or 0.0, to_number(after) or 0.0)
+    )
     stated = [s for _, s in pairs]
     return {
         "equations": float(len(pairs)),
@@ -258,13 +174,13 @@ def _equation_features(answer: str) -> dict[str, float]:
         "max_relative_error": min(max(errors, default=0.0), 10.0),
         "annotation_shown_mismatch": float(mismatch),
         "non_integer_results": float(sum(1 for s in stated if abs(s - round(s)) > 1e-9)),
-        "rounding_in_results": float(sum(1 for c, s in pairs if c != s and _close(c, s))),
+        "rounding_in_results": float(sum(1 for c, s in pairs if c != s and close(c, s))),
     }
 
 
 def _coverage_features(question: str, answer: str) -> dict[str, float]:
     in_question = _question_numbers(question)
-    answer_numbers = {n for n in (_to_number(t) for t in _ANY_NUMBER.findall(answer)) if n is not None}
+    answer_numbers = {n for n in (to_number(t) for t in ANY_NUMBER.findall(answer)) if n is not None}
     answer_numbers |= _question_numbers(answer) & in_question
     results = [s for _, s in check_equations(answer)]
     used = sum(1 for q in in_question if _used(q, answer_numbers, results))
@@ -295,12 +211,14 @@ def _grounding_features(question: str, answer: str) -> dict[str, float]:
     ungrounded = 0
     for i, equation in enumerate(found):
         earlier = [e.stated for e in found[:i]] + [e.computed for e in found[:i]]
-        ungrounded += sum(1 for x in equation.operands if not any(_close(x, k) for k in (*known, *earlier)))
+        ungrounded += sum(1 for x in equation.operands if not any(close(x, k) for k in (*known, *earlier)))
     final = final_number(answer)
     dangling = 0
     for i, equation in enumerate(found[:-1]):
         later = [x for e in found[i + 1 :] for x in e.operands]
-        if not any(_close(equation.stated, x) for x in later) and not (final is not None and _close(equation.stated, final)):
+        if not any(close(equation.stated, x) for x in later) and not (
+            final is not None and close(equation.stated, final)
+        ):
             dangling += 1
     steps = [line for line in answer.split("####")[0].splitlines() if line.strip()]
     return {
@@ -320,16 +238,19 @@ def _relations_unapplied(question: str, found: list[Equation]) -> int:
     missing = 0
     for pattern, values in _RELATIONS.items():
         if re.search(pattern, question, re.IGNORECASE):
-            applied = any(_close(x, v) for x in operands for v in values) or (values == (100.0,) and fractions)
+            applied = any(close(x, v) for x in operands for v in values) or (values == (100.0,) and fractions)
             missing += not applied
     return missing
 
 
 def _target_in_conclusion(question: str, conclusion: str) -> float:
     """Share of the words the question asks for ("how many *pairs of legs*") the conclusion names."""
-    match = re.search(r"how (?:many|much)\s+([a-z][a-z\s-]{0,40}?)(?:\s+(?:do|does|did|is|are|was|were|will|can|"
-                      r"could|would|should|has|have|had|in|on|at|for|of|per|to|from|if|after|before)\b|[?,.])",
-                      question, re.IGNORECASE)
+    match = re.search(
+        r"how (?:many|much)\s+([a-z][a-z\s-]{0,40}?)(?:\s+(?:do|does|did|is|are|was|were|will|can|"
+        r"could|would|should|has|have|had|in|on|at|for|of|per|to|from|if|after|before)\b|[?,.])",
+        question,
+        re.IGNORECASE,
+    )
     if not match:
         return 1.0
     words = [w for w in re.findall(r"[a-z]+", match.group(1).lower()) if len(w) > 2]

@@ -47,7 +47,9 @@ def featurise(
     """Answer features, and (with an embedder) the question and answer vectors side by side."""
     import numpy as np
 
-    features = np.array([answer_features(q, a) for q, a in zip(questions, answers, strict=True)], dtype=np.float64)
+    features = np.array(
+        [answer_features(q, a) for q, a in zip(questions, answers, strict=True)], dtype=np.float64
+    )
     if embedder is None:
         return features, None
     vectors = np.hstack([embedder.embed(list(questions)), embedder.embed(list(answers))]).astype(np.float64)
@@ -75,8 +77,14 @@ class LearntModel:
 
     @classmethod
     def fit(
-        cls, features: np.ndarray, vectors: np.ndarray | None, labels: Sequence[bool], *,
-        components: int = 8, c: float = 0.1, seed: int = 0,
+        cls,
+        features: np.ndarray,
+        vectors: np.ndarray | None,
+        labels: Sequence[bool],
+        *,
+        components: int = 8,
+        c: float = 0.1,
+        seed: int = 0,
     ) -> LearntModel:
         """Fit on labelled rows (scikit-learn is needed here only)."""
         import numpy as np
@@ -92,12 +100,18 @@ class LearntModel:
         if vectors is not None:
             pca = PCA(n_components=min(components, *vectors.shape), random_state=seed).fit(vectors)
             reduced = pca.transform(vectors)
-            extra = {"pca_mean": pca.mean_, "pca_components": pca.components_,
-                     "vector_mean": reduced.mean(axis=0), "vector_scale": _scale(reduced.std(axis=0))}
+            extra = {
+                "pca_mean": pca.mean_,
+                "pca_components": pca.components_,
+                "vector_mean": reduced.mean(axis=0),
+                "vector_scale": _scale(reduced.std(axis=0)),
+            }
             columns.append((reduced - extra["vector_mean"]) / extra["vector_scale"])
         regression = LogisticRegression(C=c, max_iter=5000).fit(np.hstack(columns), y)
-        metadata = {"rows": int(len(y)), "positive_rate": float(y.mean()), "c": c, "components": components}
-        return cls(mean, scale, regression.coef_[0], float(regression.intercept_[0]), metadata=metadata, **extra)
+        metadata = {"rows": len(y), "positive_rate": float(y.mean()), "c": c, "components": components}
+        return cls(
+            mean, scale, regression.coef_[0], float(regression.intercept_[0]), metadata=metadata, **extra
+        )
 
     def predict(self, features: np.ndarray, vectors: np.ndarray | None = None) -> np.ndarray:
         """Probability that each answer is correct."""
@@ -137,7 +151,9 @@ class LearntModel:
             raise ConfigError(f"cannot read cascade scorer {path}: {exc}", param="scorer.path") from exc
         meta = json.loads(str(arrays.pop("metadata")))
         if meta.get("format") != FORMAT or meta.get("features") != list(FEATURE_NAMES):
-            raise ConfigError(f"cascade scorer {path} was written by another version: retrain it", param="scorer.path")
+            raise ConfigError(
+                f"cascade scorer {path} was written by another version: retrain it", param="scorer.path"
+            )
         intercept = float(arrays.pop("intercept"))
         return cls(intercept=intercept, metadata=meta, **arrays)
 
@@ -188,11 +204,15 @@ def read_labelled_csv(
         reader = csv.DictReader(handle)
         missing = {question, answer, correct} - set(reader.fieldnames or ())
         if missing:
-            raise ConfigError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}", param="csv")
+            raise ConfigError(
+                f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}", param="csv"
+            )
         for number, row in enumerate(reader, start=2):
             flag = str(row[correct]).strip().lower()
             if flag not in _TRUE | _FALSE:
-                raise ConfigError(f"{path}:{number}: {correct}={row[correct]!r} is not true/false", param=correct)
+                raise ConfigError(
+                    f"{path}:{number}: {correct}={row[correct]!r} is not true/false", param=correct
+                )
             questions.append(row[question])
             answers.append(row[answer])
             labels.append(flag in _TRUE)
@@ -200,12 +220,19 @@ def read_labelled_csv(
 
 
 def train_from_csv(
-    csv_path: str | Path, out_path: str | Path, *, embed: bool = True, components: int = 8, c: float = 0.1,
-    columns: tuple[str, str, str] = ("question", "answer", "correct"), embedder: Embedder | None = None,
+    csv_path: str | Path,
+    out_path: str | Path,
+    *,
+    embed: bool = True,
+    components: int = 8,
+    c: float = 0.1,
+    columns: tuple[str, str, str] = ("question", "answer", "correct"),
+    embedder: Embedder | None = None,
 ) -> LearntModel:
     """Train a scorer from a labelled CSV and save it to ``out_path`` (``tokenlean cascade train``)."""
-    questions, answers, labels = read_labelled_csv(csv_path, question=columns[0], answer=columns[1],
-                                                   correct=columns[2])
+    questions, answers, labels = read_labelled_csv(
+        csv_path, question=columns[0], answer=columns[1], correct=columns[2]
+    )
     if embed and embedder is None:
         from tokenlean.embeddings import shared_embedder
 
@@ -213,7 +240,12 @@ def train_from_csv(
     started = time.perf_counter()
     features, vectors = featurise(questions, answers, embedder if embed else None)
     model = LearntModel.fit(features, vectors, labels, components=components, c=c)
-    model.metadata.update({"source": str(csv_path), "train_seconds": round(time.perf_counter() - started, 2),
-                           "embedder": str(getattr(embedder, "path", "")) if embed else None})
+    model.metadata.update(
+        {
+            "source": str(csv_path),
+            "train_seconds": round(time.perf_counter() - started, 2),
+            "embedder": str(getattr(embedder, "path", "")) if embed else None,
+        }
+    )
     model.save(out_path)
     return model

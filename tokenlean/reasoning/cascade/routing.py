@@ -50,6 +50,7 @@ def resolve_cascade_model(pipeline: Any, model: str) -> str | None:
         return None
     stage = cascade_stage(pipeline)
     if stage is None:
-        raise UnknownModelError(f"model {model!r} names a cascade, but this pipeline has no cascade stage",
-                                param="model")
+        raise UnknownModelError(
+            f"model {model!r} names a cascade, but this pipeline has no cascade stage", param="model"
+        )
     return stage.resolve_model(model)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tokenlean.middleware.stage import Handler
@@ -42,7 +42,7 @@ class _Trace:
     scores: list[float | None]
     errors: list[dict[str, str]]
     spent: float = 0.0
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     scoring_ms: float = 0.0
 
 
@@ -60,8 +60,13 @@ class Cascade:
         """One threshold per tier but the last."""
         return tuple(float(t.threshold or 0.0) for t in self.tiers[:-1])
 
-    async def run(self, request: Request, call_next: Handler, thresholds: Sequence[float] | None = None,
-                  escalate_on_error: bool | None = None) -> Response:
+    async def run(
+        self,
+        request: Request,
+        call_next: Handler,
+        thresholds: Sequence[float] | None = None,
+        escalate_on_error: bool | None = None,
+    ) -> Response:
         """Answer ``request`` from the first tier whose answer scores at least its threshold."""
         limits = tuple(thresholds) if thresholds is not None else self.thresholds
         escalate = self.escalate_on_error if escalate_on_error is None else escalate_on_error
@@ -86,29 +91,41 @@ class Cascade:
                 return self._accept(request, index, response, trace, limits)
         return await self._final(request, call_next, trace, limits)
 
-    def _accept(self, request: Request, index: int, response: Response, trace: _Trace,
-                limits: Sequence[float]) -> Response:
+    def _accept(
+        self, request: Request, index: int, response: Response, trace: _Trace, limits: Sequence[float]
+    ) -> Response:
         choice = self.scorer.choose(response)
         completion = response.usage.completion_tokens / max(len(response.choices), 1)
         last = self.tiers[-1]
         baseline = response.usage.prompt_tokens * last.cost_input + completion * last.cost_output
         event = self._event(trace, index, baseline, estimated=True, limits=limits)
-        answer = Response(model=response.model, choices=(choice,), usage=response.usage, id=response.id,
-                          created=response.created, events=response.events)
+        answer = Response(
+            model=response.model,
+            choices=(choice,),
+            usage=response.usage,
+            id=response.id,
+            created=response.created,
+            events=response.events,
+        )
         if request.stream:
             return answer.replace(choices=(), stream=_replay(answer, event))
         return answer.with_event(event)
 
-    async def _final(self, request: Request, call_next: Handler, trace: _Trace, limits: Sequence[float]) -> Response:
+    async def _final(
+        self, request: Request, call_next: Handler, trace: _Trace, limits: Sequence[float]
+    ) -> Response:
         last, index = self.tiers[-1], len(self.tiers) - 1
         response = await _call(last, _for_tier(request, last, stream=request.stream), call_next)
         if response.is_streaming:
             return response.replace(stream=self._charged_stream(response.stream, trace, limits))  # type: ignore[arg-type]
         _charge(trace, last, response)
-        return response.with_event(self._event(trace, index, last.cost(response.usage), estimated=False, limits=limits))
+        return response.with_event(
+            self._event(trace, index, last.cost(response.usage), estimated=False, limits=limits)
+        )
 
-    async def _charged_stream(self, stream: AsyncIterator[Chunk], trace: _Trace,
-                              limits: Sequence[float]) -> AsyncIterator[Chunk]:
+    async def _charged_stream(
+        self, stream: AsyncIterator[Chunk], trace: _Trace, limits: Sequence[float]
+    ) -> AsyncIterator[Chunk]:
         """Pass the last tier's chunks through; once it ends, report with its real usage."""
         last = self.tiers[-1]
         usage = Usage()
@@ -119,11 +136,15 @@ class Cascade:
         trace.tried.append(last.name)
         trace.spent += last.cost(usage)
         trace.usage = trace.usage + usage
-        yield Chunk(events=(self._event(trace, len(self.tiers) - 1, last.cost(usage), estimated=False,
-                                        limits=limits),))
+        yield Chunk(
+            events=(
+                self._event(trace, len(self.tiers) - 1, last.cost(usage), estimated=False, limits=limits),
+            )
+        )
 
-    def _event(self, trace: _Trace, index: int, baseline: float, *, estimated: bool,
-               limits: Sequence[float]) -> Event:
+    def _event(
+        self, trace: _Trace, index: int, baseline: float, *, estimated: bool, limits: Sequence[float]
+    ) -> Event:
         data: dict[str, Any] = {
             "cascade": trace.name,
             "tier": self.tiers[index].name,

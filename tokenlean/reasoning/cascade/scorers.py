@@ -27,10 +27,15 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from tokenlean.errors import ConfigError
 from tokenlean.middleware.types import Choice, Request, Response
-from tokenlean.reasoning.cascade.features import final_number
+from tokenlean.reasoning.cascade.arithmetic import final_number
 
 __all__ = [
-    "AgreementScorer", "LogprobScorer", "Scorer", "SingleAnswerScorer", "build_scorer", "normalise_answer",
+    "AgreementScorer",
+    "LogprobScorer",
+    "Scorer",
+    "SingleAnswerScorer",
+    "build_scorer",
+    "normalise_answer",
     "register_scorer",
 ]
 
@@ -148,7 +153,9 @@ def build_scorer(spec: Mapping[str, Any]) -> Scorer:
     kind = options.pop("type", None)
     target = _SCORERS.get(str(kind))
     if target is None:
-        raise ConfigError(f"unknown scorer {kind!r}; known: {', '.join(sorted(_SCORERS))}", param="scorer.type")
+        raise ConfigError(
+            f"unknown scorer {kind!r}; known: {', '.join(sorted(_SCORERS))}", param="scorer.type"
+        )
     if isinstance(target, str):
         import importlib
 

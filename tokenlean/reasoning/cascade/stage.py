@@ -66,15 +66,19 @@ class CascadeStage:
         by_model = self.resolve_model(request.model)
         if options.get("enabled") is False:
             if by_model is not None:
-                raise BadRequestError(f"model {request.model!r} is a cascade; it cannot be disabled",
-                                      param="tokenlean.cascade.enabled")
+                raise BadRequestError(
+                    f"model {request.model!r} is a cascade; it cannot be disabled",
+                    param="tokenlean.cascade.enabled",
+                )
             return None, options
         name = by_model or options.get("cascade") or self.default
         if name is None:
             return None, options
         if name not in self.cascades:
-            raise BadRequestError(f"unknown cascade {name!r}; known: {', '.join(sorted(self.cascades))}",
-                                  param="tokenlean.cascade.cascade")
+            raise BadRequestError(
+                f"unknown cascade {name!r}; known: {', '.join(sorted(self.cascades))}",
+                param="tokenlean.cascade.cascade",
+            )
         cascade = self.cascades[name]
         _check_thresholds(options.get("thresholds"), len(cascade.tiers) - 1)
         return cascade, options
@@ -83,10 +87,11 @@ class CascadeStage:
         """``"cascade:<name>"`` -> ``name``; ``None`` for other models; 404 for an unknown cascade."""
         if not model.startswith(CASCADE_PREFIX):
             return None
-        name = model[len(CASCADE_PREFIX):]
+        name = model[len(CASCADE_PREFIX) :]
         if name not in self.cascades:
-            raise UnknownModelError(f"no cascade {name!r} is served here; known: {', '.join(self.models())}",
-                                    param="model")
+            raise UnknownModelError(
+                f"no cascade {name!r} is served here; known: {', '.join(self.models())}", param="model"
+            )
         return name
 
     async def __call__(self, request: Request, call_next: Handler, /) -> Response:
@@ -96,15 +101,21 @@ class CascadeStage:
             return await call_next(request)
         if request.n > 1:
             return await self._straight_to_last(request, call_next, cascade)
-        return await cascade.run(request, call_next, options.get("thresholds"), options.get("escalate_on_error"))
+        return await cascade.run(
+            request, call_next, options.get("thresholds"), options.get("escalate_on_error")
+        )
 
     @staticmethod
     async def _straight_to_last(request: Request, call_next: Handler, cascade: Cascade) -> Response:
         last = cascade.tiers[-1]
         tier_request = request.replace(model=last.model or request.model)
         response = await (last.backend.complete(tier_request) if last.backend else call_next(tier_request))
-        event = Event(CascadeStage.name, "skipped", 0.0,
-                      {"cascade": cascade.name, "reason": "n>1", "tier": last.name, "tiers_tried": [last.name]})
+        event = Event(
+            CascadeStage.name,
+            "skipped",
+            0.0,
+            {"cascade": cascade.name, "reason": "n>1", "tier": last.name, "tiers_tried": [last.name]},
+        )
         return response.with_event(event)
 
     async def aclose(self) -> None:
@@ -126,13 +137,16 @@ def _options(raw: Any) -> dict[str, Any]:
     if raw is False:
         return {"enabled": False}
     if not isinstance(raw, Mapping):
-        raise BadRequestError("tokenlean.cascade must be a cascade name, false, or an object",
-                              param="tokenlean.cascade")
+        raise BadRequestError(
+            "tokenlean.cascade must be a cascade name, false, or an object", param="tokenlean.cascade"
+        )
     unknown = set(raw) - _OPTION_KEYS
     if unknown:
-        key = sorted(unknown)[0]
-        raise BadRequestError(f"unknown cascade option {key!r}; known: {', '.join(sorted(_OPTION_KEYS))}",
-                              param=f"tokenlean.cascade.{key}")
+        key = min(unknown)
+        raise BadRequestError(
+            f"unknown cascade option {key!r}; known: {', '.join(sorted(_OPTION_KEYS))}",
+            param=f"tokenlean.cascade.{key}",
+        )
     for key in ("enabled", "escalate_on_error"):
         if key in raw and not isinstance(raw[key], bool):
             raise BadRequestError(f"{key} must be true or false", param=f"tokenlean.cascade.{key}")
@@ -144,7 +158,12 @@ def _options(raw: Any) -> dict[str, Any]:
 def _check_thresholds(value: Any, expected: int) -> None:
     if value is None:
         return
-    if (not isinstance(value, (list, tuple)) or len(value) != expected
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise BadRequestError(f"thresholds must be a list of {expected} number(s), one per tier but the last",
-                              param="tokenlean.cascade.thresholds")
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != expected
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise BadRequestError(
+            f"thresholds must be a list of {expected} number(s), one per tier but the last",
+            param="tokenlean.cascade.thresholds",
+        )

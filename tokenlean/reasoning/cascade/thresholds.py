@@ -66,7 +66,9 @@ def threshold_curve(
         if 0 < k < n and ordered[k] == ordered[k - 1]:
             continue  # a threshold cannot split equal scores
         threshold = float(ordered[k]) if k < n else float(np.nextafter(ordered[-1], np.inf))
-        points.append(CurvePoint(threshold, k / n, float(base_quality + gain[k] / n), float(base_cost + extra[k] / n)))
+        points.append(
+            CurvePoint(threshold, k / n, float(base_quality + gain[k] / n), float(base_cost + extra[k] / n))
+        )
     return points
 
 
@@ -86,7 +88,8 @@ def choose_threshold(
     if min_quality is None and max_cost is None and max_escalated is None:
         raise ConfigError("choose a target: min_quality, or a budget (max_cost / max_escalated)")
     allowed = [
-        p for p in curve
+        p
+        for p in curve
         if (max_cost is None or p.cost <= max_cost + 1e-12)
         and (max_escalated is None or p.escalated <= max_escalated + 1e-12)
     ]
@@ -94,7 +97,9 @@ def choose_threshold(
         reaching = [p for p in allowed if p.quality >= min_quality - 1e-12]
         if not reaching:
             best = max(allowed or curve, key=lambda p: p.quality)
-            raise ConfigError(f"quality {min_quality:.4f} is out of reach; the best point gives {best.quality:.4f}")
+            raise ConfigError(
+                f"quality {min_quality:.4f} is out of reach; the best point gives {best.quality:.4f}"
+            )
         return min(reaching, key=lambda p: (p.cost, p.escalated))
     if not allowed:
         raise ConfigError("no threshold fits the budget: even escalating nothing costs more")

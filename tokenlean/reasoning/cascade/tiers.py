@@ -91,7 +91,9 @@ class CascadeOptions(BaseModel):
         if self.tiers is not None or self.scorer is not None:
             if self.tiers is None or self.scorer is None:
                 raise ValueError("an inline cascade needs both tiers and scorer")
-            inline = CascadeSpec(tiers=self.tiers, scorer=self.scorer, escalate_on_error=self.escalate_on_error)
+            inline = CascadeSpec(
+                tiers=self.tiers, scorer=self.scorer, escalate_on_error=self.escalate_on_error
+            )
             self.cascades = {"default": inline, **self.cascades}
             self.default = self.default or "default"
         if not self.cascades:
@@ -108,7 +110,9 @@ def parse_options(options: dict[str, Any]) -> CascadeOptions:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"stage cascade: {where}: {first['msg']}", param=f"stages.cascade.options.{where}") from exc
+        raise ConfigError(
+            f"stage cascade: {where}: {first['msg']}", param=f"stages.cascade.options.{where}"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +147,16 @@ def build_tiers(specs: list[TierSpec], default_backend: Backend | None) -> list[
             owned = True
         model = spec.model or _first_model(backend or default_backend)
         tiers.append(
-            Tier(spec.name or f"tier{index}", backend, model, spec.cost_input, spec.cost_output,
-                 spec.threshold, spec.max_tokens, owned)
+            Tier(
+                spec.name or f"tier{index}",
+                backend,
+                model,
+                spec.cost_input,
+                spec.cost_output,
+                spec.threshold,
+                spec.max_tokens,
+                owned,
+            )
         )
     return tiers
 

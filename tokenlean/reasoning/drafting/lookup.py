@@ -47,15 +47,18 @@ class NgramIndex:
             self.extend(context[len(self.tokens) :])
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
-        """Up to ``k`` tokens following the latest earlier occurrence of the longest suffix n-gram."""
+        """Up to ``k`` indexed tokens that followed the latest occurrence of ``context``'s longest suffix n-gram.
+
+        ``context`` may be the indexed sequence itself (prompt lookup) or another one (hints).
+        """
         if k <= 0:
             return []
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
             if len(context) < n:
                 continue
             start = self._after.get(tuple(context[-n:]))
-            if start is not None and start < len(context):
-                return list(self.tokens[start : min(start + k, len(self.tokens))])
+            if start is not None:
+                return self.tokens[start : start + k]
         return []
 
 

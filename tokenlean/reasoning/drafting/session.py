@@ -38,13 +38,18 @@ class Drafter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DraftPolicy:
-    """Backend-wide drafting settings (see ``adaptive.py`` for what the costs mean)."""
+    """Backend-wide drafting settings (see ``adaptive.py`` for what the costs mean).
+
+    ``adaptive=False`` keeps every drafter on whatever it costs (for tests and measurements).
+    """
 
     mode: str = "auto"
     max_draft: int = 8
     verify_cost: float = 0.1
     min_gain: float = 1.0
     adaptive: bool = True
+    lookup_min_ngram: int = 2
+    lookup_max_ngram: int = 4
 
 
 def parse_draft_mode(value: Any, default: str, *, has_model: bool) -> str:

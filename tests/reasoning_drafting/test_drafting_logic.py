@@ -1,0 +1,167 @@
+"""Drafters, verification, the adaptive switch and the vLLM helpers, without a model.
+
+The verification tests use real torch distributions: the speculative sampling rule must give the
+target distribution whatever the draft proposes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tokenlean.errors import BadRequestError, ConfigError
+from tokenlean.middleware.types import Message, Request
+from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch
+from tokenlean.reasoning.drafting.lookup import NgramIndex, PromptLookupDrafter
+from tokenlean.reasoning.drafting.retrieval import DraftDatastore, RetrievalDrafter, request_hints, with_draft_hints
+from tokenlean.reasoning.drafting.session import DraftPolicy, DraftSession, parse_draft_mode
+from tokenlean.reasoning.drafting.verify import verify_greedy, verify_sampled
+from tokenlean.reasoning.drafting.vllm import (
+    SpecDecodeMetrics,
+    draft_event,
+    main,
+    parse_spec_decode_metrics,
+    speculative_args,
+    speculative_config,
+)
+
+
+def test_lookup_copies_the_continuation_of_the_latest_longest_match() -> None:
+    drafter = PromptLookupDrafter(min_ngram=2, max_ngram=3)
+    prompt = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8]
+    assert drafter.propose([*prompt, 2, 3], 3) == [7, 8, 2]  # (2, 3) last seen before 7 8
+    assert drafter.propose([*prompt, 2, 3, 4], 2) == [5, 9]  # the trigram (2, 3, 4) wins over (3, 4)
+    assert drafter.propose([*prompt, 2, 3, 4, 42], 2) == []  # nothing to copy after (4, 42)
+
+
+def test_ngram_index_never_proposes_the_current_position() -> None:
+    index = NgramIndex(2, 2)
+    index.extend([5, 6])
+    assert index.propose([5, 6], 4) == []  # the only (5, 6) has no successor yet
+    index.extend([5, 6])
+    assert index.propose([5, 6, 5, 6], 4) == [5, 6]
+
+
+def test_datastore_is_bounded_and_forgets_the_oldest() -> None:
+    store = DraftDatastore(max_tokens=12, min_ngram=2, max_ngram=3)
+    store.add([1, 2, 3, 4, 5, 6])
+    assert store.propose([9, 1, 2], 2) == [3, 4]
+    store.add([7, 8, 9, 10, 11, 12, 13, 14])  # 14 tokens > 12: the first output is dropped
+    assert store.propose([9, 1, 2], 2) == [] and len(store) == 8
+    assert store.propose([0, 8, 9], 3) == [10, 11, 12]
+
+
+def test_retrieval_prefers_the_request_hints_to_the_datastore() -> None:
+    store = DraftDatastore(min_ngram=2)
+    store.add([1, 2, 3, 3, 3])
+    drafter = RetrievalDrafter(store, hints=[[1, 2, 8, 8]])
+    assert drafter.propose([1, 2], 2) == [8, 8]
+    assert RetrievalDrafter(store).propose([1, 2], 2) == [3, 3]
+    assert not RetrievalDrafter(None).has_text
+
+
+def test_hints_come_from_the_option_and_from_an_openai_prediction() -> None:
+    request = Request(messages=(Message("user", "edit this"),), extra={"prediction": {"type": "content", "content": "x = 1"}})
+    hinted = with_draft_hints(request, ["cached near-miss answer"])
+    assert request_hints(hinted) == ["cached near-miss answer", "x = 1"]
+    assert request.options == {}  # the original is untouched
+    with pytest.raises(BadRequestError) as info:
+        request_hints(Request(options={"draft_hints": [1, 2]}))
+    assert info.value.param == "tokenlean.draft_hints"
+
+
+def test_draft_mode_option_is_validated_with_the_param_named() -> None:
+    assert parse_draft_mode(None, "auto", has_model=False) == "auto"
+    assert parse_draft_mode("lookup", "auto", has_model=False) == "lookup"
+    for bad in ("fast", 3, {"mode": "auto"}):
+        with pytest.raises(BadRequestError) as info:
+            parse_draft_mode(bad, "auto", has_model=True)
+        assert info.value.param == "tokenlean.draft"
+    with pytest.raises(BadRequestError, match="draft model"):
+        parse_draft_mode("model", "auto", has_model=False)
+
+
+def test_switch_turns_off_when_drafts_are_rejected_and_stays_on_when_accepted() -> None:
+    bad, good = AdaptiveSwitch(), AdaptiveSwitch()
+    for _ in range(3):
+        bad.record(drafted=bad.draft_len, accepted=0)
+        good.record(drafted=8, accepted=8)
+    assert not bad.on and bad.switched_off and bad.draft_len < 8
+    assert good.on and good.gain() > 4
+    # a costly drafter (a draft model as slow as the target) does not pay even when half right
+    costly = AdaptiveSwitch(draft_cost=1.0)
+    for _ in range(3):
+        costly.record(drafted=4, accepted=2)
+    assert not costly.on
+
+
+def test_session_falls_through_to_the_next_drafter_and_reports_counts() -> None:
+    store = DraftDatastore(min_ngram=2)
+    store.add([1, 2, 3, 4])
+    session = DraftSession([PromptLookupDrafter(), RetrievalDrafter(store)], DraftPolicy())
+    draft, slot = session.propose([9, 1, 2], limit=5)
+    assert (draft, slot) == ([3, 4], 1)  # lookup had nothing, retrieval did
+    session.record(slot, 2, 1)
+    event = session.event()
+    assert event.stage == "draft" and event.data["drafted"] == 2 and event.data["accepted"] == 1
+    assert event.data["drafted_retrieval"] == 2 and event.data["drafted_lookup"] == 0
+
+
+def test_greedy_verification_keeps_the_matching_prefix_then_the_target_token() -> None:
+    import torch
+
+    logits = torch.full((4, 10), -5.0)
+    for row, token in enumerate([3, 4, 7, 9]):
+        logits[row, token] = 5.0
+    assert verify_greedy(logits, [3, 4, 5]) == (2, 7)
+    assert verify_greedy(logits, [3, 4, 7]) == (3, 9)  # all accepted: the bonus token follows
+    assert verify_greedy(logits, [0, 4, 7]) == (0, 3)
+
+
+@pytest.mark.parametrize("drafted", [0, 2])
+def test_speculative_sampling_keeps_the_target_distribution(drafted: int) -> None:
+    """The first emitted token is distributed as p whether the draft proposes a likely or an unlikely token."""
+    import torch
+
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = torch.log(p).repeat(3, 1)
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(4)
+    trials = 20_000
+    for _ in range(trials):
+        accepted, token = verify_sampled(logits, [drafted, 1], lambda row: torch.softmax(row, -1), generator)
+        counts[drafted if accepted else token] += 1
+    assert torch.allclose(counts / trials, p, atol=0.015)
+
+
+def test_vllm_speculative_args_are_the_config_vllm_reads() -> None:
+    flag, value = speculative_args("ngram", num_speculative_tokens=5)
+    assert flag == "--speculative-config" and " " not in value
+    assert json.loads(value) == {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4,
+                                 "prompt_lookup_min": 2}  # fmt: skip
+    assert speculative_config("draft_model", model="/m")["model"] == "/m"
+    for bad in ({"method": "magic"}, {"method": "draft_model"}, {"prompt_lookup_min": 5}, {"num_speculative_tokens": 0}):
+        with pytest.raises(ConfigError):
+            speculative_config(**bad)  # type: ignore[arg-type]
+    assert main(["--method", "ngram", "--tokens", "3"]) == 0
+    assert main(["--method", "draft_model"]) == 2
+
+
+def test_vllm_metrics_parser_sums_engines_and_ignores_created_gauges() -> None:
+    text = "\n".join([
+        "# TYPE vllm:spec_decode_num_drafts_total counter",
+        'vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 5.0',
+        'vllm:spec_decode_num_drafts_total{engine="1",model_name="m"} 3.0',
+        'vllm:spec_decode_num_drafts_created{engine="0",model_name="m"} 1.79e+09',
+        'vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="m"} 32.0',
+        'vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="m"} 20.0',
+        'vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="m",position="0"} 7.0',
+        'vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="m",position="1"} 6.0',
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 99.0',
+    ])  # fmt: skip
+    metrics = parse_spec_decode_metrics(text)
+    assert (metrics.drafts, metrics.draft_tokens, metrics.accepted_tokens) == (8.0, 32.0, 20.0)
+    assert metrics.accepted_per_position == (7.0, 6.0) and metrics.acceptance_rate == 0.625
+    event = draft_event(SpecDecodeMetrics(2, 8, 4, (2.0,)), metrics)
+    assert event.stage == "draft" and event.data == {"drafted": 24, "accepted": 16, "steps": 6}

@@ -1,0 +1,180 @@
+"""``ResponseCache``: exact lookup, then semantic lookup vetted by the meaning guard.
+
+GPTCache (Zilliz, 2023) made the semantic response cache popular: embed the question, search a
+vector store, return the stored answer when the similarity clears a threshold. Its failure modes
+are a key that ignores the context (fixed here by ``RequestKeys.context``: only entries with the
+same scope, model, parameters, system prompt and history are searched) and a similarity that
+cannot see meaning flips (fixed here by ``MeaningGuard``). What is left: the embedder's own
+blind spots (see guard.py) and, for long questions, few semantic hits at all.
+
+The store is the source of truth; this object keeps a process-local faiss index in step with it
+through ``store.changes``. Everything here is independent of the pipeline: the stage decides
+when to look up and store, this decides how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from tokenlean.cache.entry import CacheEntry
+from tokenlean.cache.guard import MeaningGuard
+from tokenlean.cache.index import ScopedIndex
+from tokenlean.cache.keys import RequestKeys
+from tokenlean.cache.stores.base import CacheStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tokenlean.embeddings import Embedder
+
+__all__ = ["Hit", "ResponseCache"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A cached answer found for a request: how (``kind``), how close, and the guard's score."""
+
+    entry: CacheEntry
+    kind: Literal["exact", "semantic"]
+    similarity: float
+    score: float
+
+
+@dataclass(slots=True)
+class Lookup:
+    """The outcome of ``ResponseCache.lookup``; ``vector`` is reused when the answer is stored."""
+
+    hit: Hit | None = None
+    vector: np.ndarray | None = None
+    rejected: str | None = None  # why the best semantic candidate was turned down, if one was
+
+
+class ResponseCache:
+    """Exact and semantic lookup over one ``CacheStore``."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        *,
+        embedder: Embedder | None = None,
+        threshold: float = 0.7,
+        guard: MeaningGuard | None = None,
+        top_k: int = 4,
+        max_query_chars: int = 1000,
+        semantic: bool = True,
+    ) -> None:
+        self.store = store
+        self.threshold = threshold
+        self.guard = guard or MeaningGuard()
+        self.top_k = top_k
+        self.max_query_chars = max_query_chars
+        self.semantic = semantic
+        self._embedder = embedder
+        self._index: ScopedIndex | None = None
+        self._cursor: Any = None
+        self._sync_lock = asyncio.Lock()
+        self._syncs = 0
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder, loaded on first semantic use (MiniLM by default)."""
+        if self._embedder is None:
+            from tokenlean.embeddings import shared_embedder
+
+            self._embedder = shared_embedder()
+        return self._embedder
+
+    def semantic_for(self, keys: RequestKeys) -> bool:
+        """Whether ``keys`` can take part in semantic matching at all.
+
+        A final turn longer than ``max_query_chars`` is matched exactly only: MiniLM reads 256
+        word pieces, so two long turns that differ after that point would embed identically.
+        """
+        return self.semantic and keys.context is not None and 0 < len(keys.query) <= self.max_query_chars
+
+    async def embed(self, text: str) -> np.ndarray:
+        """The normalised embedding of ``text``, computed off the event loop."""
+        vectors = await asyncio.to_thread(self.embedder.embed, [text])
+        return vectors[0]
+
+    async def lookup(self, keys: RequestKeys, *, semantic: bool = True, threshold: float | None = None) -> Lookup:
+        """An exact hit, else the best semantic candidate that clears ``threshold`` after the guard."""
+        entry = await self.store.get(keys.exact)
+        if entry is not None:
+            return Lookup(Hit(entry, "exact", 1.0, 1.0))
+        if not (semantic and self.semantic_for(keys)):
+            return Lookup()
+        vector = await self.embed(keys.query)
+        await self.sync()
+        return await self._semantic(keys, vector, self.threshold if threshold is None else threshold)
+
+    async def _semantic(self, keys: RequestKeys, vector: np.ndarray, threshold: float) -> Lookup:
+        assert keys.context is not None and self._index is not None
+        rejected = None
+        scored = []
+        for key, similarity, query in self._index.search(keys.context, vector, self.top_k):
+            if similarity < threshold:
+                break  # results are sorted and the guard only lowers scores
+            verdict = self.guard.score(keys.query, query, similarity)
+            if verdict.score >= threshold:
+                scored.append((verdict.score, similarity, key))
+            elif rejected is None:
+                rejected = verdict.reason
+        for score, similarity, key in sorted(scored, reverse=True):
+            entry = await self.store.get(key)
+            if entry is not None:
+                return Lookup(Hit(entry, "semantic", similarity, score), vector)
+            self._index.remove(key)  # gone from the store: expired, evicted or deleted elsewhere
+        return Lookup(None, vector, rejected)
+
+    async def put(self, keys: RequestKeys, answer: str, *, ttl: float | None, vector: np.ndarray | None) -> None:
+        """Store ``answer`` under ``keys`` (with its embedding when it can be matched semantically)."""
+        semantic = self.semantic_for(keys)
+        if semantic and vector is None:
+            vector = await self.embed(keys.query)
+        now = time.time()
+        entry = CacheEntry(
+            key=keys.exact, answer=answer, query=keys.query,
+            context=keys.context if semantic else None,
+            vector=vector.astype("float32").tobytes() if semantic and vector is not None else None,
+            created=now, expires=now + ttl if ttl is not None else None,
+        )
+        evicted = await self.store.put(entry)
+        index = self._ensure_index(len(vector) if vector is not None else None)
+        if index is not None:
+            for key in evicted:
+                index.remove(key)
+            if semantic and vector is not None and keys.context is not None:
+                index.add(keys.exact, keys.context, vector, keys.query)
+
+    def _ensure_index(self, dimension: int | None) -> ScopedIndex | None:
+        if self._index is None and dimension is not None:
+            self._index = ScopedIndex(dimension)
+        return self._index
+
+    async def sync(self) -> None:
+        """Bring the local index up to date with the store (other processes' writes included)."""
+        import numpy as np
+
+        async with self._sync_lock:
+            self._syncs += 1
+            if self._cursor is not None and self._syncs % 1000 == 0 and await self._drifted():
+                self._cursor = None
+            cursor, records, reset = await self.store.changes(self._cursor)
+            index = self._ensure_index(self.embedder.dimension)
+            assert index is not None
+            if reset:
+                index.clear()
+            index.add_many([(r.key, r.context, np.frombuffer(r.vector, dtype=np.float32), r.query) for r in records])
+            self._cursor = cursor
+
+    async def _drifted(self) -> bool:
+        """True when the index holds far more keys than the store (deletions seen elsewhere)."""
+        return self._index is not None and len(self._index) > 1.25 * await self.store.count() + 64
+
+    async def aclose(self) -> None:
+        """Close the store."""
+        await self.store.aclose()

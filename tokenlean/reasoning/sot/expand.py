@@ -1,0 +1,137 @@
+"""The two phases of Skeleton-of-Thought as calls through ``call_next``, and the assembly.
+
+Skeleton-of-Thought (Ning et al., ICLR 2024, arXiv 2307.15337): one request writes the
+skeleton; then every point is expanded by its own request, all issued at once
+(``asyncio.gather``), so the embedded backend decodes them as one batch and vLLM schedules them
+side by side. The answer is the points in skeleton order. Known failure mode: the speed-up
+needs a backend that batches; on one that serves requests one at a time the expansions queue
+and SoT is slower than normal generation.
+
+An expansion that fails is retried once; if it fails again the point keeps only its title and
+the others are kept (``PointResult.error`` records why). Only if every point failed does the
+failure propagate, because then there is no answer left to give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tokenlean.middleware.stage import Handler
+from tokenlean.middleware.types import Message, Request, Usage
+from tokenlean.reasoning.sot.parse import clean_expansion, parse_skeleton
+from tokenlean.reasoning.sot.prompts import SkeletonPrompts
+
+__all__ = ["PointResult", "Skeleton", "assemble", "expand_all", "expand_point", "point_text", "write_skeleton"]
+
+_DROP_EXTRA = ("stream_options",)
+
+
+@dataclass(frozen=True, slots=True)
+class Skeleton:
+    """The skeleton call's outcome: its points (``None`` when it did not parse) and its cost."""
+
+    points: tuple[str, ...] | None
+    raw: str
+    usage: Usage
+    ms: float
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PointResult:
+    """One point: its title, the cleaned expansion ("" when it failed), cost and attempts."""
+
+    index: int
+    title: str
+    text: str
+    usage: Usage
+    attempts: int
+    finish_reason: str | None
+    error: BaseException | None = None
+
+
+def sub_request(request: Request, messages: Sequence[Message], max_tokens: int, suffix: str) -> Request:
+    """A non-streamed single-choice request for one phase, traceable to the client's request."""
+    extra = {k: v for k, v in request.extra.items() if k not in _DROP_EXTRA}
+    return request.replace(
+        messages=messages,
+        max_tokens=max_tokens,
+        stream=False,
+        n=1,
+        extra=extra,
+        request_id=f"{request.request_id}-sot-{suffix}",
+    )
+
+
+async def write_skeleton(
+    request: Request,
+    call_next: Handler,
+    prompts: SkeletonPrompts,
+    *,
+    min_points: int,
+    max_points: int,
+    max_tokens: int,
+) -> Skeleton:
+    """Ask for the skeleton and parse it; a truncated last point is dropped."""
+    started = time.perf_counter()
+    messages = prompts.skeleton(request, min_points=min_points, max_points=max_points)
+    response = await call_next(sub_request(request, messages, max_tokens, "skeleton"))
+    response = await response.aread()
+    truncated = bool(response.choices) and response.choices[0].finish_reason == "length"
+    points = parse_skeleton(
+        response.text,
+        min_points=min_points,
+        max_points=max_points,
+        truncated=truncated,
+        question=request.last_user_text,
+    )
+    return Skeleton(points, response.text, response.usage, (time.perf_counter() - started) * 1000, response.model)
+
+
+async def expand_point(
+    request: Request,
+    call_next: Handler,
+    prompts: SkeletonPrompts,
+    points: Sequence[str],
+    index: int,
+    max_tokens: int,
+) -> PointResult:
+    """Expand point ``index``; one retry, then the title alone."""
+    point_request = sub_request(request, prompts.point(request, points, index), max_tokens, f"point{index + 1}")
+    others = [p for i, p in enumerate(points) if i != index]
+    error: BaseException | None = None
+    for attempt in (1, 2):
+        try:
+            response = await (await call_next(point_request)).aread()
+        except Exception as exc:  # the point's own failure: retried, then replaced by its title
+            error = exc
+            continue
+        finish = response.choices[0].finish_reason if response.choices else None
+        text = clean_expansion(response.text, points[index], others)
+        return PointResult(index, points[index], text, response.usage, attempt, finish)
+    return PointResult(index, points[index], "", Usage(), 2, None, error)
+
+
+async def expand_all(
+    request: Request, call_next: Handler, prompts: SkeletonPrompts, points: Sequence[str], max_tokens: int
+) -> list[PointResult]:
+    """Expand every point concurrently (one batch on a batching backend), in skeleton order."""
+    jobs = [expand_point(request, call_next, prompts, points, i, max_tokens) for i in range(len(points))]
+    return list(await asyncio.gather(*jobs))
+
+
+def point_text(index: int, title: str, body: str | None) -> tuple[str, str]:
+    """The answer's text for one point, as (head, tail): the numbered title, then ``: body``.
+
+    The head can be sent as soon as all earlier points are done, the tail once this one is.
+    """
+    head = ("\n" if index else "") + f"{index + 1}. {title}"
+    return head, (f": {body}" if body else "")
+
+
+def assemble(results: Sequence[PointResult]) -> str:
+    """The whole answer: every point's head and tail, in order."""
+    return "".join("".join(point_text(r.index, r.title, r.text)) for r in results)
