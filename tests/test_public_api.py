@@ -11,7 +11,7 @@ def test_public_names_are_pinned() -> None:
         [
             "Backend", "BackendError", "BadRequestError", "ConfigError", "Event", "Message", "Pipeline",
             "PipelineSpec", "Request", "Response", "Stage", "StageError", "TokenleanError", "Usage",
-            "__version__",
+            "__version__", "call_options", "optimize",
         ]
     )
 

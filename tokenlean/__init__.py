@@ -12,6 +12,7 @@ from tokenlean.errors import (
     StageError,
     TokenleanError,
 )
+from tokenlean.integrations.decorator import call_options, optimize
 from tokenlean.middleware import (
     Backend,
     Event,
@@ -42,4 +43,6 @@ __all__ = [
     "TokenleanError",
     "Usage",
     "__version__",
+    "call_options",
+    "optimize",
 ]

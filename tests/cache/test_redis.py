@@ -17,6 +17,9 @@ from tokenlean.cache.semantic import ResponseCache
 from tokenlean.cache.stores.redis import RedisStore
 from tokenlean.middleware import Message, Pipeline, Request, Response
 
+# Generous timeouts (timeout_s=5) where Redis is up: this machine is shared and loaded, and the
+# default 1 s connect timeout is for production. The stopped-server test uses the defaults.
+
 # The second replica: its own process, its own faiss index, the same Redis. It looks up a paraphrase
 # of what the parent stored, then stores an answer of its own; it prints what it found as JSON.
 REPLICA = """
@@ -32,7 +35,7 @@ def keys(q):
     return request_keys(r, tenant="t", namespace="default")
 
 async def main():
-    cache = ResponseCache(RedisStore(sys.argv[1], prefix=sys.argv[2]), embedder=shared_embedder())
+    cache = ResponseCache(RedisStore(sys.argv[1], prefix=sys.argv[2], timeout_s=5), embedder=shared_embedder())
     found = await cache.lookup(keys("What is the best way to learn Python?"))
     await cache.put(keys("How do I bake bread at home?"), "replica answer", ttl=None, vector=None)
     print(json.dumps({"kind": found.hit.kind if found.hit else None,
@@ -57,7 +60,7 @@ def prefix() -> str:
 
 async def test_two_processes_share_one_redis(redis_url: str, embedder: Any) -> None:
     space = prefix()
-    cache = ResponseCache(RedisStore(redis_url, prefix=space), embedder=embedder)
+    cache = ResponseCache(RedisStore(redis_url, prefix=space, timeout_s=5), embedder=embedder)
     keys = request_keys(chat("How do I learn Python?"), tenant="t", namespace="default")
     await cache.put(keys, "parent answer", ttl=None, vector=None)
 
@@ -77,7 +80,7 @@ async def test_two_processes_share_one_redis(redis_url: str, embedder: Any) -> N
 
 async def test_reader_rebuilds_after_a_gap_in_the_stream(redis_url: str) -> None:
     space = prefix()
-    reader, writer = RedisStore(redis_url, prefix=space), RedisStore(redis_url, prefix=space)
+    reader, writer = RedisStore(redis_url, prefix=space, timeout_s=5), RedisStore(redis_url, prefix=space, timeout_s=5)
     vector = bytes(8)
     await writer.put(CacheEntry(key="a", answer="1", query="qa", context="c", vector=vector, created=1.0))
     cursor, records, reset = await reader.changes(None)
@@ -92,7 +95,7 @@ async def test_reader_rebuilds_after_a_gap_in_the_stream(redis_url: str) -> None
 
 
 async def test_eviction_and_ttl_keep_the_accounting_right(redis_url: str) -> None:
-    store = RedisStore(redis_url, prefix=prefix(), max_entries=3, max_bytes=10_000)
+    store = RedisStore(redis_url, prefix=prefix(), max_entries=3, max_bytes=10_000, timeout_s=5)
     for i in range(5):
         evicted = await store.put(CacheEntry(key=f"k{i}", answer="a" * 100, created=time.time()))
         time.sleep(0.002)
@@ -106,7 +109,8 @@ async def test_eviction_and_ttl_keep_the_accounting_right(redis_url: str) -> Non
 
 async def test_stopped_redis_never_fails_a_request(own_redis: Any, embedder: Any) -> None:
     backend = FakeBackend(lambda r: f"answer to: {r.last_user_text}")
-    stage = CacheStage(store="redis", url=own_redis.url, prefix=prefix(), embedder=embedder, retry_after_s=30)
+    stage = CacheStage(store="redis", url=own_redis.url, prefix=prefix(), embedder=embedder, retry_after_s=30,
+                       store_timeout_s=5)
     pipeline = Pipeline(backend, [stage])
     await pipeline(chat("What is the boiling point of water?"))
     assert cache_event(await pipeline(chat("What is the boiling point of water?"))).action == "hit"

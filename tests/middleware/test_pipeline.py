@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 
 from tokenlean.backends.fake import FakeBackend
-from tokenlean.errors import BackendError, BadRequestError, ConfigError
+from tokenlean.errors import BackendError, BadRequestError, ConfigError, StageError
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Chunk, Event, Message, Request, Response
@@ -87,9 +87,10 @@ async def test_failing_stage_is_bypassed_by_default_and_the_answer_still_arrives
     assert len(backend.requests) == 1
 
 
-async def test_raise_policy_propagates_the_stage_error() -> None:
-    with pytest.raises(RuntimeError, match="stage bug"):
+async def test_raise_policy_propagates_the_stage_error_typed() -> None:
+    with pytest.raises(StageError, match="stage bug") as info:
         await Pipeline(FakeBackend(), [Broken()], policies={"broken": "raise"})(_request())
+    assert info.value.stage == "broken" and isinstance(info.value.__cause__, RuntimeError)
 
 
 async def test_bad_request_from_a_stage_is_never_bypassed() -> None:

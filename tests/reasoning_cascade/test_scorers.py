@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from tokenlean.backends.fake import FakeBackend
 from tokenlean.errors import ConfigError
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.spec import PipelineSpec
@@ -95,7 +96,7 @@ def test_bad_scorer_specs() -> None:
                     }
                 ]
             }
-        ).build(backend=None)  # type: ignore[arg-type]
+        ).build(backend=FakeBackend())
     assert "threshold" in caught.value.message
 
 

@@ -171,3 +171,29 @@ async def test_n_above_one_goes_to_the_last_tier(kit) -> None:  # type: ignore[n
     response = await pipeline(QUESTION.replace(n=2))
     assert len(response.choices) == 2 and cheap.requests == [] and len(strong.requests) == 1
     assert cascade_event(response).action == "skipped"
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        (
+            {
+                "scorer": {"type": "logprob"},
+                "tiers": [{"name": "a", "threshold": 0.5, "colour": 1}, {"name": "b"}],
+            },
+            "tiers.0.colour",
+        ),
+        ({"scorer": {"type": "logprob"}, "tiers": [{"name": "a", "threshold": 0.5}]}, "tiers"),
+        (
+            {"scorer": {"type": "logprob"}, "tiers": [{"threshold": 0.5, "cost_input": -1}, {}]},
+            "tiers.0.cost_input",
+        ),
+        ({"cascades": {}, "default": "x"}, ""),
+    ],
+)
+def test_bad_specs_name_the_key(options, where) -> None:  # type: ignore[no-untyped-def]
+    from tokenlean.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        CascadeStage.from_spec(options, backend=FakeBackend())
+    assert where in (caught.value.param or "")

@@ -31,7 +31,10 @@ async def drafting_backend() -> AsyncIterator[object]:
     from tokenlean.backends.local import LocalBackend
     from tokenlean.models import default_model_dir
 
-    backend = LocalBackend(draft_model=default_model_dir(), prefix_cache_entries=0)
+    from tokenlean.reasoning.drafting.session import DraftPolicy
+
+    policy = DraftPolicy(draft_model_cost=0.05)  # as if the draft were 20x cheaper; spares the calibration
+    backend = LocalBackend(draft_model=default_model_dir(), draft_policy=policy, prefix_cache_entries=0)
     yield backend
     await backend.aclose()
 

@@ -80,7 +80,9 @@ async def test_draft_model_with_another_tokenizer(gemma_dir) -> None:  # type: i
     from tokenlean.backends.local import LocalBackend
     from tokenlean.models import default_model_dir
 
-    backend = LocalBackend(gemma_dir, draft_model=default_model_dir(), draft_policy=DraftPolicy(adaptive=False))
+    backend = LocalBackend(
+        gemma_dir, draft_model=default_model_dir(), draft_policy=DraftPolicy(adaptive=False, draft_model_cost=0.5)
+    )
     try:
         assert backend.draft_model is not None and not backend.draft_model.same_vocab
         text = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France."

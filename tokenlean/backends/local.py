@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,12 @@ class LocalBackend:
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.draft_model = DraftModel(resolve_model_dir(draft_model), self.tokenizer) if draft_model else None
+        policy = draft_policy or DraftPolicy()
+        self.draft_model = (
+            DraftModel(resolve_model_dir(draft_model), self.tokenizer, cost=policy.draft_model_cost)
+            if draft_model
+            else None
+        )
         if self.draft_model is not None:
             self.draft_model.calibrate(self.model)
         self.draft_mode = parse_draft_mode(draft, "auto", has_model=self.draft_model is not None)
@@ -131,7 +136,7 @@ class LocalBackend:
         self.single = SingleRowDecoder(
             self.model,
             self.tokenizer,
-            policy=replace(draft_policy or DraftPolicy(), mode=self.draft_mode),
+            policy=policy,
             prefix_cache=self.prefix_cache,
             datastore=self.datastore,
             draft_model=self.draft_model,

@@ -41,7 +41,8 @@ __all__ = ["CacheStage", "build_store"]
 
 
 def build_store(store: str | CacheStore, *, path: str | Path | None = None, url: str | None = None,
-                prefix: str = "tokenlean:cache", max_entries: int = 100_000, max_bytes: int = 512 * 2**20) -> CacheStore:
+                prefix: str = "tokenlean:cache", max_entries: int = 100_000, max_bytes: int = 512 * 2**20,
+                timeout_s: float = 1.0) -> CacheStore:
     """A store from its name (``memory``, ``sqlite`` with ``path``, ``redis`` with ``url``)."""
     if not isinstance(store, str):
         return store
@@ -56,7 +57,8 @@ def build_store(store: str | CacheStore, *, path: str | Path | None = None, url:
     if store == "redis":
         from tokenlean.cache.stores.redis import RedisStore
 
-        return RedisStore(url or "redis://127.0.0.1:6379/0", prefix=prefix, max_entries=max_entries, max_bytes=max_bytes)
+        url = url or "redis://127.0.0.1:6379/0"
+        return RedisStore(url, prefix=prefix, max_entries=max_entries, max_bytes=max_bytes, timeout_s=timeout_s)
     raise ConfigError(f"unknown cache store {store!r}; known: memory, sqlite, redis", param="store")
 
 
@@ -82,13 +84,15 @@ class CacheStage:
         max_query_chars: int = 1000,
         deterministic_only: bool = True,
         retry_after_s: float = 2.0,
+        store_timeout_s: float = 1.0,
         embedder: Embedder | None = None,
     ) -> None:
         if not 0 < threshold <= 1:
             raise ConfigError("threshold must be in (0, 1]", param="threshold")
         if ttl is not None and ttl <= 0:
             raise ConfigError("ttl must be positive (or null for no expiry)", param="ttl")
-        backing = build_store(store, path=path, url=url, prefix=prefix, max_entries=max_entries, max_bytes=max_bytes)
+        backing = build_store(store, path=path, url=url, prefix=prefix, max_entries=max_entries,
+                              max_bytes=max_bytes, timeout_s=store_timeout_s)
         self.cache = ResponseCache(
             backing, embedder=embedder, threshold=threshold, semantic=semantic,
             guard=MeaningGuard(novelty_penalty=novelty_penalty), max_query_chars=max_query_chars,

@@ -6,7 +6,8 @@ response last.
 
 Failure policy. An optimisation that breaks must never cost the answer, so by default a stage's
 own exception is *bypassed*: the request goes on to the rest of the pipeline as if the stage
-were not there, and a ``bypassed`` event records why. With policy ``raise`` the error propagates.
+were not there, and a ``bypassed`` event records why. With policy ``raise`` the error propagates,
+a foreign exception wrapped in ``StageError`` so every front-end can promise typed errors.
 A ``BadRequestError`` (an unknown pool, a bad option) always propagates: it is the caller's to fix.
 An exception that came up *through* ``call_next`` (the backend or a later stage failed) is never
 bypassed: retrying it through a bypass would only repeat the failure and double the traffic.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from tokenlean.errors import BadRequestError, ConfigError, TokenleanError
+from tokenlean.errors import BadRequestError, ConfigError, StageError, TokenleanError
 from tokenlean.middleware.stage import Backend, Handler, Stage
 from tokenlean.middleware.types import Event, Request, Response
 
@@ -99,7 +100,9 @@ class Pipeline:
                 raise  # the caller's input is wrong: bypassing would hide it
             except Exception as exc:
                 if policy == "raise":
-                    raise
+                    if isinstance(exc, TokenleanError):
+                        raise
+                    raise StageError(f"stage {stage.name} failed: {type(exc).__name__}: {exc}", stage=stage.name) from exc
                 return await self._bypass(stage, exc, request, call_next)
             own_ms = (time.perf_counter() - started) * 1000 - below_ms
             return response.with_event(Event(stage.name, "timing", round(own_ms, 3)))

@@ -41,15 +41,17 @@ class DraftPolicy:
     """Backend-wide drafting settings (see ``adaptive.py`` for what the costs mean).
 
     ``adaptive=False`` keeps every drafter on whatever it costs (for tests and measurements).
+    ``draft_model_cost``: the draft model's time per token in target decode steps; ``None``
+    measures it once when the backend loads the draft model.
     """
 
-    mode: str = "auto"
     max_draft: int = 8
     verify_cost: float = 0.1
     min_gain: float = 1.0
     adaptive: bool = True
     lookup_min_ngram: int = 2
     lookup_max_ngram: int = 4
+    draft_model_cost: float | None = None
 
 
 def parse_draft_mode(value: Any, default: str, *, has_model: bool) -> str:

@@ -1,0 +1,149 @@
+"""``CompressionStage``: LLMLingua-style compression of the context in a chat request.
+
+The stage cuts the request into context blocks under its policy (``tokenlean.compressors.chat``),
+compresses them with ``LinguaCompressor`` in a worker thread (the scorer is a model: it must not
+block the event loop), puts them back, and reports tokens before and after in a ``compressed``
+event. Requests below ``min_prompt_tokens`` pass through untouched with a ``skipped`` event:
+compressing a short prompt costs more time than it saves.
+
+Per request (``extra_body={"tokenlean": {"compress": {...}}}``): ``rate`` (kept fraction, 0.5 is
+2x) or ``target_tokens``, ``mode`` (auto, question, plain), ``off``, ``protect`` (strings kept
+verbatim), ``min_prompt_tokens``, ``last_user`` (blocks, keep). See ``options.py``.
+
+Known failure mode: compression changes the prompt, so a backend's prefix cache no longer
+matches across requests that share a long system prompt; put the compress stage after a
+response cache, and keep shared prefixes out of its roles when prefix reuse matters more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tokenlean.compressors.base import Compressor
+from tokenlean.compressors.chat import DEFAULT_ROLES, rebuild_request, split_request
+from tokenlean.compressors.lingua import LinguaCompressor, LinguaConfig
+from tokenlean.compressors.options import CompressOptions, parse_request_options
+from tokenlean.errors import BadRequestError, ConfigError
+from tokenlean.middleware.stage import Handler
+from tokenlean.middleware.types import Event, Request, Response
+from tokenlean.tokens import TokenCounter, shared_token_counter
+
+__all__ = ["CompressionStage"]
+
+
+class CompressionStage:
+    """Compress system/context messages and document blocks before the backend sees them.
+
+    ``model``: the scorer (a Hugging Face folder or GGUF path; default the embedded SmolLM2).
+    ``target_model``: the tokenizer budgets are counted in (default: the embedded model's; name
+    the served model's folder when it differs). ``compressor`` replaces the whole algorithm.
+    """
+
+    name: ClassVar[str] = "compress"
+
+    def __init__(
+        self,
+        *,
+        rate: float | None = 0.5,
+        target_tokens: int | None = None,
+        mode: str = "auto",
+        min_prompt_tokens: int = 400,
+        min_block_tokens: int = 48,
+        roles: Sequence[str] = DEFAULT_ROLES,
+        last_user: str = "blocks",
+        protect: Sequence[str] = (),
+        protect_numbers: bool = False,
+        protect_entities: bool = False,
+        model: str | Path | None = None,
+        target_model: str | Path | None = None,
+        device: str = "cpu",
+        compressor: Compressor | None = None,
+        counter: TokenCounter | None = None,
+        tuning: dict[str, Any] | None = None,
+    ) -> None:
+        raw = {"rate": rate, "target_tokens": target_tokens, "mode": mode, "min_prompt_tokens": min_prompt_tokens,
+               "last_user": last_user, "protect": list(protect)}
+        if rate is not None and target_tokens is not None:
+            raw["rate"] = None  # a spec that names target_tokens means it
+        try:
+            parsed = parse_request_options({k: v for k, v in raw.items() if v is not None}, CompressOptions())
+        except BadRequestError as exc:  # the spec's values are checked with the per-request rules
+            raise ConfigError(f"stage compress: {exc.message}", param=exc.param) from exc
+        assert parsed is not None
+        self.defaults = parsed
+        self.roles = tuple(roles)
+        self.min_block_tokens = min_block_tokens
+        self._counter = counter
+        self._target_model = target_model
+        if compressor is None:
+            config = LinguaConfig(protect_numbers=protect_numbers, protect_entities=protect_entities, **(tuning or {}))
+            from tokenlean.compressors.scorer import CausalLMScorer
+
+            scorer = CausalLMScorer(model, device=device)
+            compressor = LinguaCompressor(scorer=scorer, counter=_LazyCounter(self), config=config)
+        self.compressor = compressor
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The target tokenizer's counter, loaded on first use."""
+        if self._counter is None:
+            self._counter = shared_token_counter(self._target_model)
+        return self._counter
+
+    async def __call__(self, request: Request, call_next: Handler, /) -> Response:
+        """Compress the request's context blocks, then call the rest of the pipeline."""
+        options = parse_request_options(request.option(self.name), self.defaults)
+        if options is None:
+            return await call_next(request)
+        started = time.perf_counter()
+        compressed, data = await asyncio.to_thread(self._compress, request, options)
+        ms = (time.perf_counter() - started) * 1000
+        response = await call_next(compressed if compressed is not None else request)
+        action = "compressed" if compressed is not None else "skipped"
+        return response.with_event(Event(self.name, action, round(ms, 3), data))
+
+    def _compress(self, request: Request, options: CompressOptions) -> tuple[Request | None, dict[str, Any]]:
+        """Runs in a worker thread: split, check the size, compress, rebuild."""
+        count = self.counter.count
+        split = split_request(
+            request, count, roles=self.roles, min_block_tokens=self.min_block_tokens, last_user=options.last_user
+        )
+        before = count("\n\n".join([split.instruction, *split.blocks, split.question]).strip())
+        if before < options.min_prompt_tokens or not split.blocks:
+            reason = "short" if before < options.min_prompt_tokens else "no blocks"
+            return None, {"reason": reason, "tokens_before": before, "tokens_after": before}
+        mode = options.mode if split.question or options.mode != "question" else "plain"
+        result = self.compressor.compress(
+            split.blocks,
+            instruction=split.instruction,
+            question=split.question,
+            rate=options.rate,
+            target_tokens=options.target_tokens,
+            protect=options.protect,
+            **({"mode": mode} if isinstance(self.compressor, LinguaCompressor) else {}),
+        )
+        rebuilt = rebuild_request(request, split, result.blocks)
+        return rebuilt, {
+            "tokens_before": result.origin_tokens,
+            "tokens_after": result.compressed_tokens,
+            "tokens_saved": result.origin_tokens - result.compressed_tokens,
+            "ratio": round(result.ratio, 3),
+            "blocks": len(split.blocks),
+            "blocks_dropped": len(split.blocks) - len(result.kept_blocks),
+            "mode": mode,
+        }
+
+
+class _LazyCounter:
+    """The stage's target counter, resolved when the compressor first counts (in the worker thread)."""
+
+    def __init__(self, stage: CompressionStage) -> None:
+        self._stage = stage
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` in the stage's target tokenizer."""
+        return self._stage.counter.count(text)
