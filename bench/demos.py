@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
+import json
+import os
 import random
 import time
 from pathlib import Path
@@ -99,17 +102,23 @@ def load_task(task: str, queries: int = 300) -> tuple[list[Example], list[Exampl
     return pool, random.Random(SEED).sample(test, queries)
 
 
-def task_pool(task: str, examples: list[Example]) -> tuple[DemoPool, float]:
-    """The task's pool, embedded once and then reloaded from disk; returns it and the embed seconds."""
+def task_pool(task: str, examples: list[Example]) -> tuple[DemoPool, float | None]:
+    """The task's pool, embedded once and then reloaded from disk, and the seconds embedding took.
+
+    The embedding time is recorded beside the saved pool when it is built, so a run that reloads
+    the pool still reports it (``None`` if it was never recorded).
+    """
     folder = POOL_CACHE / task
+    timing = folder / "embed_seconds.json"
     if (folder / "meta.json").exists():
         pool = DemoPool.load(folder)
         if len(pool) == len(examples) and pool.examples[:50] == examples[:50]:
-            return pool, float("nan")
+            return pool, json.loads(timing.read_text())["seconds"] if timing.exists() else None
     started = time.perf_counter()
     pool = DemoPool.build(task, examples)
     seconds = time.perf_counter() - started
     pool.save(folder)
+    timing.write_text(json.dumps({"seconds": round(seconds, 2), "date": time.strftime("%Y-%m-%d %H:%M")}))
     return pool, seconds
 
 
@@ -179,6 +188,8 @@ class Scorer:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
         self.tokens_run = 0
+        forward = inspect.signature(self.model.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
     def render(self, messages: Any) -> list[int]:
         """Token ids of the chat-templated prompt, ending where the assistant answer starts."""
@@ -219,7 +230,8 @@ class Scorer:
         self.tokens_run += len(prefix)
         with torch.inference_mode():
             out = self.model.model(input_ids=torch.tensor([prefix]), use_cache=True)
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        cache = getattr(out, "cache", None) or out.past_key_values  # renamed in transformers 5
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _last_logits(self, rows: list[list[int]], prefix_kv: Any, prefix_len: int) -> Any:
         import torch
@@ -242,7 +254,7 @@ class Scorer:
                     v.expand(len(rows), -1, -1, -1).contiguous(),
                     layer,
                 )
-            kwargs["past_key_values"] = cache
+            kwargs[self._cache_arg] = cache
         hidden = self.model.model(
             input_ids=ids, attention_mask=mask, use_cache=prefix_kv is not None, **kwargs
         )
@@ -382,7 +394,7 @@ def model_free(
     info = {
         "pool_size": len(pool),
         "queries": len(queries),
-        "pool_embed_s": round(embed_s, 2),
+        "pool_embed_s": None if embed_s is None else round(embed_s, 2),
         "index": pool.index_kind,
         "index_build_s": round(build_s, 4),
         "configs": rows,
@@ -516,6 +528,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         "environment": environment(),
         "setup": {
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "accuracy_queries_per_task": n_acc,
             "accuracy_ks": acc_ks,
             "model_free_queries_per_task": 300,

@@ -25,9 +25,12 @@ def _chunk(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps({**base, **data}, separators=(",", ":")).encode() + b"\n\n"
 
 
-_ROLE = _chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+_ROLE = _chunk(
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+)
 _TOKENS = [
-    _chunk({"choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]}) for i in range(4096)
+    _chunk({"choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]})
+    for i in range(4096)
 ]
 _STOP = _chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
 
@@ -60,10 +63,23 @@ class PacedUpstream:
         if not request.get("stream"):
             await asyncio.sleep(self.interval * tokens)
             text = "".join(f" tok{i}" for i in range(tokens))
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length",
+            }
             usage = {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens}
-            await _json(send, {"id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": MODEL,
-                               "choices": [choice], "usage": usage})
+            await _json(
+                send,
+                {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": MODEL,
+                    "choices": [choice],
+                    "usage": usage,
+                },
+            )
             return
         await self._stream(send, tokens)
 

@@ -88,7 +88,14 @@ def _sse(data: dict[str, Any]) -> str:
 
 
 def _error(status: int) -> Response:
-    body = {"error": {"message": f"scripted {status}", "type": "BadRequestError", "param": "max_tokens", "code": status}}
+    body = {
+        "error": {
+            "message": f"scripted {status}",
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": status,
+        }
+    }
     return JSONResponse(body, status_code=status)
 
 
@@ -97,15 +104,25 @@ def _answer(body: dict[str, Any], scenario: str) -> dict[str, Any]:
     if "prompt" in body:
         choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "stop"}
         if body.get("logprobs") is not None:
-            choice["logprobs"] = {"tokens": ["a", "b"], "token_logprobs": [-0.1, -0.2],
-                                  "top_logprobs": [{"a": -0.1, "c": -2.0}, {"b": -0.2}], "text_offset": [0, 1]}
+            choice["logprobs"] = {
+                "tokens": ["a", "b"],
+                "token_logprobs": [-0.1, -0.2],
+                "top_logprobs": [{"a": -0.1, "c": -2.0}, {"b": -0.2}],
+                "text_offset": [0, 1],
+            }
     else:
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         if body.get("logprobs"):
             choice["logprobs"] = {"content": [{"token": "The", "logprob": -0.25, "top_logprobs": []}]}
     usage = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
-    return {"id": "cmpl-fake", "object": "chat.completion", "created": 1700000000, "model": "fake-model",
-            "choices": [choice], "usage": usage}
+    return {
+        "id": "cmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "fake-model",
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 class ServerThread:

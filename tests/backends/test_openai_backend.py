@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -11,15 +12,24 @@ from typing import Any
 import pytest
 
 from tokenlean.backends.openai import OpenAIBackend, normalize_url
-from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ConfigError
-from tokenlean.errors import UpstreamStatusError
+from tokenlean.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigError,
+    UpstreamStatusError,
+)
 from tokenlean.middleware.registry import resolve_backend
 from tokenlean.middleware.stage import Backend
 from tokenlean.middleware.types import Message, Request
 
 
 def ask(model: str = "echo", **fields: Any) -> Request:
-    return Request(messages=(Message("system", "Be brief."), Message("user", "Capital of France?")), model=model, **fields)
+    return Request(
+        messages=(Message("system", "Be brief."), Message("user", "Capital of France?")),
+        model=model,
+        **fields,
+    )
 
 
 @asynccontextmanager
@@ -52,14 +62,23 @@ def test_bad_configuration_names_the_field() -> None:
 
 
 async def test_body_carries_known_and_unknown_fields(upstream) -> None:
-    fake, url = upstream
+    _, url = upstream
     extra = {"top_k": 5, "prompt_logprobs": 2, "guided_choice": ["a", "b"], "repetition_penalty": 1.1}
     request = ask(max_tokens=9, temperature=0.0, top_p=0.5, seed=7, stop=("\n",), n=2, extra=extra)
     async with backend(url) as b:
         response = await b.complete(request)
     sent = json.loads(response.choices[0].text)
-    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
-    assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["seed"], sent["n"]) == (9, 0.0, 0.5, 7, 2)
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["seed"], sent["n"]) == (
+        9,
+        0.0,
+        0.5,
+        7,
+        2,
+    )
     assert sent["stop"] == ["\n"]
     for key, value in extra.items():
         assert sent[key] == value
@@ -84,7 +103,9 @@ async def test_model_option_overrides_and_discovery(upstream) -> None:
 async def test_text_prompt_goes_to_completions_with_logprobs_converted(upstream) -> None:
     fake, url = upstream
     async with backend(url, model="canned") as b:
-        response = await b.complete(Request(prompt="Paris is", logprobs=True, top_logprobs=2, extra={"echo": True}))
+        response = await b.complete(
+            Request(prompt="Paris is", logprobs=True, top_logprobs=2, extra={"echo": True})
+        )
     assert fake.calls[0]["_path"] == "/v1/completions"
     assert fake.calls[0]["logprobs"] == 2 and fake.calls[0]["echo"] is True
     first = response.choices[0].logprobs[0]
@@ -99,7 +120,15 @@ async def test_chat_logprobs_pass_through(upstream) -> None:
         streamed = await (await b.complete(ask("canned", logprobs=True, stream=True))).aread()
     assert fake.calls[0]["logprobs"] is True and fake.calls[0]["top_logprobs"] == 3
     assert response.choices[0].logprobs == ({"token": "The", "logprob": -0.25, "top_logprobs": []},)
-    assert [lp["token"] for lp in streamed.choices[0].logprobs] == ["The", " capital", " of", " France", " is", " Paris", "."]
+    assert [lp["token"] for lp in streamed.choices[0].logprobs] == [
+        "The",
+        " capital",
+        " of",
+        " France",
+        " is",
+        " Paris",
+        ".",
+    ]
 
 
 async def test_stream_arrives_chunk_by_chunk(upstream) -> None:
@@ -118,7 +147,7 @@ async def test_stream_arrives_chunk_by_chunk(upstream) -> None:
     assert fake.calls[0]["stream"] is True and fake.calls[0]["stream_options"] == {"include_usage": True}
     assert usage is not None and usage.completion_tokens == 7
     assert arrivals[0] < 0.5  # the first word did not wait for the other six (~0.9 s)
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:6])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[:6])]
     assert min(gaps) > 0.08
 
 
@@ -166,7 +195,7 @@ async def test_read_timeout_is_504_and_not_retried(upstream) -> None:
 
 
 async def test_total_timeout_cuts_a_long_stream(upstream) -> None:
-    fake, url = upstream
+    _, url = upstream
     async with backend(url, total_timeout=0.6, read_timeout=5) as b:
         response = await b.complete(ask("drip", stream=True, extra={"drip_s": 0.1, "repeat": 5}))
         received = []
@@ -201,7 +230,7 @@ async def test_drop_after_first_chunk_is_not_retried(upstream) -> None:
 
 
 async def test_error_event_inside_stream(upstream) -> None:
-    fake, url = upstream
+    _, url = upstream
     async with backend(url) as b:
         response = await b.complete(ask("stream-error", stream=True))
         with pytest.raises(UpstreamStatusError) as info:
@@ -210,7 +239,7 @@ async def test_error_event_inside_stream(upstream) -> None:
 
 
 async def test_abandoned_stream_releases_its_slot(upstream) -> None:
-    fake, url = upstream
+    _, url = upstream
     async with backend(url) as b:
         response = await b.complete(ask("drip", stream=True, extra={"drip_s": 0.05, "repeat": 10}))
         await response.stream.__anext__()
@@ -220,7 +249,7 @@ async def test_abandoned_stream_releases_its_slot(upstream) -> None:
 
 
 async def test_api_key_is_sent(upstream) -> None:
-    fake, url = upstream
+    _, url = upstream
     seen: list[str] = []
 
     async def capture(request) -> None:  # type: ignore[no-untyped-def]
@@ -237,8 +266,13 @@ async def test_sse_parser_handles_split_reads_crlf_comments_and_multiline() -> N
     from tokenlean.backends.openai_wire import sse_data
 
     async def reads() -> AsyncIterator[bytes]:
-        for part in (b": keep-alive\n\nda", b"ta: {\"a\": 1}\n", b"\ndata: x\r\ndata: y\r\n\r\n",
-                     b"event: ping\n\n", b"data:[DONE]"):
+        for part in (
+            b": keep-alive\n\nda",
+            b'ta: {"a": 1}\n',
+            b"\ndata: x\r\ndata: y\r\n\r\n",
+            b"event: ping\n\n",
+            b"data:[DONE]",
+        ):
             yield part
 
     assert [p async for p in sse_data(reads())] == [b'{"a": 1}', b"x\ny", b"[DONE]"]

@@ -29,7 +29,9 @@ async def client_for(*urls: str, **options: Any) -> AsyncIterator[openai.AsyncOp
     app = create_app(Pipeline(backend))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
-        yield openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http, max_retries=0)
+        yield openai.AsyncOpenAI(
+            api_key="unused", base_url="http://proxy/v1", http_client=http, max_retries=0
+        )
     await backend.aclose()
 
 
@@ -51,14 +53,19 @@ async def test_answers_and_passes_unknown_fields(upstream) -> None:
 
 @pytest.mark.parametrize(
     ("scenario", "status", "error"),
-    [("status-400", 400, openai.BadRequestError), ("status-503", 502, openai.InternalServerError),
-     ("status-500", 502, openai.InternalServerError)],
+    [
+        ("status-400", 400, openai.BadRequestError),
+        ("status-503", 502, openai.InternalServerError),
+        ("status-500", 502, openai.InternalServerError),
+    ],
 )
 async def test_upstream_status_reaches_the_client(upstream, scenario: str, status: int, error: type) -> None:
-    fake, url = upstream
+    _, url = upstream
     async with client_for(url) as client:
         with pytest.raises(error) as info:
-            await client.chat.completions.create(model="fake-model", messages=HI, extra_body={"scenario": scenario})
+            await client.chat.completions.create(
+                model="fake-model", messages=HI, extra_body={"scenario": scenario}
+            )
     assert info.value.status_code == status
     assert "scripted" in info.value.body["message"]
 
@@ -72,7 +79,7 @@ async def test_unreachable_upstream_is_503(free_port_url: str) -> None:
 
 
 async def test_slow_upstream_is_504(upstream) -> None:
-    fake, url = upstream
+    _, url = upstream
     async with client_for(url, read_timeout=0.3) as client:
         with pytest.raises(openai.APIStatusError) as info:
             await client.chat.completions.create(
@@ -82,7 +89,7 @@ async def test_slow_upstream_is_504(upstream) -> None:
 
 
 async def test_health_reports_the_upstreams(upstream, free_port_url: str) -> None:
-    fake, url = upstream
+    _, url = upstream
     async with client_for(url, free_port_url) as client:
         health = (await client._client.get("http://proxy/health")).json()
     upstreams = {u["url"]: u["healthy"] for u in health["backend"]["upstreams"]}

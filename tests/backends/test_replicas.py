@@ -111,7 +111,11 @@ def test_round_robin_and_least_loaded_baselines() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "param"),
-    [({"routing": "random"}, "routing"), ({"load_factor": 0.5}, "load_factor"), ({"prefix_chars": 0}, "prefix_chars")],
+    [
+        ({"routing": "random"}, "routing"),
+        ({"load_factor": 0.5}, "load_factor"),
+        ({"prefix_chars": 0}, "prefix_chars"),
+    ],
 )
 def test_bad_options_name_the_field(kwargs: dict, param: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -64,8 +65,10 @@ async def test_two_processes_share_one_redis(redis_url: str, embedder: Any) -> N
     keys = request_keys(chat("How do I learn Python?"), tenant="t", namespace="default")
     await cache.put(keys, "parent answer", ttl=None, vector=None)
 
-    replica = subprocess.run([sys.executable, "-c", REPLICA, redis_url, space], capture_output=True, text=True,
-                             timeout=120)
+    replica = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", REPLICA, redis_url, space], capture_output=True, text=True,
+        timeout=120, check=False,
+    )
     assert replica.returncode == 0, replica.stderr[-2000:]
     seen = json.loads(replica.stdout.strip().splitlines()[-1])
     assert seen == {"kind": "semantic", "answer": "parent answer"}  # the parent's miss is the replica's hit
@@ -98,10 +101,10 @@ async def test_eviction_and_ttl_keep_the_accounting_right(redis_url: str) -> Non
     store = RedisStore(redis_url, prefix=prefix(), max_entries=3, max_bytes=10_000, timeout_s=5)
     for i in range(5):
         evicted = await store.put(CacheEntry(key=f"k{i}", answer="a" * 100, created=time.time()))
-        time.sleep(0.002)
+        await asyncio.sleep(0.002)
     assert evicted == ["k1"] and await store.count() == 3 and await store.get("k0") is None
     await store.put(CacheEntry(key="short", answer="b", created=time.time(), expires=time.time() + 0.05))
-    time.sleep(0.15)
+    await asyncio.sleep(0.15)
     assert await store.get("short") is None  # expired in Redis; its bookkeeping is dropped on read
     assert await store.count() == 2 and await store.total_bytes() == 200
     await store.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -61,13 +62,13 @@ async def test_entries_survive_a_restart(tmp_path: Path, embedder: Any) -> None:
     await reopened.aclose()
 
 
-async def test_kill_minus_9_mid_write_loses_no_committed_entry(tmp_path: Path) -> None:
-    path = tmp_path / "cache.db"
+def write_until_killed(path: Path, commits: int) -> list[str]:
+    """Run the writer child, read ``commits`` committed keys, then SIGKILL it mid-write."""
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     committed: list[str] = []
     deadline = time.monotonic() + 60
-    while len(committed) < 60 and time.monotonic() < deadline:
+    while len(committed) < commits and time.monotonic() < deadline:
         line = child.stdout.readline()
         if not line:
             break
@@ -75,6 +76,12 @@ async def test_kill_minus_9_mid_write_loses_no_committed_entry(tmp_path: Path) -
     os.kill(child.pid, signal.SIGKILL)  # while it is in the middle of its next write
     child.wait(timeout=10)
     child.stdout.close()
+    return committed
+
+
+async def test_kill_minus_9_mid_write_loses_no_committed_entry(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    committed = await asyncio.to_thread(write_until_killed, path, 60)
     assert len(committed) >= 60, "the writer did not get far enough"
 
     with sqlite3.connect(path) as db:
@@ -95,13 +102,13 @@ async def test_eviction_and_expiry(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "cache.db", max_entries=5, max_bytes=10_000)
     for i in range(8):
         await store.put(CacheEntry(key=f"k{i}", answer="a" * 100, created=time.time()))
-        time.sleep(0.002)  # distinct access times
+        await asyncio.sleep(0.002)  # distinct access times
     assert await store.count() == 5 and await store.get("k0") is None and await store.get("k7") is not None
     await store.put(CacheEntry(key="big", answer="b" * 9_000, created=time.time()))
     assert await store.total_bytes() <= 10_000 and await store.get("big") is not None
     await store.put(CacheEntry(key="brief", answer="c", created=time.time(), expires=time.time() + 0.05))
     assert await store.get("brief") is not None
-    time.sleep(0.1)
+    await asyncio.sleep(0.1)
     assert await store.get("brief") is None
     await store.aclose()
 

@@ -65,9 +65,21 @@ def replicas() -> Iterator[list[VLLMServer]]:
 def proxy(replicas: list[VLLMServer]) -> Iterator[str]:
     """A real ``tokenlean serve`` process in front of the first replica; yields its /v1 URL."""
     port = free_port()
-    argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--upstream", replicas[0].url,
-            "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "tokenlean.cli",
+        "serve",
+        "--upstream",
+        replicas[0].url,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -76,7 +88,9 @@ def proxy(replicas: list[VLLMServer]) -> Iterator[str]:
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tokenlean serve did not start: {process.stderr.read().decode()[-2000:]}")
+                    raise RuntimeError(
+                        f"tokenlean serve did not start: {process.stderr.read().decode()[-2000:]}"
+                    )
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -95,7 +109,12 @@ def test_official_client_through_proxy(proxy: str) -> None:
     assert "Paris" in reply.choices[0].message.content
     assert reply.usage.prompt_tokens > 10 and reply.usage.completion_tokens > 0
     stream = client.chat.completions.create(
-        model=NAME, messages=HI, max_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True}
+        model=NAME,
+        messages=HI,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -105,7 +124,9 @@ def test_official_client_through_proxy(proxy: str) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_greedy_output_through_proxy_equals_vllm(proxy: str, replicas: list[VLLMServer], stream: bool) -> None:
+def test_greedy_output_through_proxy_equals_vllm(
+    proxy: str, replicas: list[VLLMServer], stream: bool
+) -> None:
     def answer(base_url: str) -> str:
         kwargs = {"model": NAME, "messages": HI, "max_tokens": 24, "temperature": 0, "seed": 0}
         if not stream:
@@ -118,7 +139,13 @@ def test_greedy_output_through_proxy_equals_vllm(proxy: str, replicas: list[VLLM
 
 
 def test_text_completion_logprobs_match(proxy: str, replicas: list[VLLMServer]) -> None:
-    kwargs = {"model": NAME, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0, "logprobs": 2}
+    kwargs = {
+        "model": NAME,
+        "prompt": "The capital of France is",
+        "max_tokens": 4,
+        "temperature": 0,
+        "logprobs": 2,
+    }
     direct = _client(replicas[0].url).completions.create(**kwargs).choices[0]
     proxied = _client(proxy).completions.create(**kwargs).choices[0]
     assert proxied.text == direct.text
@@ -162,8 +189,24 @@ def test_unreachable_upstream_answers_503() -> None:
 def _documents(seed: int, count: int, words: int = 330) -> list[str]:
     """``count`` distinct system prompts of ~450 tokens: several of vLLM's 128-token CPU blocks."""
     rng = random.Random(seed)
-    vocabulary = "river mountain ledger policy harbor signal copper meadow lantern orbit quartz velvet".split()
-    return [f"Reference {seed}-{i}. " + " ".join(rng.choice(vocabulary) for _ in range(words)) for i in range(count)]
+    vocabulary = [
+        "river",
+        "mountain",
+        "ledger",
+        "policy",
+        "harbor",
+        "signal",
+        "copper",
+        "meadow",
+        "lantern",
+        "orbit",
+        "quartz",
+        "velvet",
+    ]
+    return [
+        f"Reference {seed}-{i}. " + " ".join(rng.choice(vocabulary) for _ in range(words))
+        for i in range(count)
+    ]
 
 
 def _hits(replicas: list[VLLMServer]) -> float:
@@ -178,11 +221,15 @@ async def _run(replicas: list[VLLMServer], routing: str, seed: int) -> float:
     before = _hits(replicas)
     transport = httpx.ASGITransport(app=create_app(Pipeline(backend)))
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy", timeout=120) as http:
-        client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http, max_retries=0)
+        client = openai.AsyncOpenAI(
+            api_key="unused", base_url="http://proxy/v1", http_client=http, max_retries=0
+        )
         for document in _documents(seed, 3):
             for question in ("Summarise it.", "Name one word in it."):
                 messages = [{"role": "system", "content": document}, {"role": "user", "content": question}]
-                await client.chat.completions.create(model=NAME, messages=messages, max_tokens=1, temperature=0)
+                await client.chat.completions.create(
+                    model=NAME, messages=messages, max_tokens=1, temperature=0
+                )
     await backend.aclose()
     return _hits(replicas) - before
 

@@ -119,7 +119,15 @@ async def test_unknown_pool_is_a_bad_request_naming_it(paraphrase_pool: DemoPool
 
 @pytest.mark.parametrize(
     ("options", "param"),
-    [({"k": "4"}, "k"), ({"method": "bm25"}, "method"), ({"mmr_lambda": 2}, "mmr_lambda"), ({"kk": 1}, "kk")],
+    [
+        ({"k": "4"}, "k"),
+        ({"k": 65}, "k"),
+        ({"k": None}, "k"),
+        ({"method": "bm25"}, "method"),
+        ({"mmr_lambda": 2}, "mmr_lambda"),
+        ({"balance": "yes"}, "balance"),
+        ({"kk": 1}, "kk"),
+    ],
 )
 async def test_bad_options_name_the_field(paraphrase_pool: DemoPool, options: dict, param: str) -> None:  # type: ignore[type-arg]
     stage = DemoStage(pools={"faq": paraphrase_pool}, pool="faq")
@@ -177,3 +185,24 @@ def test_bad_construction_is_a_config_error(paraphrase_pool: DemoPool) -> None:
         DemoStage(pools={"faq": paraphrase_pool}, pool="other")
     with pytest.raises(ConfigError, match="placement"):
         DemoStage(pools={"faq": paraphrase_pool}, placement="inline")  # type: ignore[arg-type]
+
+
+async def test_through_the_proxy_options_work_and_an_unknown_pool_is_a_400(paraphrase_pool: DemoPool) -> None:
+    import httpx
+
+    from tokenlean.proxy.app import create_app
+
+    fake = FakeBackend()
+    app = create_app(Pipeline(fake, [DemoStage(pools={"faq": paraphrase_pool})]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
+        body = {"model": "fake", "messages": [{"role": "user", "content": PARAPHRASES[1][2]}]}
+        ok = await client.post(
+            "/v1/chat/completions", json={**body, "tokenlean": {"demos": {"pool": "faq", "k": 1}}}
+        )
+        bad = await client.post(
+            "/v1/chat/completions", json={**body, "tokenlean": {"demos": {"pool": "sst9"}}}
+        )
+    assert ok.status_code == 200
+    assert fake.requests[0].messages[0].content == PARAPHRASES[1][0]
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "tokenlean.demos.pool" and "sst9" in bad.json()["error"]["message"]

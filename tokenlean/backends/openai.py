@@ -28,11 +28,22 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tokenlean.backends.openai_wire import endpoint, error_from_body, parse_chunk, parse_completion, request_body
-from tokenlean.backends.openai_wire import sse_data
+from tokenlean.backends.openai_wire import (
+    endpoint,
+    error_from_body,
+    parse_chunk,
+    parse_completion,
+    request_body,
+    sse_data,
+)
 from tokenlean.backends.replicas import Replica, ReplicaSet, Routing
-from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, ConfigError
-from tokenlean.errors import UpstreamStatusError
+from tokenlean.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigError,
+    UpstreamStatusError,
+)
 from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Chunk, Request, Response
 
@@ -137,7 +148,9 @@ class OpenAIBackend:
             self._listed = True
             for replica in self.replicas.replicas:
                 with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-                    answer = httpx.get(replica.url + "models", timeout=self._probe_timeout, headers=self._headers)
+                    answer = httpx.get(
+                        replica.url + "models", timeout=self._probe_timeout, headers=self._headers
+                    )
                     replica.models = _model_ids(answer)
         return sorted({m for r in self.replicas.replicas for m in r.models})
 
@@ -165,7 +178,9 @@ class OpenAIBackend:
             await self.health()
             names = sorted({m for r in self.replicas.replicas for m in r.models})
         if not names:
-            raise BackendUnavailableError("no upstream listed a model; pass model= or name one in the request")
+            raise BackendUnavailableError(
+                "no upstream listed a model; pass model= or name one in the request"
+            )
         return names[0]
 
     async def _attempts(self, request: Request, once: Callable[[Replica], Awaitable[T]]) -> T:
@@ -201,7 +216,9 @@ class OpenAIBackend:
             replica.mark_down(error.message)
         return error
 
-    async def _post(self, replica: Replica, request: Request, body: dict[str, Any], deadline: float) -> Response:
+    async def _post(
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
+    ) -> Response:
         client = self._clients[replica.url]
         answer = await _within(deadline, client.post(endpoint(request), json=body))
         if answer.status_code >= 400:
@@ -282,7 +299,9 @@ class OpenAIBackend:
     def _ensure_monitor(self) -> None:
         """Start the background prober once a loop runs (constructors must not need one)."""
         if self._monitor is None or self._monitor.done():
-            self._monitor = asyncio.get_running_loop().create_task(self._watch(), name="tokenlean-upstream-health")
+            self._monitor = asyncio.get_running_loop().create_task(
+                self._watch(), name="tokenlean-upstream-health"
+            )
 
     async def _watch(self) -> None:
         while True:

@@ -141,7 +141,9 @@ def parse_chunk(data: Mapping[str, Any]) -> list[Chunk]:
         finish = raw.get("finish_reason")
         logprobs = _logprobs(raw.get("logprobs"))
         if text or finish is not None or logprobs:
-            out.append(Chunk(index=int(raw.get("index", 0)), text=text, finish_reason=finish, logprobs=logprobs))
+            out.append(
+                Chunk(index=int(raw.get("index", 0)), text=text, finish_reason=finish, logprobs=logprobs)
+            )
     usage = _usage(data.get("usage"))
     if usage is not None:
         out.append(Chunk(usage=usage))

@@ -113,7 +113,9 @@ class ReplicaSet:
         if len(set(urls)) != len(urls):
             raise ConfigError(f"upstream URLs repeat: {list(urls)}", param="upstreams")
         if routing not in _ROUTINGS:
-            raise ConfigError(f"routing must be one of {', '.join(_ROUTINGS)}, not {routing!r}", param="routing")
+            raise ConfigError(
+                f"routing must be one of {', '.join(_ROUTINGS)}, not {routing!r}", param="routing"
+            )
         if load_factor < 1.0:
             raise ConfigError("load_factor must be >= 1.0 (1.0 = perfectly even)", param="load_factor")
         if prefix_chars < 1:
@@ -122,7 +124,9 @@ class ReplicaSet:
         self.routing: Routing = routing
         self.prefix_chars = prefix_chars
         self.load_factor = load_factor
-        points = sorted((_hash(f"{r.url}#{v}"), i) for i, r in enumerate(self.replicas) for v in range(vnodes))
+        points = sorted(
+            (_hash(f"{r.url}#{v}"), i) for i, r in enumerate(self.replicas) for v in range(vnodes)
+        )
         self._ring_hashes = [h for h, _ in points]
         self._ring_owners = [i for _, i in points]
         self._counter = itertools.count()

@@ -181,7 +181,7 @@ class VLLMServer:
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith(name + "{") or line.startswith(name + " ")
+            if line.startswith((name + "{", name + " "))
         )
 
     def stop(self) -> None:
@@ -198,9 +198,9 @@ class VLLMServer:
 
 def _check() -> int:
     """Import vLLM and its OpenAI server; print the versions. Exit status 0 means usable."""
-    import torch  # noqa: PLC0415 - runs inside .venv-vllm only
-    import vllm  # noqa: PLC0415
-    import vllm.entrypoints.openai.api_server  # noqa: F401, PLC0415
+    import torch
+    import vllm
+    import vllm.entrypoints.openai.api_server
 
     print(f"vllm {importlib.metadata.version('vllm')} (module {vllm.__version__}), torch {torch.__version__}")
     return 0
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     patch_version_lookup()
     if args[:1] == ["--check"]:
         return _check()
-    from vllm.entrypoints.cli.main import main as vllm_main  # noqa: PLC0415
+    from vllm.entrypoints.cli.main import main as vllm_main
 
     sys.argv = ["vllm", *args]
     result = vllm_main()

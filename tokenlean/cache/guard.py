@@ -10,7 +10,8 @@ cannot separate them (plain cosine keeps false hits at 2% only with ~21% of dupl
 
 The guard turns the cosine into a *score*:
 
-* **Vetoes** (score 0, never a hit at any threshold above 0) for the meaning flippers: the numbers
+* **Vetoes** (the cosine minus 1, so at most 0: never a hit at any threshold a cache can be set
+  to, which is in (0, 1]) for the meaning flippers: the numbers
   differ (digits and number words, ``"two"`` == ``"2"``); negation is present in one and not the
   other; an asymmetric relation has its entities swapped ("A bigger than B" vs "B bigger than A",
   "from A to B", "convert A to B"); or a comparative/superlative points the other way on the
@@ -31,7 +32,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["MeaningGuard", "TextFeatures", "Verdict"]
+__all__ = ["VETO", "MeaningGuard", "TextFeatures", "Verdict"]
+
+VETO = 1.0  # what a veto subtracts: a cosine is at most 1, so a vetoed score is at most 0
 
 _STOP = frozenset(
     """a an the of to in on at for by with from and or but is are was were be been being am do does did done
@@ -39,17 +42,18 @@ _STOP = frozenset(
     theirs this that these those what which who whom whose when where why how can could would should will shall
     may might must there here as if then so such into about up down out just also very too some any all each
     every other another only own same s t d ll m re ve get got getting make made one ones thing things really
-    much many lot lots way ways please tell know want need like quora someone something anyone anything""".split()
+    much many lot lots way ways please tell know want need like quora someone something anyone anything""".split()  # noqa: SIM905
 )
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|without|cannot)\b|n't\b", re.I)
+_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|without|cannot)\b|n't\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SMALL_NUMBERS = (
+    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    " seventeen eighteen nineteen twenty"
+)
 _NUMBER_WORDS = {
     w: str(i)
-    for i, w in enumerate(
-        "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
-        " seventeen eighteen nineteen twenty".split()
-    )
+    for i, w in enumerate(_SMALL_NUMBERS.split())
     if w != "_"  # "one" is left out: far more often a pronoun ("which one") than a count
 } | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
      "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9",
@@ -130,7 +134,7 @@ def _content(text: str) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The guard's score for a candidate (cosine minus penalties; 0 on a veto) and why."""
+    """The guard's score for a candidate (cosine minus penalties; minus 1 on a veto) and why."""
 
     score: float
     reason: str | None = None
@@ -168,10 +172,10 @@ class MeaningGuard:
         return max(len(a - b), len(b - a))
 
     def score(self, query: str, candidate: str, similarity: float) -> Verdict:
-        """``similarity`` minus the novelty penalty, or 0 with the veto's name."""
+        """``similarity`` minus the novelty penalty, or minus ``VETO`` with the veto's name."""
         reason = self.veto(query, candidate)
         if reason is not None:
-            return Verdict(0.0, reason)
+            return Verdict(similarity - VETO, reason)
         novel = self.novelty(query, candidate)
         return Verdict(similarity - self.novelty_penalty * novel, "novelty" if novel else None)
 

@@ -61,8 +61,6 @@ class ScopedIndex:
 
     def add_many(self, items: list[tuple[str, str, np.ndarray, str]]) -> None:
         """Index many ``(key, context, vector, query)`` at once: one faiss call per context."""
-        import numpy as np
-
         groups: dict[str, list[tuple[str, np.ndarray]]] = {}
         for key, context, vector, query in items:
             if key in self._where:
@@ -139,6 +137,6 @@ class ScopedIndex:
         ivf.cp.min_points_per_centroid = 1  # quiet: training on fewer than 39 points a cell is fine here
         ivf.train(vectors)
         ivf.nprobe = min(self.nprobe, cells)
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # SWIG: stubs lack it
         ivf.add_with_ids(vectors, ids)
         self._shards[context] = _Shard(ivf, len(ids), shard.keys)

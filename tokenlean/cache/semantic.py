@@ -98,7 +98,8 @@ class ResponseCache:
     async def embed(self, text: str) -> np.ndarray:
         """The normalised embedding of ``text``, computed off the event loop."""
         vectors = await asyncio.to_thread(self.embedder.embed, [text])
-        return vectors[0]
+        vector: np.ndarray = vectors[0]
+        return vector
 
     async def lookup(self, keys: RequestKeys, *, semantic: bool = True, threshold: float | None = None) -> Lookup:
         """An exact hit, else the best semantic candidate that clears ``threshold`` after the guard."""

@@ -140,6 +140,7 @@ class CacheStage:
             "hit", ms, kind=hit.kind, similarity=round(hit.similarity, 4), score=round(hit.score, 4),
             age_s=round(time.time() - hit.entry.created, 3),
             saved_prompt_tokens=cached.usage.prompt_tokens, saved_completion_tokens=cached.usage.completion_tokens,
+            tokens_saved=cached.usage.total_tokens,
         )
         if request.stream:
             return Response(model=cached.model, usage=cached.usage, stream=replay(cached), events=(event,))

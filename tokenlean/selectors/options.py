@@ -48,11 +48,12 @@ def _check(field: str, value: Any) -> None:
 
 
 def parse_request_options(
-    raw: Any, defaults: Mapping[str, Any], default_pool: str | None
+    raw: Any, defaults: Mapping[str, Any], default_pool: str | None, *, max_k: int | None = None
 ) -> tuple[str, SelectionConfig, Any] | None:
     """``(pool, config, placement)`` for this request, or ``None`` when the stage should not run.
 
-    ``raw`` is ``request.option("demos")``: absent, ``False`` (off), or a dict of overrides.
+    ``raw`` is ``request.option("demos")``: absent, ``False`` (off), or a dict of overrides. A
+    request may not ask for more than ``max_k`` demonstrations (each one costs the server tokens).
     """
     if raw is None:
         raw = {}
@@ -67,6 +68,8 @@ def parse_request_options(
         raise _bad(unknown[0], f"unknown option; known: {', '.join(OPTION_FIELDS)}")
     for field, value in raw.items():
         _check(field, value)
+    if max_k is not None and (raw.get("k") or 0) > max_k:
+        raise _bad("k", f"at most {max_k} demonstrations per request, got {raw['k']}")
     if raw.get("enabled") is False:
         return None
     pool = raw.get("pool", default_pool)

@@ -71,6 +71,7 @@ class DemoPool:
         self._embedder = embedder
         self.embedder_name = embedder_name or (embedder_id(embedder) if embedder is not None else None)
         self._lock = threading.RLock()
+        self._labels: tuple[str, ...] | None = None
         self._index = _built_index or self._build_index(len(self.examples))
 
     # construction -------------------------------------------------------------------------
@@ -133,7 +134,9 @@ class DemoPool:
     @property
     def labels(self) -> tuple[str, ...]:
         """The distinct labels in the pool, sorted (empty when no example has one)."""
-        return tuple(sorted({e.label for e in self.examples if e.label is not None}))
+        if self._labels is None:  # computed once: label balance asks on every query
+            self._labels = tuple(sorted({e.label for e in self.examples if e.label is not None}))
+        return self._labels
 
     @property
     def embedder(self) -> Embedder:
@@ -168,6 +171,7 @@ class DemoPool:
         vectors = _embed(self.embedder, [e.input for e in examples])
         with self._lock:
             self.examples.extend(examples)
+            self._labels = None
             self.vectors = np.concatenate([self.vectors.reshape(-1, vectors.shape[1]), vectors])
             wanted = resolve_kind(self.index_option, len(self.examples), self.exact_threshold)
             if wanted != self._index.kind:

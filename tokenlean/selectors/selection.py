@@ -142,30 +142,34 @@ def _ranked(
     ids = [int(i) for i in found_ids]
     scores = {i: float(s) for i, s in zip(ids, found_scores, strict=True)}
     if config.method == "mmr":
-        ids = _mmr(pool, ids, [scores[i] for i in ids], config.mmr_lambda, config.duplicate_threshold)
+        needed = len(ids) if config.balance or config.budget is not None else reach
+        relevance = [scores[i] for i in ids]
+        ids = _mmr(pool, ids, relevance, config.mmr_lambda, config.duplicate_threshold, needed)
     return ids, scores
 
 
-def _mmr(pool: DemoPool, ids: list[int], relevance: list[float], lam: float, duplicate: float) -> list[int]:
-    """Greedy MMR over the candidates; near-duplicates of a chosen example are dropped."""
+def _mmr(
+    pool: DemoPool, ids: list[int], relevance: list[float], lam: float, duplicate: float, needed: int
+) -> list[int]:
+    """Greedy MMR over the candidates, stopping after ``needed`` picks; near-duplicates are dropped."""
     import numpy as np
 
     if not ids:
         return []
     vectors = pool.vectors[np.asarray(ids)]
-    similarity = vectors @ vectors.T
-    rel = np.asarray(relevance, dtype=np.float32)
-    redundancy = np.full(len(ids), -np.inf, dtype=np.float32)
+    value = lam * np.asarray(relevance, dtype=np.float32)  # the MMR score before any pick
+    redundancy = np.zeros(len(ids), dtype=np.float32)
     alive = np.ones(len(ids), dtype=bool)
     order: list[int] = []
-    while alive.any():
-        penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
-        value = np.where(alive, lam * rel - (1 - lam) * penalty, -np.inf)
-        best = int(np.argmax(value))  # argmax takes the first maximum: ties go to the better-ranked one
+    while len(order) < needed and alive.any():
+        scores = np.where(alive, value - (1 - lam) * redundancy, -np.inf)
+        best = int(scores.argmax())  # the first maximum: ties go to the better-ranked candidate
         order.append(ids[best])
+        # one row at a time, elementwise: a BLAS call this small mostly waits for its threads to wake
+        row = (vectors * vectors[best]).sum(axis=1)
+        redundancy = row if len(order) == 1 else np.maximum(redundancy, row)
+        alive &= row < duplicate
         alive[best] = False
-        redundancy = np.maximum(redundancy, similarity[best])
-        alive &= similarity[best] < duplicate
     return order
 
 

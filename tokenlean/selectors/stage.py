@@ -43,8 +43,9 @@ class DemoStage:
     ``placement="turns"`` adds user/assistant turn pairs, ``"system"`` appends one text block to
     the system message (after its original text). Per request, ``request.option("demos")`` may
     set ``pool``, ``k``, ``budget``, ``method``, ``mmr_lambda``, ``balance``, ``placement`` or
-    ``enabled`` (``False`` turns the stage off for that request). ``budget`` is in tokens of
-    ``tokenizer`` (a model folder; default: the embedded model's), template tokens included.
+    ``enabled`` (``False`` turns the stage off for that request); a request's ``k`` is capped at
+    ``max_k``. ``budget`` is in tokens of ``tokenizer`` (a model folder; default: the embedded
+    model's), template tokens included.
     """
 
     name: ClassVar[str] = "demos"
@@ -60,6 +61,7 @@ class DemoStage:
         mmr_lambda: float = 0.5,
         balance: bool = False,
         candidates: int = 64,
+        max_k: int = 64,
         placement: Placement = "turns",
         block_header: str = "Examples:",
         input_prefix: str = "Input: ",
@@ -69,6 +71,7 @@ class DemoStage:
         embedder: Embedder | None = None,
     ) -> None:
         self._entries: dict[str, Any] = dict(pools or {})
+        self.max_k = max_k
         if pool is not None and pool not in self._entries:
             raise ConfigError(
                 f"default pool {pool!r} is not among the pools: {sorted(self._entries)}", param="pool"
@@ -126,7 +129,9 @@ class DemoStage:
 
     async def __call__(self, request: Request, call_next: Handler, /) -> Response:
         """Insert demonstrations chosen for the last user turn, then call the rest of the pipeline."""
-        settings = parse_request_options(request.option(self.name), self.defaults, self.default_pool)
+        settings = parse_request_options(
+            request.option(self.name), self.defaults, self.default_pool, max_k=self.max_k
+        )
         query = request.last_user_text
         if settings is None or not query.strip():
             return await call_next(request)

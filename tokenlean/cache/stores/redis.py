@@ -94,7 +94,8 @@ class RedisStore:
             raise MissingDependencyError("the Redis cache store needs: pip install redis") from exc
         self.url, self.prefix = url, prefix
         self.max_entries, self.max_bytes, self.log_size = max_entries, max_bytes, log_size
-        self._client = aioredis.Redis.from_url(
+        # typed Any: redis-py's reply types are unions over its decode modes; bytes is what we get
+        self._client: Any = aioredis.Redis.from_url(
             url, socket_connect_timeout=timeout_s, socket_timeout=2 * timeout_s, decode_responses=False
         )
         self._put_script = self._client.register_script(_PUT)
@@ -156,7 +157,7 @@ class RedisStore:
         """Write, account and evict in one atomic script; return the evicted keys."""
         ttl_ms = max(1, int((entry.expires - time.time()) * 1000)) if entry.expires is not None else 0
         keys = [self._entry_key(entry.key), self._lru, self._sizes, self._bytes, self._seq, self._log]
-        args = [
+        args: list[Any] = [
             entry.key, entry.answer, entry.query, entry.context or "", entry.vector or b"",
             repr(entry.created), repr(entry.expires) if entry.expires is not None else "", ttl_ms,
             repr(time.time()), entry.size, self.max_entries, self.max_bytes, self.log_size, self._entry_prefix,

@@ -109,7 +109,7 @@ class AgreementScorer:
     def prepare(self, request: Request) -> Request:
         """Ask for ``samples`` answers, sampled (greedy decoding would make them all agree)."""
         temperature = request.temperature if request.temperature else self.temperature
-        return request.replace(n=self.samples, temperature=temperature, seed=None)
+        return request.replace(n=self.samples, temperature=temperature)
 
     async def score(self, request: Request, response: Response) -> float | None:
         """The share of samples whose normalised answer equals the most common one."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["clean_expansion", "parse_skeleton"]
+__all__ = ["clean_expansion", "parse_skeleton", "trim_to_sentence"]
 
 _NUMBERED = re.compile(
     r"^(?P<indent>\s*)(?:#{1,6}\s*)?(?:\*\*)?(?:(?:point|step|item)\s*)?\(?(?P<num>\d{1,2})\s*(?:[.):\]]|-(?=\s))(?:\*\*)?\s+(?P<text>.+)$",
@@ -161,3 +161,10 @@ def clean_expansion(text: str, title: str, others: Sequence[str] = ()) -> str:
             break
         kept.append(line)
     return "\n".join(kept).strip()
+
+
+def trim_to_sentence(text: str) -> str:
+    """``text`` up to its last complete sentence, when it has one; a point cut off by its token
+    budget reads better one sentence shorter than ending mid-word."""
+    ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]*(?=\s+[A-Z0-9\"'(*]|\s*$)", text)]
+    return text[: ends[-1]].rstrip() if ends else text

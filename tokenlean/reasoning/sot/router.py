@@ -49,8 +49,8 @@ _FORMULA = re.compile(
 _CODE = re.compile(
     r"```"
     r"|\b(?:def|class|function|return|import|#include)\b.*[({:;]"
-    r"|\b(?:write|implement|develop)\b[^.?!]{0,40}\b(?:program|function|script|code|algorithm|class"
-    r"|regex|regular expression)\b",
+    r"|\b(?:write|implement|develop)\s+(?:\S+\s+){0,3}?(?:program|function|script|code|algorithm|class"
+    r"|regex|regular expression|data structure)\b",
     re.IGNORECASE,
 )
 

@@ -66,7 +66,7 @@ class SkeletonStage:
         threshold: float | None = None,
         router_weights: str | Path | None = None,
         min_points: int = 2,
-        max_points: int = 6,
+        max_points: int = 5,
         skeleton_max_tokens: int = 64,
         point_max_tokens: int = 128,
         min_point_tokens: int = 8,
@@ -113,7 +113,8 @@ class SkeletonStage:
         info.update(skeleton_ms=round(skeleton.ms, 1), skeleton_tokens=skeleton.usage.completion_tokens)
         points, budget, why_not = self._plan(request, skeleton)
         if not points:
-            return await self._fall_back(request, call_next, skeleton, {**info, "reason": why_not}, started)
+            fallback = {**info, "reason": why_not, "skeleton": skeleton.raw[:500]}
+            return await self._fall_back(request, call_next, skeleton, fallback, started)
         info.update(points=len(points), titles=list(points), point_max_tokens=budget)
         if request.stream:
             head = Event(self.name, "skeleton", _ms(started), dict(info))

@@ -1,0 +1,254 @@
+"""Skeleton-of-Thought on Vicuna-80: latency, first-token latency, answer length and a quality
+proxy for normal generation vs SoT on the same embedded model in the same run, plus the router's
+accuracy on SoT's own Vicuna-80 labels.
+
+    python -m bench.sot                 # default: fixed-seed half of Vicuna-80, stratified by category
+    python -m bench.sot --full          # all 80 questions (about twice as long)
+    python -m bench.sot --max-tokens 160 --fraction 0.5 --seed 0
+
+Every chosen question is answered twice, streamed, through one Pipeline([SkeletonStage]) around
+LocalBackend: once with ``{"sot": "off"}`` (normal generation) and once with ``{"sot": "on"}``
+(SoT forced, so every category is measured); which mode goes first alternates per question, to
+spread the drift of a shared machine over both. The router-selected subset is the chosen
+questions the router (``mode: auto``) would send to SoT. Quality proxy: MiniLM cosine similarity
+of each answer to GPT-3.5's answer to the same question (FastChat's legacy answers). Both modes
+share ``max_tokens`` (default 160), which caps normal generation's length and SoT's whole answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+from bench.common import DATA, RESULTS, environment, goal, median, print_table, write_results
+
+SOT = DATA / "sot_questions"
+QUESTIONS = SOT / "fastchat" / "vicuna80_question_legacy.jsonl"
+REFERENCES = SOT / "fastchat" / "legacy_answers" / "answer_gpt35.jsonl"
+LABELS = SOT / "sot" / "vicuna" / "router.csv"
+
+
+def load_questions() -> list[dict[str, Any]]:
+    """Vicuna-80 with its category, GPT-3.5 reference answer and SoT router label."""
+    from tokenlean.reasoning.sot import read_router_csv
+
+    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    references = {row["question_id"]: row["text"] for row in map(json.loads, REFERENCES.read_text().splitlines())}
+    texts, labels = read_router_csv(LABELS)
+    for question, text, label in zip(questions, texts, labels, strict=True):
+        if text.strip() != question["text"].strip():
+            raise ValueError(f"router.csv and the questions disagree at {question['question_id']}")
+        question.update(reference=references[question["question_id"]], label=label)
+    return questions
+
+
+def pick(questions: list[dict[str, Any]], fraction: float, seed: int) -> list[dict[str, Any]]:
+    """A fixed-seed sample, ``fraction`` of every category (at least one), in question order."""
+    rng = random.Random(seed)
+    by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for question in questions:
+        by_category[question["category"]].append(question)
+    chosen: list[dict[str, Any]] = []
+    for items in by_category.values():
+        chosen += rng.sample(items, max(1, round(len(items) * fraction)))
+    return sorted(chosen, key=lambda q: q["question_id"])
+
+
+async def measure(pipeline: Any, text: str, mode: str, max_tokens: int) -> dict[str, Any]:
+    """One streamed request: end-to-end and first-token seconds, the answer, tokens, SoT's event."""
+    from tokenlean.middleware.types import Message, Request
+
+    request = Request(
+        messages=(Message("user", text),), max_tokens=max_tokens, temperature=0, stream=True, options={"sot": mode}
+    )
+    started = time.perf_counter()
+    response = await pipeline(request)
+    first: float | None = None
+    pieces, events, usage = [], list(response.events), None
+    async for chunk in response.stream:
+        if chunk.text and first is None:
+            first = time.perf_counter() - started
+        pieces.append(chunk.text)
+        events += chunk.events
+        usage = chunk.usage or usage
+    total = time.perf_counter() - started
+    sot = [e for e in events if e.stage == "sot" and e.action not in {"timing", "skeleton"}]
+    return {
+        "e2e_s": round(total, 3), "ttft_s": round(first if first is not None else total, 3),
+        "answer": "".join(pieces), "generated_tokens": usage.completion_tokens if usage else None,
+        "sot_action": sot[-1].action if sot else None,
+        "sot": {k: v for k, v in dict(sot[-1].data).items() if k != "titles"} if sot else {},
+    }
+
+
+async def run(questions: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
+    """Both modes for every question, alternating which goes first."""
+    from tokenlean.backends.local import LocalBackend
+    from tokenlean.middleware.pipeline import Pipeline
+    from tokenlean.reasoning.sot import SkeletonStage
+
+    backend = LocalBackend()
+    pipeline = Pipeline(backend, [SkeletonStage(mode="auto")], policies={"sot": "raise"})
+    await measure(pipeline, "Say hello.", "off", 8)  # warm-up: first batch, kernels, tokenizer
+    rows = []
+    for position, question in enumerate(questions):
+        order = ("off", "on") if position % 2 == 0 else ("on", "off")
+        results = {}
+        for mode in order:
+            batches = backend.batches_run
+            results[mode] = await measure(pipeline, question["text"], mode, max_tokens)
+            await asyncio.sleep(0.05)
+            results[mode]["batches"] = backend.batches_run - batches
+        rows.append({"question_id": question["question_id"], "category": question["category"],
+                     "label": question["label"], "normal": results["off"], "sot": results["on"]})
+        n, s = results["off"], results["on"]
+        print(f"[{position + 1}/{len(questions)}] {question['category']:<14} normal {n['e2e_s']:6.1f}s  "
+              f"sot {s['e2e_s']:6.1f}s ({s['sot_action']}, {s['sot'].get('points', '-')} points)", flush=True)
+    await backend.aclose()
+    return rows
+
+
+def add_quality_and_length(rows: list[dict[str, Any]], questions: list[dict[str, Any]]) -> None:
+    """MiniLM cosine to GPT-3.5's answer, and the answer's length in the model's tokens."""
+    from tokenlean.embeddings import shared_embedder
+    from tokenlean.tokens import shared_token_counter
+
+    references = {q["question_id"]: q["reference"] for q in questions}
+    embedder, counter = shared_embedder(), shared_token_counter()
+    for mode in ("normal", "sot"):
+        answers = [row[mode]["answer"] for row in rows]
+        refs = [references[row["question_id"]] for row in rows]
+        similarity = (embedder.embed(answers) * embedder.embed(refs)).sum(axis=1)
+        for row, value, answer in zip(rows, similarity, answers, strict=True):
+            row[mode]["similarity"] = round(float(value), 4)
+            row[mode]["answer_tokens"] = counter.count(answer)
+
+
+def route_all(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The router's decision for all 80 questions and its accuracy against SoT's labels."""
+    from tokenlean.reasoning.sot import SkeletonRouter
+
+    router, texts = SkeletonRouter(), [q["text"] for q in questions]
+    started = time.perf_counter()
+    routes = router.routes(texts)
+    ms = (time.perf_counter() - started) * 1000 / len(questions)
+    correct = [route.suits == bool(q["label"]) for route, q in zip(routes, questions, strict=True)]
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for route, question in zip(routes, questions, strict=True):
+        by_category[question["category"]].append(route.suits)
+        question["routed"] = route.suits
+    return {
+        "accuracy": round(sum(correct) / len(correct), 4),
+        "accuracy_without_guard": round(sum(
+            (p >= 0.5) == bool(q["label"]) for p, q in zip(router.probabilities(texts), questions, strict=True)
+        ) / len(questions), 4),
+        "routed_share_by_category": {c: round(sum(v) / len(v), 3) for c, v in by_category.items()},
+        "ms_per_request": round(ms, 2),
+        "routed": sum(r.suits for r in routes), "labelled_suitable": sum(q["label"] for q in questions),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians and ratios for one group of rows."""
+    if not rows:
+        return {"questions": 0}
+    speedups = [row["normal"]["e2e_s"] / row["sot"]["e2e_s"] for row in rows]
+    normal_total = sum(row["normal"]["e2e_s"] for row in rows)
+    sot_total = sum(row["sot"]["e2e_s"] for row in rows)
+    out: dict[str, Any] = {"questions": len(rows), "median_speedup": round(median(speedups), 3),
+                           "total_time_ratio": round(normal_total / sot_total, 3)}
+    for mode in ("normal", "sot"):
+        for key in ("e2e_s", "ttft_s", "answer_tokens", "similarity"):
+            out[f"{mode}_{key}"] = round(median([row[mode][key] for row in rows]), 4)
+        out[f"{mode}_mean_similarity"] = round(sum(row[mode]["similarity"] for row in rows) / len(rows), 4)
+    out["sot_fallbacks"] = sum(row["sot"]["sot_action"] != "expanded" for row in rows)
+    return out
+
+
+def plot(groups: dict[str, dict[str, Any]], path: Any) -> None:
+    """Median end-to-end and first-token latency and the quality proxy per group, both modes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name, group in groups.items() if group.get("questions")]
+    x = range(len(names))
+    fig, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
+    for axis, key, label in zip(axes, ("e2e_s", "ttft_s", "similarity"),
+                                ("median end-to-end (s)", "median first token (s)", "median cosine to GPT-3.5"),
+                                strict=True):
+        axis.bar([i - 0.2 for i in x], [groups[n][f"normal_{key}"] for n in names], 0.4, label="normal")
+        axis.bar([i + 0.2 for i in x], [groups[n][f"sot_{key}"] for n in names], 0.4, label="SoT")
+        axis.set_ylabel(label)
+    axes[0].legend()
+    axes[0].set_title("Skeleton-of-Thought vs normal generation, SmolLM2-135M on CPU (Vicuna-80)")
+    axes[-1].set_xticks(list(x), [f"{n}\n({groups[n]['questions']})" for n in names], rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    """Run, print the table, write bench/results/sot.json and sot.png."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of each category (default 0.5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", action="store_true", help="all 80 questions")
+    args = parser.parse_args()
+    questions = load_questions()
+    router = route_all(questions)
+    chosen = questions if args.full else pick(questions, args.fraction, args.seed)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    rows = asyncio.run(run(chosen, args.max_tokens))
+    add_quality_and_length(rows, questions)
+    routed_ids = {q["question_id"] for q in questions if q["routed"]}
+    groups = {"all": summarise(rows), "router-selected": summarise([r for r in rows if r["question_id"] in routed_ids])}
+    for category in sorted({row["category"] for row in rows}):
+        groups[category] = summarise([row for row in rows if row["category"] == category])
+    report(args, router, groups, rows, time.perf_counter() - started, load_before)
+
+
+def report(args: Any, router: dict[str, Any], groups: dict[str, Any], rows: list[dict[str, Any]],
+           seconds: float, load_before: tuple[float, float, float]) -> None:
+    """Table, goals, JSON and PNG."""
+    headers = ["group", "n", "normal e2e s", "SoT e2e s", "median speed-up", "normal TTFT s", "SoT TTFT s",
+               "normal tokens", "SoT tokens", "normal sim", "SoT sim", "fallbacks"]
+    table = print_table(headers, [
+        [name, g["questions"], g["normal_e2e_s"], g["sot_e2e_s"], g["median_speedup"], g["normal_ttft_s"],
+         g["sot_ttft_s"], g["normal_answer_tokens"], g["sot_answer_tokens"], g["normal_mean_similarity"],
+         g["sot_mean_similarity"], g["sot_fallbacks"]]
+        for name, g in groups.items() if g.get("questions")
+    ])
+    selected = groups["router-selected"]
+    goals = [
+        goal("end-to-end speed-up on router-selected questions (median per question)", ">= 1.8x",
+             selected.get("median_speedup"), lambda v: v is not None and v >= 1.8),
+        goal("quality proxy on router-selected questions: SoT mean cosine >= normal's", "no drop",
+             {"sot": selected.get("sot_mean_similarity"), "normal": selected.get("normal_mean_similarity")},
+             lambda v: v["sot"] is not None and v["sot"] >= v["normal"]),
+        goal("router accuracy on Vicuna-80 labels (never trained on)", ">= 0.85", router["accuracy"],
+             lambda v: v >= 0.85),
+    ]
+    print(f"router accuracy {router['accuracy']}; goals met: {[g['met'] for g in goals]}")
+    write_results("sot", {
+        "environment": environment(("scikit-learn", "matplotlib")),
+        "settings": {"max_tokens": args.max_tokens, "fraction": 1.0 if args.full else args.fraction,
+                     "seed": args.seed, "temperature": 0, "stage": "SkeletonStage defaults",
+                     "backend": "LocalBackend() (SmolLM2-135M-Instruct, CPU)"},
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "seconds": round(seconds, 1), "router": router, "groups": groups, "goals": goals, "table": table,
+        "questions": rows,
+    })
+    plot(groups, RESULTS / "sot.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The compress stage in a pipeline and behind the proxy (FakeBackend records what it received)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from tokenlean.backends.fake import FakeBackend
+from tokenlean.compressors.stage import CompressionStage
+from tokenlean.errors import BadRequestError, ConfigError
+from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.middleware.types import Message, Request
+from tokenlean.tokens import shared_token_counter
+
+from .conftest import hotpot_documents
+
+QUESTION = "Which magazine was started first, Arthur's Magazine or First for Women?"
+
+
+@pytest.fixture(scope="module")
+def stage() -> CompressionStage:
+    return CompressionStage(rate=0.4, min_prompt_tokens=200)
+
+
+def _rag_request(documents: list[str], question: str, **options: object) -> Request:
+    return Request(
+        messages=(
+            Message("system", "You answer questions from the documents the user gives."),
+            Message("user", "Documents:\n\n" + "\n\n".join(documents) + "\n\nQuestion: " + question),
+        ),
+        model="fake",
+        options={"compress": options} if options else {},
+    )
+
+
+async def test_short_prompts_pass_untouched(stage: CompressionStage) -> None:
+    backend = FakeBackend()
+    request = _rag_request(["A short note about cats."], "What is it about?")
+    response = await Pipeline(backend, [stage])(request)
+    assert backend.requests[0].messages == request.messages
+    event = next(e for e in response.events if e.stage == "compress" and e.action != "timing")
+    assert event.action == "skipped" and event.data["reason"] == "short"
+
+
+async def test_long_prompt_is_compressed_and_the_question_kept(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    documents, question = hotpot_documents(hotpot_sample), hotpot_sample["question"]
+    request = _rag_request(documents, question, protect=["Documents:"])
+    response = await Pipeline(backend, [stage], policies={"compress": "raise"})(request)
+    sent = backend.requests[0].messages
+    count = shared_token_counter().count
+    assert sent[0] == request.messages[0]  # the short system prompt is an instruction: kept
+    assert sent[1].content.endswith("Question: " + question)  # the question, verbatim, last
+    event = next(e for e in response.events if e.stage == "compress" and e.action == "compressed")
+    before, after = event.data["tokens_before"], event.data["tokens_after"]
+    assert after < before and event.ms > 0
+    assert 0.85 * 0.4 <= after / before <= 1.15 * 0.4
+    assert count(sent[1].content) < 0.6 * count(request.messages[1].content)
+
+
+async def test_streaming_passes_through_with_the_event(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend(lambda r: "one two three")
+    request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"], rate=0.25).replace(stream=True)
+    response = await Pipeline(backend, [stage])(request)
+    assert response.is_streaming
+    done = await response.aread()
+    assert done.text == "one two three"
+    assert any(e.action == "compressed" and e.data["ratio"] > 3 for e in done.events)
+
+
+async def test_off_and_bad_options(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+    backend = FakeBackend()
+    request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"], off=True)
+    await Pipeline(backend, [stage])(request)
+    assert backend.requests[0].messages == request.messages
+    for options, param in (({"rate": 0}, "rate"), ({"rate": 1.2}, "rate"), ({"mode": "zip"}, "mode")):
+        with pytest.raises(BadRequestError) as info:
+            await Pipeline(backend, [stage])(request.replace(options={"compress": options}))
+        assert info.value.param == f"tokenlean.compress.{param}"
+
+
+def test_bad_spec_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        CompressionStage(rate=2.0)
+    assert info.value.param == "tokenlean.compress.rate"
+
+
+async def test_proxy_answers_400_naming_the_option(stage: CompressionStage) -> None:
+    from tokenlean.proxy.app import create_app
+
+    app = create_app(Pipeline(FakeBackend(), [stage]))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+        client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model="fake", messages=[{"role": "user", "content": "hi"}],
+                extra_body={"tokenlean": {"compress": {"rate": 0}}},
+            )
+        assert info.value.status_code == 400
+        assert json.loads(info.value.response.text)["error"]["param"] == "tokenlean.compress.rate"
+        reply = await client.chat.completions.create(
+            model="fake", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"tokenlean": {"compress": {"mode": "plain"}}},
+        )
+        assert reply.choices[0].message.content == "hi"

