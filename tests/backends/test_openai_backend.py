@@ -286,3 +286,17 @@ async def test_connection_is_reused_across_streams(upstream) -> None:
             await (await b.complete(ask("canned", stream=True))).aread()
     assert len(fake.calls) == 5
     assert len({call["_peer_port"] for call in fake.calls}) == 1
+
+
+async def test_models_appear_once_a_late_upstream_is_up(start_upstream, free_port_url: str) -> None:
+    """The proxy checks ``model`` against ``models()``: an upstream that starts late must show up."""
+    import asyncio
+
+    async with backend(free_port_url, health_interval=0.2) as b:
+        assert b.models() == []
+        start_upstream(int(free_port_url.rsplit(":", 1)[1]))
+        for _ in range(50):
+            if b.models():
+                break
+            await asyncio.sleep(0.1)
+        assert b.models() == ["fake-model"]

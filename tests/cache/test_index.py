@@ -9,7 +9,8 @@ from tokenlean.cache.index import ScopedIndex
 
 def unit(rng: np.random.Generator, n: int, d: int = 32) -> np.ndarray:
     v = rng.standard_normal((n, d)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    normalised: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return normalised
 
 
 def test_search_stays_inside_its_context() -> None:

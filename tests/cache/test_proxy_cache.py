@@ -14,7 +14,7 @@ from tokenlean.cache import CacheStage
 from tokenlean.middleware import Pipeline
 from tokenlean.proxy.app import create_app
 
-QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is our refund policy?"}]
+QUESTION: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is our refund policy?"}]
 
 
 @pytest.fixture
@@ -68,9 +68,9 @@ async def test_headers_and_extra_body_control_the_cache(proxy: tuple[httpx.Async
 async def test_streamed_hit_arrives_as_sse_chunks(proxy: tuple[httpx.AsyncClient, FakeBackend]) -> None:
     http, backend = proxy
     alice = client(http, "key-alice")
-    streamed = await alice.chat.completions.create(model="fake", messages=QUESTION, temperature=0, stream=True)
+    streamed: Any = await alice.chat.completions.create(model="fake", messages=QUESTION, temperature=0, stream=True)
     first = "".join([c.choices[0].delta.content or "" async for c in streamed if c.choices])
-    replay = await alice.chat.completions.create(model="fake", messages=QUESTION, temperature=0, stream=True)
+    replay: Any = await alice.chat.completions.create(model="fake", messages=QUESTION, temperature=0, stream=True)
     chunks = [c async for c in replay]
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert "".join(texts) == first and len(texts) > 1

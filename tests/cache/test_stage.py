@@ -161,8 +161,8 @@ async def test_eviction_by_count_and_bytes(embedder: Any) -> None:
     assert cache_event(await pipeline(ask("Beta question?", options=exact))).action == "miss"
     small = MemoryStore(max_entries=100, max_bytes=3000)
     pipeline, _, _ = setup(embedder, store=small)
-    for i in range(5):
-        await pipeline(ask(f"Question number {i}?"))
+    for n in range(5):
+        await pipeline(ask(f"Question number {n}?"))
     assert small.bytes <= 3000 and 1 <= await small.count() < 5
 
 

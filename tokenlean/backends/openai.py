@@ -140,10 +140,14 @@ class OpenAIBackend:
 
         ``models()`` is synchronous (the proxy's ``/v1/models`` and its model check call it), so
         before the first asynchronous probe has run it asks the upstreams once, blocking for at
-        most the connect timeout per upstream; later calls read what the monitor refreshed.
+        most the connect timeout per upstream; later calls read what the background monitor
+        (started here when a loop runs) refreshed, so an upstream that was down at start-up
+        shows its models once it is up.
         """
         if self.model:
             return [self.model]
+        with contextlib.suppress(RuntimeError):  # inside a running loop: keep the list fresh
+            self._ensure_monitor()
         if not self._listed:
             self._listed = True
             for replica in self.replicas.replicas:
@@ -234,11 +238,14 @@ class OpenAIBackend:
             self.replicas.acquire(replica)
             yielded = False
             try:
-                async for chunk in self._relay(replica, request, body, deadline):
-                    if not yielded:
-                        replica.mark_up()
-                    yielded = True
-                    yield chunk
+                # aclosing: a caller that stops early closes the upstream response now, so vLLM
+                # aborts the generation instead of finishing it for nobody.
+                async with contextlib.aclosing(self._relay(replica, request, body, deadline)) as chunks:
+                    async for chunk in chunks:
+                        if not yielded:
+                            replica.mark_up()
+                        yielded = True
+                        yield chunk
                 return
             except Exception as exc:
                 error = self._failed(replica, exc)
@@ -297,11 +304,13 @@ class OpenAIBackend:
         replica.probe_ms = round((time.perf_counter() - started) * 1000, 2)
 
     def _ensure_monitor(self) -> None:
-        """Start the background prober once a loop runs (constructors must not need one)."""
-        if self._monitor is None or self._monitor.done():
-            self._monitor = asyncio.get_running_loop().create_task(
-                self._watch(), name="tokenlean-upstream-health"
-            )
+        """Start the background prober once a loop runs (constructors must not need one).
+
+        Restarted when it ended or belongs to another (closed) event loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._monitor is None or self._monitor.done() or self._monitor.get_loop() is not loop:
+            self._monitor = loop.create_task(self._watch(), name="tokenlean-upstream-health")
 
     async def _watch(self) -> None:
         while True:
@@ -310,11 +319,13 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         """Stop the prober and close every pooled connection."""
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await self._monitor
-            self._monitor = None
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None and not monitor.done():
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                monitor.cancel()
+            if monitor.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
 
 

@@ -81,7 +81,12 @@ class MemoryStore:
         if cursor is None or int(cursor) < first - 1:
             records = [r for e in self._entries.values() if (r := e.record()) is not None]
             return self._seq, records, True
-        return self._seq, [r for seq, r in self._log if seq > int(cursor)], False
+        fresh = []
+        for seq, record in reversed(self._log):  # newest first: stop at the cursor, O(new records)
+            if seq <= int(cursor):
+                break
+            fresh.append(record)
+        return self._seq, fresh[::-1], False
 
     async def count(self) -> int:
         """Entries held."""

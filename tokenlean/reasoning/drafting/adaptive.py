@@ -1,20 +1,24 @@
-"""The adaptive switch: keep drafting for a request only while it pays.
+"""The adaptive switch: choose the draft length that pays best, and stop drafting when none pays.
 
-Why: a verification step over ``d`` drafted tokens costs more than a plain one-token step (the
-wider forward pass, plus the drafter's own work), and it yields ``1 + accepted`` tokens. With
-costs measured in plain decode steps, a speculative step is worth
+Why: a verification step over ``k`` drafted tokens costs more than a plain one-token step (the
+wider forward pass, plus the drafter's own work) and yields ``1 + accepted`` tokens. With costs in
+plain decode steps (``c = verify_cost + draft_cost`` per drafted token) and a per-token chance
+``alpha`` that the next drafted token is accepted given the previous one was (the geometric model
+of Leviathan et al., 2023, section 3.4), a step of ``k`` drafted tokens is worth
 
-    gain = (1 + accepted) / (1 + (verify_cost + draft_cost) * drafted)
+    gain(k) = (1 - alpha ** (k + 1)) / ((1 - alpha) * (1 + c * k))
 
-plain steps per unit of time. Over a sliding window of recent speculative steps the switch turns
-the drafter off for the rest of the request when the gain falls below ``min_gain``; it also adapts
-the draft length (grow after a fully accepted draft, shrink after a rejection), the heuristic
-transformers' assisted generation uses.
+plain steps per unit of time. ``alpha`` is estimated per request and drafter from the recent
+window of steps (accepted tokens are successes, a step that stopped at a rejection one failure),
+starting from a prior of 1/2. Each step drafts the ``k`` that maximises the gain; when even the
+best ``k`` is worth less than ``min_gain`` after ``warmup_steps``, the drafter is switched off for
+the rest of the request. A drafter too costly to pay even if always right (a draft model as slow
+as the target) starts switched off.
 
-The decision uses token counts and fixed cost ratios, not wall-clock time, so it is the same on
-a loaded machine as on an idle one, and a seeded request stays reproducible. Failure mode: the
-cost ratios are estimates (``verify_cost`` defaults to the ~0.1 step per extra token measured for
-SmolLM2-135M on a 2-core CPU; it is far smaller on a GPU); a wrong ratio only moves the break-even.
+The decision uses token counts and fixed cost ratios, not wall-clock time, so it is the same on a
+loaded machine as on an idle one, and a seeded request stays reproducible. Failure mode: the cost
+ratios are estimates (``verify_cost`` defaults to the ~0.12 step per extra token measured for
+SmolLM2-135M on one CPU thread; on a GPU it is near 0); a wrong ratio moves the break-even point.
 """
 
 from __future__ import annotations
@@ -22,54 +26,70 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["AdaptiveSwitch"]
+__all__ = ["AdaptiveSwitch", "expected_gain"]
+
+
+def expected_gain(alpha: float, k: int, cost: float) -> float:
+    """Tokens per plain-step time of a ``k``-token draft with acceptance ``alpha`` and per-token ``cost``."""
+    tokens = k + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
+    return tokens / (1.0 + cost * k)
 
 
 @dataclass(slots=True)
 class AdaptiveSwitch:
-    """Per-request, per-drafter bookkeeping: acceptance counts, draft length, on/off."""
+    """Per-request, per-drafter bookkeeping: acceptance, the draft length to use, on/off."""
 
-    verify_cost: float = 0.1
+    verify_cost: float = 0.12
     draft_cost: float = 0.0
-    min_gain: float = 1.0
-    warmup_steps: int = 3
+    min_gain: float = 1.05
+    warmup_steps: int = 2
     window: int = 8
-    max_draft: int = 8
-    draft_len: int = 0
+    max_draft: int = 16
+    prior_accepted: float = 1.0
+    prior_rejected: float = 1.0
+    draft_len: int = 1
     on: bool = True
     switched_off: bool = False
     drafted: int = 0
     accepted: int = 0
     steps: int = 0
-    _recent: deque[tuple[int, int]] = field(default_factory=deque)
+    _recent: deque[tuple[int, int]] = field(default_factory=deque)  # (accepted, 1 if a rejection ended the step)
 
     def __post_init__(self) -> None:
-        self.draft_len = self.draft_len or self.max_draft
+        self.draft_len = self._best_length(self.alpha())
+        if expected_gain(1.0, self.max_draft, self.cost) < self.min_gain:
+            self.on, self.switched_off = False, True  # cannot pay even when every drafted token is right
+
+    @property
+    def cost(self) -> float:
+        """Cost of one drafted token, in plain decode steps."""
+        return self.verify_cost + self.draft_cost
 
     def record(self, drafted: int, accepted: int) -> None:
         """Count one verification step of ``drafted`` tokens of which ``accepted`` were kept."""
         self.drafted += drafted
         self.accepted += accepted
         self.steps += 1
-        self._recent.append((drafted, accepted))
+        self._recent.append((accepted, int(accepted < drafted)))
         if len(self._recent) > self.window:
             self._recent.popleft()
-        if accepted >= drafted:
-            self.draft_len = min(self.max_draft, self.draft_len + 2)
-        else:
-            self.draft_len = max(1, self.draft_len - 1)
+        alpha = self.alpha()
+        self.draft_len = self._best_length(alpha)
         if self.steps >= self.warmup_steps and self.gain() < self.min_gain:
-            self.on = False
-            self.switched_off = True
+            self.on, self.switched_off = False, True
+
+    def alpha(self) -> float:
+        """Estimated chance that a drafted token is accepted, given the one before it was."""
+        successes = self.prior_accepted + sum(a for a, _ in self._recent)
+        failures = self.prior_rejected + sum(r for _, r in self._recent)
+        return successes / (successes + failures)
 
     def gain(self) -> float:
-        """Estimated speed of drafting relative to plain decoding, over the recent window."""
-        steps = len(self._recent)
-        if not steps:
-            return 1.0
-        drafted = sum(d for d, _ in self._recent)
-        accepted = sum(a for _, a in self._recent)
-        return (steps + accepted) / (steps + (self.verify_cost + self.draft_cost) * drafted)
+        """Expected speed of drafting ``draft_len`` tokens relative to plain decoding."""
+        return expected_gain(self.alpha(), self.draft_len, self.cost)
+
+    def _best_length(self, alpha: float) -> int:
+        return max(range(1, self.max_draft + 1), key=lambda k: expected_gain(alpha, k, self.cost))
 
     @property
     def acceptance(self) -> float:

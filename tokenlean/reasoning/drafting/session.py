@@ -45,9 +45,9 @@ class DraftPolicy:
     measures it once when the backend loads the draft model.
     """
 
-    max_draft: int = 8
-    verify_cost: float = 0.1
-    min_gain: float = 1.0
+    max_draft: int = 16
+    verify_cost: float = 0.12
+    min_gain: float = 1.05
     adaptive: bool = True
     lookup_min_ngram: int = 2
     lookup_max_ngram: int = 4

@@ -3,24 +3,34 @@
 Skeleton-of-Thought (Ning et al., ICLR 2024, arXiv 2307.15337) describes their structure: the
 skeleton prompt asks for a short numbered list of brief points and no details; the expansion
 prompt gives the question (and optionally the skeleton) and asks for only one point, briefly.
-The wording here is our own, tuned on the embedded SmolLM2-135M: shown the whole skeleton, so
-small a model copies the list back instead of writing about its point, so the default
-expansion prompt names only the question and the point (``point_template`` can add
-``{skeleton}`` for a larger model that uses it to avoid overlapping points). Known failure mode:
-points expanded without each other's text can repeat one another or restate the question.
+The wording and the worked examples here are our own, tuned on the embedded SmolLM2-135M. Two
+findings shaped them: told only to be brief, so small a model writes "Title: a sentence" per
+point and runs out of skeleton tokens (9 of 16 Vicuna skeletons parsed); shown two worked
+examples as earlier chat turns it writes bare short lists (15 of 16 parsed, 29 tokens on
+average instead of 46). And shown the whole skeleton, it copies the list back instead of
+writing about its point, so the default expansion prompt names only the question and the point
+(``point_template`` can add ``{skeleton}`` for a larger model that uses it to avoid overlap).
+Known failure mode: points expanded without each other's text can repeat one another or
+restate the question.
 
-Conversation context is kept: the prompts replace only the last user turn, so system messages
-and earlier turns still reach the model.
+Conversation context is kept: system messages come first, then the worked examples, then the
+earlier turns, and the prompt replaces only the last user turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tokenlean.middleware.types import Message, Request
 
-__all__ = ["DEFAULT_POINT_TEMPLATE", "DEFAULT_SKELETON_TEMPLATE", "SkeletonPrompts"]
+__all__ = [
+    "DEFAULT_POINT_EXAMPLES",
+    "DEFAULT_POINT_TEMPLATE",
+    "DEFAULT_SKELETON_EXAMPLES",
+    "DEFAULT_SKELETON_TEMPLATE",
+    "SkeletonPrompts",
+]
 
 DEFAULT_SKELETON_TEMPLATE = (
     "Question: {question}\n\n"
@@ -31,34 +41,70 @@ DEFAULT_POINT_TEMPLATE = (
     "Question: {question}\n\n"
     "Explain this one point of the answer in one or two sentences: {point}"
 )
+# (question, skeleton) pairs shown as earlier turns before the real question
+DEFAULT_SKELETON_EXAMPLES: tuple[tuple[str, str], ...] = (
+    (
+        "What are good ways to save money?",
+        "1. Track your spending\n2. Set a monthly budget\n3. Cook at home\n4. Cancel unused subscriptions",
+    ),
+    (
+        "What if trains had never been invented?",
+        "1. Slower travel\n2. Smaller cities\n3. Later industrial growth\n4. More canals and roads",
+    ),
+)
+# (question, point, expansion) triples shown as an earlier turn before the real point
+DEFAULT_POINT_EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    (
+        "What are good ways to save money?",
+        "Cook at home",
+        "Restaurant meals cost several times more than the same dish made at home. Planning a few simple "
+        "recipes each week keeps the grocery bill low.",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SkeletonPrompts:
-    """Templates for the skeleton request and each point's expansion request.
+    """Templates and worked examples for the skeleton request and each point's expansion request.
 
     ``skeleton_template`` may use ``{question}``, ``{min_points}``, ``{max_points}``;
     ``point_template`` may use ``{question}``, ``{point}``, ``{index}`` (1-based) and
-    ``{skeleton}`` (the numbered list of all points).
+    ``{skeleton}`` (the numbered list of all points). Empty example tuples mean zero-shot.
     """
 
     skeleton_template: str = DEFAULT_SKELETON_TEMPLATE
     point_template: str = DEFAULT_POINT_TEMPLATE
+    skeleton_examples: tuple[tuple[str, str], ...] = field(default=DEFAULT_SKELETON_EXAMPLES)
+    point_examples: tuple[tuple[str, str, str], ...] = field(default=DEFAULT_POINT_EXAMPLES)
 
     def skeleton(self, request: Request, *, min_points: int, max_points: int) -> tuple[Message, ...]:
         """The messages that ask for the skeleton of ``request``'s last user question."""
-        text = self.skeleton_template.format(
-            question=request.last_user_text, min_points=max(min_points, 3), max_points=max_points
-        )
-        return _with_last_user(request.messages, text)
+
+        def ask(question: str) -> str:
+            return self.skeleton_template.format(
+                question=question, min_points=max(min_points, 3), max_points=max_points
+            )
+
+        shots = [(ask(question), skeleton) for question, skeleton in self.skeleton_examples]
+        return _compose(request.messages, shots, ask(request.last_user_text))
 
     def point(self, request: Request, points: Sequence[str], index: int) -> tuple[Message, ...]:
         """The messages that ask for point ``index`` (0-based) of ``points``, alone."""
+
+        def ask(question: str, point: str, number: int, skeleton: str) -> str:
+            return self.point_template.format(question=question, point=point, index=number, skeleton=skeleton)
+
         skeleton = "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
-        text = self.point_template.format(
-            question=request.last_user_text, point=points[index], index=index + 1, skeleton=skeleton
-        )
-        return _with_last_user(request.messages, text)
+        shots = [(ask(q, p, 1, f"1. {p}"), answer) for q, p, answer in self.point_examples]
+        return _compose(request.messages, shots, ask(request.last_user_text, points[index], index + 1, skeleton))
+
+
+def _compose(messages: Sequence[Message], shots: Sequence[tuple[str, str]], text: str) -> tuple[Message, ...]:
+    """System turns, worked examples as user/assistant turns, the conversation, then ``text``."""
+    system = [m for m in messages if m.role in ("system", "developer")]
+    rest = [m for m in messages if m.role not in ("system", "developer")]
+    examples = [Message(role, content) for shot in shots for role, content in zip(("user", "assistant"), shot)]
+    return (*system, *examples, *_with_last_user(rest, text))
 
 
 def _with_last_user(messages: Sequence[Message], text: str) -> tuple[Message, ...]:

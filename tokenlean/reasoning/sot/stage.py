@@ -46,7 +46,13 @@ from tokenlean.reasoning.sot.expand import (
     write_skeleton,
 )
 from tokenlean.reasoning.sot.options import MODES, Mode, parse_mode
-from tokenlean.reasoning.sot.prompts import DEFAULT_POINT_TEMPLATE, DEFAULT_SKELETON_TEMPLATE, SkeletonPrompts
+from tokenlean.reasoning.sot.prompts import (
+    DEFAULT_POINT_EXAMPLES,
+    DEFAULT_POINT_TEMPLATE,
+    DEFAULT_SKELETON_EXAMPLES,
+    DEFAULT_SKELETON_TEMPLATE,
+    SkeletonPrompts,
+)
 from tokenlean.reasoning.sot.router import SkeletonRouter
 
 __all__ = ["SkeletonStage"]
@@ -72,6 +78,8 @@ class SkeletonStage:
         min_point_tokens: int = 8,
         skeleton_template: str = DEFAULT_SKELETON_TEMPLATE,
         point_template: str = DEFAULT_POINT_TEMPLATE,
+        skeleton_examples: Sequence[Sequence[str]] | None = None,
+        point_examples: Sequence[Sequence[str]] | None = None,
         router: SkeletonRouter | None = None,
     ) -> None:
         if mode not in MODES:
@@ -82,7 +90,12 @@ class SkeletonStage:
             raise ConfigError("sot token limits must be positive", param="point_max_tokens")
         self.mode: Mode = mode
         self.router = router or SkeletonRouter(router_weights, threshold=threshold)
-        self.prompts = SkeletonPrompts(skeleton_template, point_template)
+        self.prompts = SkeletonPrompts(
+            skeleton_template,
+            point_template,
+            _examples(skeleton_examples, DEFAULT_SKELETON_EXAMPLES, 2, "skeleton_examples"),  # type: ignore[arg-type]
+            _examples(point_examples, DEFAULT_POINT_EXAMPLES, 3, "point_examples"),  # type: ignore[arg-type]
+        )
         self.min_points, self.max_points = min_points, max_points
         self.skeleton_max_tokens = skeleton_max_tokens
         self.point_max_tokens = point_max_tokens
@@ -221,6 +234,18 @@ class SkeletonStage:
             "failed": [r.index for r in results if r.error is not None],
         }
         return Event(self.name, "expanded", _ms(started), data)
+
+
+def _examples(
+    given: Sequence[Sequence[str]] | None, default: tuple[tuple[str, ...], ...], width: int, name: str
+) -> tuple[tuple[str, ...], ...]:
+    """Worked examples from a spec (lists of strings), checked for shape; ``None`` = the defaults."""
+    if given is None:
+        return default
+    examples = tuple(tuple(example) for example in given)
+    if any(len(e) != width or not all(isinstance(x, str) for x in e) for e in examples):
+        raise ConfigError(f"sot {name}: each example must be {width} strings", param=name)
+    return examples
 
 
 def _ms(started: float) -> float:
