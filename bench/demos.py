@@ -330,6 +330,7 @@ def latency(
         pool = DemoPool(f"lat{size}", examples, vectors, embedder=embedder)
         build_s = time.perf_counter() - started
         row: dict[str, Any] = {"size": size, "index": pool.index_kind, "build_s": round(build_s, 3)}
+        row["load_average_1min"] = round(os.getloadavg()[0], 1)  # the CPU is shared: say how busy it was
         for method in ("knn", "mmr"):
             times, embeds = [], []
             for query in queries:

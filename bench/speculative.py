@@ -92,7 +92,10 @@ def grounded_cases(count: int, rng: random.Random) -> list[Case]:
                 f"Question: {record['question']}?\nAnswer by quoting the sentence of the passage that answers it.",
                 f"Question: {record['question']}?\nThe sentence of the passage that answers it:",
             ),
-            "list": ("Rewrite this passage as a bulleted list of facts.", "The passage as a bulleted list of facts:\n-"),
+            "list": (
+                "Rewrite this passage as a bulleted list of facts.",
+                "The passage as a bulleted list of facts:\n-",
+            ),
         }[kind]
         user = f"Passage: {passage}\n\n{task}"
         cases.append(Case("grounded", f"{kind}-{nq_picks[i]}", user, f"Passage: {passage}\n\n{raw_task}"))
@@ -101,9 +104,13 @@ def grounded_cases(count: int, rng: random.Random) -> list[Case]:
 
 def _hotpot_case(record: dict[str, Any], i: int) -> Case:
     titles = {title for title, _ in record["supporting_facts"]}
-    paragraphs = [f"{title}: {''.join(sentences)}" for title, sentences in record["context"] if title in titles]
+    paragraphs = [
+        f"{title}: {''.join(sentences)}" for title, sentences in record["context"] if title in titles
+    ]
     context = "\n\n".join(paragraphs)
-    user = f"{context}\n\nQuestion: {record['question']}\nAnswer the question, quoting the supporting sentences."
+    user = (
+        f"{context}\n\nQuestion: {record['question']}\nAnswer the question, quoting the supporting sentences."
+    )
     raw = f"{context}\n\nQuestion: {record['question']}\nThe supporting sentences:"
     return Case("grounded", f"hotpotqa-{i}", user, raw)
 
@@ -113,14 +120,20 @@ def chat_cases(count: int, rng: random.Random) -> list[Case]:
     path = DATA / "sot_questions" / "fastchat" / "vicuna80_question_legacy.jsonl"
     questions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     picks = rng.sample(questions, count)
-    return [Case("chat", f"vicuna-{q['question_id']}", q["text"], f"Question: {q['text']}\nAnswer:") for q in picks]
+    return [
+        Case("chat", f"vicuna-{q['question_id']}", q["text"], f"Question: {q['text']}\nAnswer:")
+        for q in picks
+    ]
 
 
 def near_miss_cases(count: int, rng: random.Random) -> list[Case]:
     """QQP duplicates: ``similar`` is asked; the answer to ``origin`` stands for the cache's near miss."""
     pairs = json.loads((DATA / "cache_paraphrase" / "gptcache" / "similiar_qqp.json").read_text())
     picks = rng.sample(pairs, count)
-    return [Case("near_miss", f"qqp-{i}", p["similar"], p["similar"], hint_from=p["origin"]) for i, p in enumerate(picks)]
+    return [
+        Case("near_miss", f"qqp-{i}", p["similar"], p["similar"], hint_from=p["origin"])
+        for i, p in enumerate(picks)
+    ]
 
 
 async def decode(backend: Any, case: Case, config: str, max_tokens: int, *, raw: bool = False,
@@ -132,7 +145,11 @@ async def decode(backend: Any, case: Case, config: str, max_tokens: int, *, raw:
     if hints:
         options["draft_hints"] = hints
     common = {"max_tokens": max_tokens, "temperature": 0.0, "stream": True, "options": options}
-    request = Request(prompt=case.raw, **common) if raw else Request(messages=(Message("user", case.user),), **common)
+    request = (
+        Request(prompt=case.raw, **common)
+        if raw
+        else Request(messages=(Message("user", case.user),), **common)
+    )
     started = time.perf_counter()
     response = await backend.complete(request)
     first, texts, usage, events = None, [], None, []
@@ -181,7 +198,9 @@ async def run_smollm(cases: list[Case], max_tokens: int) -> list[Run]:
             plain = None
             for config in DRAFTERS:
                 store.reset()  # the backend adds every output; drop this prompt's own
-                run = await decode(backend, case, config, max_tokens, hints=hints if config != "off" else None)
+                run = await decode(
+                    backend, case, config, max_tokens, hints=hints if config != "off" else None
+                )
                 plain = plain or run
                 run.identical = run.text == plain.text
                 runs.append(run)
@@ -202,7 +221,9 @@ async def run_gemma(cases: list[Case], max_tokens: int) -> list[Run]:
     from tokenlean.backends.local import LocalBackend
     from tokenlean.models import default_model_dir, resolve_model_dir
 
-    backend = LocalBackend(resolve_model_dir(gemma.assemble()), draft_model=default_model_dir(), prefix_cache_entries=0)
+    backend = LocalBackend(
+        resolve_model_dir(gemma.assemble()), draft_model=default_model_dir(), prefix_cache_entries=0
+    )
     adaptive = backend.single.policy
     runs = []
     try:
@@ -234,7 +255,9 @@ def summarise(runs: list[Run], target: str) -> list[dict[str, Any]]:
         for config in dict.fromkeys(r.config for r in runs if r.kind == kind):
             mine = [r for r in runs if r.kind == kind and r.config == config]
             agg = _aggregate(mine)
-            per_prompt = [_decode_tps([r]) / _decode_tps([b]) for r, b in zip(mine, _matching(runs, mine, "off"))]
+            per_prompt = [
+                _decode_tps([r]) / _decode_tps([b]) for r, b in zip(mine, _matching(runs, mine, "off"))
+            ]
             rows.append({
                 "target": target, "set": kind, "config": config, "prompts": len(mine),
                 "decode_tps": agg["decode_tps"], "decode_speedup": agg["decode_tps"] / base["decode_tps"],
@@ -268,6 +291,7 @@ def _aggregate(runs: list[Run]) -> dict[str, float]:
 
 def goals(rows: list[dict[str, Any]], runs: list[Run]) -> list[dict[str, Any]]:
     """The issue's goals, computed from the figures."""
+
     def row(target: str, kind: str, config: str) -> dict[str, Any]:
         return next(r for r in rows if (r["target"], r["set"], r["config"]) == (target, kind, config))
 
@@ -362,7 +386,9 @@ def main() -> None:
         for r in payload["summary"]
     ])  # fmt: skip
     for item in payload["goals"]:
-        print(f"goal {item['name']}: {item['achieved']} ({item['target']}) -> {'met' if item['met'] else 'NOT met'}")
+        print(
+            f"goal {item['name']}: {item['achieved']} ({item['target']}) -> {'met' if item['met'] else 'NOT met'}"
+        )
     path = write_results("speculative", payload)
     plot(payload["summary"], str(path.with_suffix(".png")))
     print(f"wrote {path} and {path.with_suffix('.png')}")

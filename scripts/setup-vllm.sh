@@ -14,7 +14,7 @@
 # - the model it serves is SmolLM2 as a Hugging Face folder, produced by the main .venv
 #   (tokenlean.models.default_model_dir()); run scripts/setup.sh first.
 #
-# Re-running is cheap (~5 s): a marker file records a completed install and only the import check
+# Re-running is cheap (~25 s): a marker file records a completed install and only the import check
 # runs again. Set TOKENLEAN_VLLM_REINSTALL=1 to rebuild from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."

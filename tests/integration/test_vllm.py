@@ -62,24 +62,14 @@ def replicas() -> Iterator[list[VLLMServer]]:
 
 
 @pytest.fixture(scope="module")
-def proxy(replicas: list[VLLMServer]) -> Iterator[str]:
+def proxy(replicas: list[VLLMServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``tokenlean serve`` process in front of the first replica; yields its /v1 URL."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "tokenlean.cli",
-        "serve",
-        "--upstream",
-        replicas[0].url,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--upstream", replicas[0].url,
+            "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    log = tmp_path_factory.mktemp("proxy") / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -88,9 +78,7 @@ def proxy(replicas: list[VLLMServer]) -> Iterator[str]:
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"tokenlean serve did not start: {process.stderr.read().decode()[-2000:]}"
-                    )
+                    raise RuntimeError(f"tokenlean serve did not start:\n{log.read_text()[-2000:]}") from None
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -237,5 +225,6 @@ async def _run(replicas: list[VLLMServer], routing: str, seed: int) -> float:
 async def test_prefix_affinity_beats_round_robin_on_vllm_cache_hits(replicas: list[VLLMServer]) -> None:
     round_robin = await _run(replicas, "round_robin", seed=1)
     affinity = await _run(replicas, "affinity", seed=2)
-    assert affinity >= 3 * 128  # each repeated document hit at least one full block
-    assert affinity > round_robin
+    figures = f"new prefix-cache hit tokens: affinity {affinity:.0f}, round-robin {round_robin:.0f}"
+    assert affinity >= 3 * 128, figures  # each repeated document hit at least one full block
+    assert affinity > round_robin, figures

@@ -71,7 +71,9 @@ def _answer(server: VLLMServer, prompt: str) -> str:
     return str(reply.choices[0].message.content)
 
 
-def test_ngram_speculation_keeps_greedy_output_and_reports_acceptance(servers: tuple[VLLMServer, VLLMServer]) -> None:
+def test_ngram_speculation_keeps_greedy_output_and_reports_acceptance(
+    servers: tuple[VLLMServer, VLLMServer],
+) -> None:
     plain, speculative = servers
     before = fetch_spec_decode_metrics(speculative.url)
     for prompt in _prompts():

@@ -96,7 +96,7 @@ def test_cli_train_and_thresholds(gsm8k_csv, tmp_path, capsys) -> None:  # type:
     parser = argparse.ArgumentParser(prog="tokenlean")
     add_cascade_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["cascade", "train", str(train), "--out", str(tmp_path / "s.npz"), "--no-embed"])
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     assert "cross-validated AUC" in capsys.readouterr().out and (tmp_path / "s.npz").exists()
     args = parser.parse_args(
         [
@@ -115,7 +115,7 @@ def test_cli_train_and_thresholds(gsm8k_csv, tmp_path, capsys) -> None:  # type:
             "0.006",
         ]
     )
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "| threshold | escalated | accuracy |" in out and "chosen: threshold" in out
     args = parser.parse_args(
@@ -131,7 +131,7 @@ def test_cli_train_and_thresholds(gsm8k_csv, tmp_path, capsys) -> None:  # type:
             "strong_correct",
         ]
     )
-    assert args.func(args) == 2  # out of reach: GPT-4 itself is not that accurate
+    assert args.handler(args) == 2  # out of reach: GPT-4 itself is not that accurate
 
 
 def test_threshold_targets() -> None:

@@ -30,7 +30,6 @@ async def drafting_backend() -> AsyncIterator[object]:
     """
     from tokenlean.backends.local import LocalBackend
     from tokenlean.models import default_model_dir
-
     from tokenlean.reasoning.drafting.session import DraftPolicy
 
     policy = DraftPolicy(draft_model_cost=0.05)  # as if the draft were 20x cheaper; spares the calibration

@@ -12,9 +12,14 @@ import pytest
 
 from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.types import Message, Request
-from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch
+from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch, expected_gain
 from tokenlean.reasoning.drafting.lookup import NgramIndex, PromptLookupDrafter
-from tokenlean.reasoning.drafting.retrieval import DraftDatastore, RetrievalDrafter, request_hints, with_draft_hints
+from tokenlean.reasoning.drafting.retrieval import (
+    DraftDatastore,
+    RetrievalDrafter,
+    request_hints,
+    with_draft_hints,
+)
 from tokenlean.reasoning.drafting.session import DraftPolicy, DraftSession, parse_draft_mode
 from tokenlean.reasoning.drafting.verify import verify_greedy, verify_sampled
 from tokenlean.reasoning.drafting.vllm import (
@@ -62,7 +67,10 @@ def test_retrieval_prefers_the_request_hints_to_the_datastore() -> None:
 
 
 def test_hints_come_from_the_option_and_from_an_openai_prediction() -> None:
-    request = Request(messages=(Message("user", "edit this"),), extra={"prediction": {"type": "content", "content": "x = 1"}})
+    request = Request(
+        messages=(Message("user", "edit this"),),
+        extra={"prediction": {"type": "content", "content": "x = 1"}},
+    )
     hinted = with_draft_hints(request, ["cached near-miss answer"])
     assert request_hints(hinted) == ["cached near-miss answer", "x = 1"]
     assert request.options == {}  # the original is untouched
@@ -84,16 +92,22 @@ def test_draft_mode_option_is_validated_with_the_param_named() -> None:
 
 def test_switch_turns_off_when_drafts_are_rejected_and_stays_on_when_accepted() -> None:
     bad, good = AdaptiveSwitch(), AdaptiveSwitch()
-    for _ in range(3):
-        bad.record(drafted=bad.draft_len, accepted=0)
-        good.record(drafted=8, accepted=8)
-    assert not bad.on and bad.switched_off and bad.draft_len < 8
-    assert good.on and good.gain() > 4
-    # a costly drafter (a draft model as slow as the target) does not pay even when half right
-    costly = AdaptiveSwitch(draft_cost=1.0)
-    for _ in range(3):
-        costly.record(drafted=4, accepted=2)
-    assert not costly.on
+    for _ in range(6):
+        if bad.on:
+            bad.record(drafted=bad.draft_len, accepted=0)
+        good.record(drafted=good.draft_len, accepted=good.draft_len)
+    assert not bad.on and bad.switched_off and bad.steps <= 5 and bad.drafted <= 8
+    assert good.on and good.draft_len >= 8 and good.gain() > 3  # longer drafts as they keep landing
+    half = AdaptiveSwitch()
+    for _ in range(6):
+        half.record(drafted=4, accepted=2)
+    assert half.on and 2 <= half.draft_len <= 4  # pays at a moderate length
+
+
+def test_a_drafter_as_slow_as_the_target_never_starts() -> None:
+    assert not AdaptiveSwitch(draft_cost=1.0).on  # no acceptance rate could make it pay
+    assert AdaptiveSwitch(draft_cost=0.3).on
+    assert expected_gain(1.0, 4, 0.0) == 5.0 and expected_gain(0.5, 1, 0.0) == 1.5
 
 
 def test_session_falls_through_to_the_next_drafter_and_reports_counts() -> None:
@@ -141,7 +155,12 @@ def test_vllm_speculative_args_are_the_config_vllm_reads() -> None:
     assert json.loads(value) == {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4,
                                  "prompt_lookup_min": 2}  # fmt: skip
     assert speculative_config("draft_model", model="/m")["model"] == "/m"
-    for bad in ({"method": "magic"}, {"method": "draft_model"}, {"prompt_lookup_min": 5}, {"num_speculative_tokens": 0}):
+    for bad in (
+        {"method": "magic"},
+        {"method": "draft_model"},
+        {"prompt_lookup_min": 5},
+        {"num_speculative_tokens": 0},
+    ):
         with pytest.raises(ConfigError):
             speculative_config(**bad)  # type: ignore[arg-type]
     assert main(["--method", "ngram", "--tokens", "3"]) == 0
@@ -149,17 +168,16 @@ def test_vllm_speculative_args_are_the_config_vllm_reads() -> None:
 
 
 def test_vllm_metrics_parser_sums_engines_and_ignores_created_gauges() -> None:
-    text = "\n".join([
-        "# TYPE vllm:spec_decode_num_drafts_total counter",
-        'vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 5.0',
-        'vllm:spec_decode_num_drafts_total{engine="1",model_name="m"} 3.0',
-        'vllm:spec_decode_num_drafts_created{engine="0",model_name="m"} 1.79e+09',
-        'vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="m"} 32.0',
-        'vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="m"} 20.0',
-        'vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="m",position="0"} 7.0',
-        'vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="m",position="1"} 6.0',
-        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 99.0',
-    ])  # fmt: skip
+    text = """# TYPE vllm:spec_decode_num_drafts_total counter
+vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 5.0
+vllm:spec_decode_num_drafts_total{engine="1",model_name="m"} 3.0
+vllm:spec_decode_num_drafts_created{engine="0",model_name="m"} 1.79e+09
+vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="m"} 32.0
+vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="m"} 20.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="m",position="0"} 7.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="m",position="1"} 6.0
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 99.0
+"""
     metrics = parse_spec_decode_metrics(text)
     assert (metrics.drafts, metrics.draft_tokens, metrics.accepted_tokens) == (8.0, 32.0, 20.0)
     assert metrics.accepted_per_position == (7.0, 6.0) and metrics.acceptance_rate == 0.625

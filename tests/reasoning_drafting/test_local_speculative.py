@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 
 def _ask(text: str, draft: str, max_tokens: int = 24, **options: Any) -> Request:
     return Request(
-        messages=(Message("user", text),), max_tokens=max_tokens, temperature=0, options={"draft": draft, **options}
+        messages=(Message("user", text),),
+        max_tokens=max_tokens,
+        temperature=0,
+        options={"draft": draft, **options},
     )
 
 
@@ -38,7 +41,12 @@ async def test_each_drafter_gives_the_same_greedy_output(drafting_backend, passa
     for prompt in prompts:
         plain = await drafting_backend.complete(_ask(prompt, "off"))
         assert not [e for e in plain.events if e.stage == "draft"]
-        for mode, extra in [("lookup", {}), ("retrieval", {"draft_hints": [passage]}), ("model", {}), ("auto", {})]:
+        for mode, extra in [
+            ("lookup", {}),
+            ("retrieval", {"draft_hints": [passage]}),
+            ("model", {}),
+            ("auto", {}),
+        ]:
             drafted = await drafting_backend.complete(_ask(prompt, mode, **extra))
             assert drafted.text == plain.text, (mode, prompt[:40])
             event = _draft_event(drafted.events)
@@ -49,19 +57,25 @@ async def test_each_drafter_gives_the_same_greedy_output(drafting_backend, passa
 
 
 async def test_a_seeded_sample_with_drafts_is_reproducible(drafting_backend, passage: str) -> None:  # type: ignore[no-untyped-def]
-    request = _ask(f"Repeat this passage word for word:\n\n{passage}", "lookup").replace(temperature=0.7, seed=11)
+    request = _ask(f"Repeat this passage word for word:\n\n{passage}", "lookup").replace(
+        temperature=0.7, seed=11
+    )
     first, second = await drafting_backend.complete(request), await drafting_backend.complete(request)
     assert first.text == second.text and first.text
     assert _draft_event(first.events).data["accepted"] > 0
 
 
-async def test_adaptive_switch_turns_drafting_off_where_there_is_nothing_to_copy(drafting_backend, passage: str) -> None:  # type: ignore[no-untyped-def]
+async def test_adaptive_switch_turns_drafting_off_where_there_is_nothing_to_copy(
+    drafting_backend, passage: str
+) -> None:  # type: ignore[no-untyped-def]
     """Unigram lookup drafts on almost every step; on an open prompt those drafts fail and it stops."""
     policy = drafting_backend.single.policy
     drafting_backend.single.policy = replace(policy, lookup_min_ngram=1)
     try:
         chat = await drafting_backend.complete(_ask("Write a short poem about autumn leaves.", "lookup", 40))
-        copy = await drafting_backend.complete(_ask(f"Repeat this passage word for word:\n\n{passage}", "lookup", 40))
+        copy = await drafting_backend.complete(
+            _ask(f"Repeat this passage word for word:\n\n{passage}", "lookup", 40)
+        )
     finally:
         drafting_backend.single.policy = policy
     off, on = _draft_event(chat.events).data, _draft_event(copy.events).data
@@ -81,7 +95,9 @@ async def test_draft_model_with_another_tokenizer(gemma_dir) -> None:  # type: i
     from tokenlean.models import default_model_dir
 
     backend = LocalBackend(
-        gemma_dir, draft_model=default_model_dir(), draft_policy=DraftPolicy(adaptive=False, draft_model_cost=0.5)
+        gemma_dir,
+        draft_model=default_model_dir(),
+        draft_policy=DraftPolicy(adaptive=False, draft_model_cost=0.5),
     )
     try:
         assert backend.draft_model is not None and not backend.draft_model.same_vocab

@@ -26,7 +26,9 @@ def _ask(system: str, question: str) -> Request:
     return Request(messages=messages, max_tokens=12, temperature=0)
 
 
-async def test_second_request_reuses_the_shared_system_prompt_with_identical_output(backend, passage: str) -> None:  # type: ignore[no-untyped-def]
+async def test_second_request_reuses_the_shared_system_prompt_with_identical_output(
+    backend, passage: str
+) -> None:  # type: ignore[no-untyped-def]
     system = f"You answer questions about this passage only.\n\n{passage}"
     cache = backend.prefix_cache
     cache.clear()
@@ -39,7 +41,9 @@ async def test_second_request_reuses_the_shared_system_prompt_with_identical_out
     assert cache.hits == hits + 1  # the second request hit
     event = next(e for e in reused.events if e.stage == "prefix")
     prompt_tokens = len(backend.encode(question))
-    assert event.action == "hit" and event.data["reused_tokens"] > len(backend.tokenizer.encode(passage)) * 0.9
+    assert (
+        event.action == "hit" and event.data["reused_tokens"] > len(backend.tokenizer.encode(passage)) * 0.9
+    )
     assert event.data["reused_tokens"] + event.data["prefill_tokens"] == prompt_tokens
 
     cache.clear()  # the same request again, prefilled from scratch

@@ -90,8 +90,8 @@ def paraphrase_pool(embedder) -> DemoPool:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def sst2_pool(embedder) -> DemoPool:  # type: ignore[no-untyped-def]
-    """The first 300 SST-2 training sentences (labels negative/positive), exact index."""
-    rows = SST2_TRAIN.read_text(encoding="utf-8").splitlines()[:300]
+    """The first 200 SST-2 training sentences (labels negative/positive), exact index."""
+    rows = SST2_TRAIN.read_text(encoding="utf-8").splitlines()[:200]
     names = {"0": "negative", "1": "positive"}
     examples = [Example(line[2:], names[line[0]], names[line[0]]) for line in rows]
     return DemoPool.build("sst2", examples, embedder=embedder, index="flat")

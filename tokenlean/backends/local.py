@@ -167,7 +167,8 @@ class LocalBackend:
         assert self.draft_model is not None
         tokenizer = self.draft_model.tokenizer
         if request.prompt is not None or not getattr(tokenizer, "chat_template", None):
-            text = request.prompt if request.prompt is not None else "\n".join(m.content for m in request.messages)
+            joined = "\n".join(m.content for m in request.messages)
+            text = request.prompt if request.prompt is not None else joined
             return list(tokenizer.encode(text, add_special_tokens=False))
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -175,7 +176,8 @@ class LocalBackend:
 
     def _plan(self, request: Request) -> DraftPlan:
         """The request's drafting choice (validated: a bad value is the caller's 400)."""
-        mode = parse_draft_mode(request.option("draft"), self.draft_mode, has_model=self.draft_model is not None)
+        has_model = self.draft_model is not None
+        mode = parse_draft_mode(request.option("draft"), self.draft_mode, has_model=has_model)
         hints = request_hints(request) if mode in ("auto", "retrieval") else []
         encoded = tuple(tuple(self.tokenizer.encode(text, add_special_tokens=False)) for text in hints)
         return DraftPlan(mode, encoded, request)

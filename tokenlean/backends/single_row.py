@@ -24,7 +24,7 @@ from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, new_cache
 from tokenlean.reasoning.drafting.lookup import PromptLookupDrafter
 from tokenlean.reasoning.drafting.model import DraftModel, DraftModelDrafter
 from tokenlean.reasoning.drafting.retrieval import DraftDatastore, RetrievalDrafter
-from tokenlean.reasoning.drafting.session import DraftPolicy, DraftSession, Drafter
+from tokenlean.reasoning.drafting.session import Drafter, DraftPolicy, DraftSession
 from tokenlean.reasoning.drafting.verify import verify_greedy, verify_sampled
 
 __all__ = ["DraftPlan", "SingleRowDecoder"]
@@ -87,7 +87,9 @@ class SingleRowDecoder:
         taken = self.prefix_cache.take(prompt)
         cache, reused = taken if taken is not None else (new_cache(self.model), 0)
         action = "hit" if reused else "miss"
-        events.append(Event("prefix", action, data={"reused_tokens": reused, "prefill_tokens": len(prompt) - reused}))
+        events.append(
+            Event("prefix", action, data={"reused_tokens": reused, "prefill_tokens": len(prompt) - reused})
+        )
         return cache, reused
 
     def _step(self, cache: Any, cache_ids: list[int], token: int, prompt: list[int], row: RowDecoder,
@@ -133,7 +135,9 @@ class SingleRowDecoder:
         mode, drafters = plan.mode, []
         if mode in ("auto", "lookup"):
             drafters.append(
-                PromptLookupDrafter(min_ngram=self.policy.lookup_min_ngram, max_ngram=self.policy.lookup_max_ngram)
+                PromptLookupDrafter(
+                    min_ngram=self.policy.lookup_min_ngram, max_ngram=self.policy.lookup_max_ngram
+                )
             )
         if mode in ("auto", "retrieval"):
             # a seeded sample must not depend on what earlier requests left in the datastore
@@ -151,4 +155,3 @@ class SingleRowDecoder:
         if not self.draft_model.same_vocab and plan.request is not None and self.encode_for_draft is not None:
             draft_prompt = self.encode_for_draft(plan.request)
         return DraftModelDrafter(self.draft_model, self.tokenizer, prompt, draft_prompt)
-

@@ -5,7 +5,7 @@ a pipeline spec names (``scorer: {type: learnt, path: ...}``). ``thresholds`` sc
 validation rows, prints the cost/quality curve and the threshold that meets a target ("quality
 target at least cost" with ``--quality``/``--quality-ratio``, or "maximise quality within a
 budget" with ``--max-cost``/``--max-escalated``). ``add_cascade_commands`` plugs both into the
-main ``argparse`` parser; each sub-command sets ``func`` (``args.func(args)`` returns the exit code).
+main ``argparse`` parser; each sub-command sets ``handler`` (and ``func``): ``args.handler(args)`` returns the exit code.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def add_cascade_commands(subparsers: Any) -> None:
         "--cv", type=int, default=5, help="folds for the printed cross-validated AUC (0: skip)"
     )
     _column_arguments(train)
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=run_train, handler=run_train)
     thresholds = commands.add_parser("thresholds", help="print the cost/quality curve and pick a threshold")
     thresholds.add_argument(
         "csv", type=Path, help="validation CSV: question, answer, correct (+ strong column)"
@@ -52,7 +52,7 @@ def add_cascade_commands(subparsers: Any) -> None:
     target.add_argument("--max-escalated", type=float, help="best accuracy escalating at most this share")
     thresholds.add_argument("--points", type=int, default=15, help="curve rows to print")
     _column_arguments(thresholds)
-    thresholds.set_defaults(func=run_thresholds)
+    thresholds.set_defaults(func=run_thresholds, handler=run_thresholds)
 
 
 def _column_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,12 @@ reads vLLM's acceptance counters (imported on its own: ``python -m`` runs it). S
 
 from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch
 from tokenlean.reasoning.drafting.lookup import NgramIndex, PromptLookupDrafter
-from tokenlean.reasoning.drafting.retrieval import DraftDatastore, RetrievalDrafter, request_hints, with_draft_hints
+from tokenlean.reasoning.drafting.retrieval import (
+    DraftDatastore,
+    RetrievalDrafter,
+    request_hints,
+    with_draft_hints,
+)
 from tokenlean.reasoning.drafting.session import DRAFT_MODES, DraftPolicy, DraftSession, parse_draft_mode
 
 __all__ = [

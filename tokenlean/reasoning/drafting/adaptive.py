@@ -53,7 +53,9 @@ class AdaptiveSwitch:
     drafted: int = 0
     accepted: int = 0
     steps: int = 0
-    _recent: deque[tuple[int, int]] = field(default_factory=deque)  # (accepted, 1 if a rejection ended the step)
+    _recent: deque[tuple[int, int]] = field(
+        default_factory=deque
+    )  # (accepted, 1 if a rejection ended the step)
 
     def __post_init__(self) -> None:
         self.draft_len = self._best_length(self.alpha())

@@ -63,7 +63,7 @@ def forward_tokens(model: Any, cache: Any, ids: Sequence[int], keep: int = 1) ->
     return out.logits[0, -keep:, :]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_keyword(model_type: type) -> str:
     """transformers renamed ``past_key_values`` to ``cache``; use whichever this model takes."""
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"

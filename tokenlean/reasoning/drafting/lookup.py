@@ -19,18 +19,24 @@ __all__ = ["NgramIndex", "PromptLookupDrafter"]
 
 
 class NgramIndex:
-    """Where each n-gram of a growing token sequence last occurred with a token after it.
+    """Where each n-gram of a growing token sequence occurred with a token after it.
 
     Updated incrementally as tokens are appended (one dict write per n-gram size per token), so a
-    lookup costs a few dict reads however long the prompt is.
+    lookup costs a few dict reads however long the prompt is. When the suffix occurs several times
+    (a question repeating words of the passage, the answer repeating itself), the occurrence whose
+    preceding tokens agree longest with the context wins, the latest on a tie: it is the one being
+    copied, not a chance repeat of a short phrase.
     """
+
+    candidates = 16  # occurrences compared per lookup (the latest ones)
+    horizon = 32  # tokens compared backwards to rank them
 
     def __init__(self, min_ngram: int = 2, max_ngram: int = 4) -> None:
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError("need 1 <= min_ngram <= max_ngram")
         self.min_ngram, self.max_ngram = min_ngram, max_ngram
         self.tokens: list[int] = []
-        self._after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token that followed it
+        self._after: dict[tuple[int, ...], list[int]] = {}  # n-gram -> indices of the tokens that followed it
 
     def extend(self, tokens: Sequence[int]) -> None:
         """Append ``tokens``, indexing every n-gram that now has a successor."""
@@ -39,7 +45,7 @@ class NgramIndex:
             end = len(self.tokens) - 1  # the new token is the successor of the n-grams ending before it
             for n in range(self.min_ngram, self.max_ngram + 1):
                 if end - n >= 0:
-                    self._after[tuple(self.tokens[end - n : end])] = end
+                    self._after.setdefault(tuple(self.tokens[end - n : end]), []).append(end)
 
     def sync(self, context: Sequence[int]) -> None:
         """Catch up with ``context``, which must extend the tokens already indexed."""
@@ -47,7 +53,7 @@ class NgramIndex:
             self.extend(context[len(self.tokens) :])
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
-        """Up to ``k`` indexed tokens that followed the latest occurrence of ``context``'s longest suffix n-gram.
+        """Up to ``k`` indexed tokens that followed the best occurrence of ``context``'s longest suffix n-gram.
 
         ``context`` may be the indexed sequence itself (prompt lookup) or another one (hints).
         """
@@ -56,10 +62,23 @@ class NgramIndex:
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
             if len(context) < n:
                 continue
-            start = self._after.get(tuple(context[-n:]))
-            if start is not None:
+            starts = self._after.get(tuple(context[-n:]))
+            if starts:
+                start = max(
+                    reversed(starts[-self.candidates :]), key=lambda s: self._agreement(context, s, n)
+                )
                 return self.tokens[start : start + k]
         return []
+
+    def _agreement(self, context: Sequence[int], start: int, n: int) -> int:
+        """How many tokens before the matched n-gram also agree (up to ``horizon``)."""
+        agreed = 0
+        while agreed < self.horizon:
+            mine, theirs = start - n - 1 - agreed, len(context) - n - 1 - agreed
+            if mine < 0 or theirs < 0 or self.tokens[mine] != context[theirs]:
+                break
+            agreed += 1
+        return agreed
 
 
 class PromptLookupDrafter:

@@ -34,7 +34,9 @@ class DraftModel:
 
         self.model_dir = Path(model_dir)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32).eval()
+        self.model: Any = AutoModelForCausalLM.from_pretrained(
+            str(self.model_dir), dtype=torch.float32
+        ).eval()
         self.same_vocab = self.tokenizer.get_vocab() == target_tokenizer.get_vocab()
         self.cost = cost  # draft seconds per token / target seconds per decode step; None until measured
 

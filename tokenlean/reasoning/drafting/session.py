@@ -59,10 +59,13 @@ def parse_draft_mode(value: Any, default: str, *, has_model: bool) -> str:
     if value is None:
         return default
     if not isinstance(value, str) or value not in DRAFT_MODES:
-        raise BadRequestError(f"draft must be one of {', '.join(DRAFT_MODES)}; got {value!r}", param="tokenlean.draft")
+        raise BadRequestError(
+            f"draft must be one of {', '.join(DRAFT_MODES)}; got {value!r}", param="tokenlean.draft"
+        )
     if value == "model" and not has_model:
         raise BadRequestError(
-            "draft='model' needs a draft model on the backend (LocalBackend(draft_model=...))", param="tokenlean.draft"
+            "draft='model' needs a draft model on the backend (LocalBackend(draft_model=...))",
+            param="tokenlean.draft",
         )
     return value
 

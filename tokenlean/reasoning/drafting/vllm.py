@@ -125,7 +125,9 @@ def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
         elif field in totals:
             totals[field] += value
     per_position = tuple(positions.get(i, 0.0) for i in range(max(positions) + 1)) if positions else ()
-    return SpecDecodeMetrics(totals["drafts"], totals["draft_tokens"], totals["accepted_tokens"], per_position)
+    return SpecDecodeMetrics(
+        totals["drafts"], totals["draft_tokens"], totals["accepted_tokens"], per_position
+    )
 
 
 def fetch_spec_decode_metrics(base_url: str, timeout: float = 10.0) -> SpecDecodeMetrics:
@@ -138,7 +140,11 @@ def fetch_spec_decode_metrics(base_url: str, timeout: float = 10.0) -> SpecDecod
 def draft_event(before: SpecDecodeMetrics, after: SpecDecodeMetrics) -> Event:
     """The upstream's drafting between two scrapes, as the same event LocalBackend reports."""
     delta = after - before
-    data = {"drafted": int(delta.draft_tokens), "accepted": int(delta.accepted_tokens), "steps": int(delta.drafts)}
+    data = {
+        "drafted": int(delta.draft_tokens),
+        "accepted": int(delta.accepted_tokens),
+        "steps": int(delta.drafts),
+    }
     return Event(stage="draft", action="upstream", data=data)
 
 
@@ -154,9 +160,13 @@ def add_vllm_args_command(commands: Any) -> None:
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="ngram", choices=METHODS, help="vLLM drafting method (default ngram)")
+    parser.add_argument(
+        "--method", default="ngram", choices=METHODS, help="vLLM drafting method (default ngram)"
+    )
     parser.add_argument("--tokens", type=int, default=4, help="tokens drafted per step (default 4)")
-    parser.add_argument("--lookup-min", type=int, default=2, help="ngram: shortest n-gram matched (default 2)")
+    parser.add_argument(
+        "--lookup-min", type=int, default=2, help="ngram: shortest n-gram matched (default 2)"
+    )
     parser.add_argument("--lookup-max", type=int, default=4, help="ngram: longest n-gram matched (default 4)")
     parser.add_argument("--model", help="draft_model/eagle: the draft model's folder")
 
