@@ -114,7 +114,9 @@ def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if upstreams:
         from tokenlean.backends.openai import OpenAIBackend
 
-        return spec.build(OpenAIBackend(upstreams))
+        options = dict(spec.backend.options) if spec.backend.type == "openai" else {}
+        options.pop("upstreams", None)  # the command line's upstreams win
+        return spec.build(OpenAIBackend(upstreams, **options))
     if args.model or spec.backend.type == "local":
         from tokenlean.backends.local import LocalBackend
 
