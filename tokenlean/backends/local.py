@@ -157,6 +157,9 @@ class LocalBackend:
         if request.prompt is not None:
             return list(self.tokenizer.encode(request.prompt, add_special_tokens=False))
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        if not getattr(self.tokenizer, "chat_template", None):  # a base model: plain "role: text" turns
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            return list(self.tokenizer.encode(text))
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]

@@ -113,13 +113,16 @@ class DemoStage:
             self._entries[name] = pool
             self._pools.pop(name, None)
 
-    def pool(self, name: str) -> DemoPool:
-        """The pool called ``name``, loading (and embedding, for a plain file) it on first use."""
+    def _known(self, name: str) -> None:
         if name not in self._entries:
             raise BadRequestError(
                 f"unknown demonstration pool {name!r}; known: {', '.join(self.pool_names) or 'none'}",
                 param="tokenlean.demos.pool",
             )
+
+    def pool(self, name: str) -> DemoPool:
+        """The pool called ``name``, loading (and embedding, for a plain file) it on first use."""
+        self._known(name)
         with self._load_lock:
             if name not in self._pools:
                 self._pools[name] = pool_from_entry(name, self._entries[name], embedder=self._embedder)
@@ -132,10 +135,13 @@ class DemoStage:
         settings = parse_request_options(
             request.option(self.name), self.defaults, self.default_pool, max_k=self.max_k
         )
-        query = request.last_user_text
-        if settings is None or not query.strip():
+        if settings is None:
             return await call_next(request)
         pool_name, config, placement = settings
+        self._known(pool_name)  # an unknown pool is the caller's error even when nothing would be added
+        query = request.last_user_text
+        if not query.strip():
+            return await call_next(request)
         selection = await asyncio.to_thread(self._select, pool_name, query, config, placement)
         rewritten, added = self.insert(request, selection.examples, placement)
         response = await call_next(rewritten)
