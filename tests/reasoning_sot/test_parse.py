@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenlean.reasoning.sot import clean_expansion, parse_skeleton
+from tokenlean.reasoning.sot.parse import drop_restated_opening, trim_to_sentence
 
 CASES = [
     # SmolLM2: a clean list followed by a stray remark
@@ -94,3 +95,17 @@ def test_clean_expansion_drops_restated_titles_and_other_points() -> None:
     own_list = "There are three ways:\n1. write it down\n2. review weekly"
     assert clean_expansion(own_list, "Plan", others) == own_list
     assert clean_expansion("Settle in first.", "Set", others) == "Settle in first."  # a word, not the title
+
+
+def test_a_point_cut_by_its_budget_ends_at_its_last_full_sentence() -> None:
+    assert trim_to_sentence("Start early. Then take breaks and") == "Start early."
+    assert trim_to_sentence("Use e.g. a list and") == "Use e.g. a list and"  # no sentence ended
+    assert trim_to_sentence('He said "go." Then') == 'He said "go."'
+
+
+def test_an_opening_that_restates_the_question_is_dropped() -> None:
+    question = "How can I improve my time management skills?"
+    # SmolLM2's habit, once per point
+    assert drop_restated_opening("To improve your time management skills, set goals.", question) == "Set goals."
+    assert drop_restated_opening("By using a calendar, you plan ahead.", question) == "By using a calendar, you plan ahead."
+    assert drop_restated_opening("Time management matters", question) == "Time management matters"

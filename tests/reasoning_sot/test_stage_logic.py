@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tokenlean.errors import BackendError, BadRequestError
+from tokenlean.errors import BackendError, BadRequestError, ConfigError
 from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.types import Message, Request
 from tokenlean.reasoning.sot import SkeletonStage
 from tokenlean.reasoning.sot.router import Route
@@ -189,3 +190,19 @@ async def test_requests_sot_cannot_serve_pass_through_untouched(request_: Reques
     response = await pipeline(backend)(request_)
     assert backend.requests == [request_]
     assert reason in sot_events(response)[0].data["reason"]
+
+
+def test_the_stage_is_built_from_a_pipeline_spec() -> None:
+    spec = PipelineSpec.parse({
+        "backend": {"type": "fake"},
+        "stages": [{"type": "sot", "options": {
+            "mode": "on", "max_points": 4, "point_max_tokens": 64,
+            "skeleton_examples": [["Why exercise?", "1. Health\n2. Mood"]],
+        }}],
+    })
+    stage = spec.build().stage("sot")
+    assert isinstance(stage, SkeletonStage) and stage.max_points == 4
+    assert stage.prompts.skeleton_examples == (("Why exercise?", "1. Health\n2. Mood"),)
+    for bad in ({"mode": "maybe"}, {"min_points": 1}, {"skeleton_examples": [["only a question"]]}, {"colour": 1}):
+        with pytest.raises(ConfigError):
+            PipelineSpec.parse({"backend": {"type": "fake"}, "stages": [{"type": "sot", "options": bad}]}).build()

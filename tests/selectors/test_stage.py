@@ -115,6 +115,9 @@ async def test_unknown_pool_is_a_bad_request_naming_it(paraphrase_pool: DemoPool
     with pytest.raises(BadRequestError, match="'nope'") as caught:
         await pending
     assert caught.value.param == "tokenlean.demos.pool"
+    _, pending = _run(stage, Request(messages=(Message("user", " "),), options={"demos": {"pool": "nope"}}))
+    with pytest.raises(BadRequestError):  # even when there is no query to select for
+        await pending
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ import numpy as np
 
 from tokenlean.compressors.base import BLOCK_SEPARATOR, CompressionResult, join_prompt, resolve_target
 from tokenlean.compressors.budget import fit_selection, plan_budget
+from tokenlean.compressors.ranking import RANKINGS, rank_blocks
 from tokenlean.compressors.scorer import CausalLMScorer, ScoringStream
 from tokenlean.compressors.units import Piece, SpanRules, build_piece
 from tokenlean.errors import ConfigError
@@ -61,14 +62,16 @@ class LinguaConfig:
     """
 
     mode: Mode = "auto"
-    slack: float = 2.0
-    dynamic: float = 0.3
+    slack: float = 1.0
+    dynamic: float = 1.0
     contrast: float = 1.0
     segment_tokens: int = 128
     reencode: bool = False
     reorder: bool = False
     iterative: bool = True
-    restrictive: str = RESTRICTIVE
+    ranking: str = "lm+bm25"
+    bridge: float = 3.0
+    restrictive: str = ""
     protect_numbers: bool = False
     protect_entities: bool = False
     group_entities: bool = True
@@ -78,6 +81,8 @@ class LinguaConfig:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", param="mode")
         if self.slack < 1 or self.dynamic < 0 or self.segment_tokens < 8:
             raise ConfigError("need slack >= 1, dynamic >= 0 and segment_tokens >= 8", param="slack")
+        if self.ranking not in RANKINGS:
+            raise ConfigError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}", param="ranking")
 
 
 class LinguaCompressor:
@@ -200,10 +205,12 @@ class _Run:
         scored = self.scorer.score_blocks([p.ids for p in self.pieces], suffix)
         self.local = [s.surprisal for s in scored]
         if self.use_question:
-            key = [-s.suffix_logprob for s in scored]  # most likely question first
-        else:
-            key = [-float(np.mean(s.surprisal)) if len(s.surprisal) else 0.0 for s in scored]  # most informative first
-        self.order = sorted(range(len(self.pieces)), key=lambda i: key[i])
+            texts = [p.text for p in self.pieces]
+            likelihood = [s.suffix_logprob for s in scored]
+            self.order = rank_blocks(self.question, texts, likelihood, method=self.config.ranking, bridge=self.config.bridge)
+        else:  # LLMLingua's demonstration level: the most informative (highest perplexity) first
+            key = [-float(np.mean(s.surprisal)) if len(s.surprisal) else 0.0 for s in scored]
+            self.order = sorted(range(len(self.pieces)), key=lambda i: key[i])
         self.timings["rank_ms"] = (time.perf_counter() - started) * 1000
 
     def _prune(self, rates: dict[int, float], keep: list[np.ndarray]) -> None:

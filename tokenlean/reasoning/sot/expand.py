@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Message, Request, Usage
-from tokenlean.reasoning.sot.parse import clean_expansion, parse_skeleton, trim_to_sentence
+from tokenlean.reasoning.sot.parse import clean_expansion, drop_restated_opening, parse_skeleton, trim_to_sentence
 from tokenlean.reasoning.sot.prompts import SkeletonPrompts
 
 __all__ = ["PointResult", "Skeleton", "assemble", "expand_all", "expand_point", "point_text", "write_skeleton"]
@@ -110,7 +110,7 @@ async def expand_point(
             error = exc
             continue
         finish = response.choices[0].finish_reason if response.choices else None
-        text = clean_expansion(response.text, points[index], others)
+        text = drop_restated_opening(clean_expansion(response.text, points[index], others), request.last_user_text)
         if finish == "length":
             text = trim_to_sentence(text)
         return PointResult(index, points[index], text, response.usage, attempt, finish)

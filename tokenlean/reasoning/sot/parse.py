@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["clean_expansion", "parse_skeleton", "trim_to_sentence"]
+__all__ = ["clean_expansion", "drop_restated_opening", "parse_skeleton", "trim_to_sentence"]
 
 _NUMBERED = re.compile(
     r"^(?P<indent>\s*)(?:#{1,6}\s*)?(?:\*\*)?(?:(?:point|step|item)\s*)?\(?(?P<num>\d{1,2})\s*(?:[.):\]]|-(?=\s))(?:\*\*)?\s+(?P<text>.+)$",
@@ -26,6 +26,10 @@ _INLINE = re.compile(r"(?:^|(?<=\s))(?:\(?(\d{1,2})[.)])\s+")
 _TITLE_SPLIT = re.compile(r"\s*(?::|\s[-\u2013\u2014]\s)\s*")
 _NOISE = re.compile(r"^(?:outline|skeleton|answer|points?|summary)\s*:?$", re.IGNORECASE)
 _MAX_TITLE_WORDS = 12
+_FUNCTION_WORDS = frozenset(
+    "a an the to of in on for and or is are be by with your you my i we our it its this that how what "
+    "can do does if would".split()
+)
 
 
 def parse_skeleton(
@@ -168,3 +172,23 @@ def trim_to_sentence(text: str) -> str:
     budget reads better one sentence shorter than ending mid-word."""
     ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]*(?=\s+[A-Z0-9\"'(*]|\s*$)", text)]
     return text[: ends[-1]].rstrip() if ends else text
+
+
+def drop_restated_opening(text: str, question: str) -> str:
+    """``text`` without an opening clause that only restates ``question``.
+
+    Expanded one by one, every point of a small model's answer tends to open with the question
+    again ("To improve your time management skills, ..."); in the assembled list that clause
+    repeats once per point. A first clause (up to a comma) of at most a dozen words, four fifths
+    of its content words from the question, is dropped and the rest capitalised.
+    """
+    head, comma, rest = text.partition(",")
+    words = _key(head).split()
+    content = [word for word in words if word not in _FUNCTION_WORDS]
+    asked = set(_key(question).split())
+    if not comma or not rest.strip() or not 2 <= len(words) <= 12 or not content:
+        return text
+    if sum(word in asked for word in content) < 0.8 * len(content):
+        return text
+    rest = rest.strip()
+    return rest[0].upper() + rest[1:]

@@ -1,0 +1,61 @@
+"""LinguaCompressor on the real SmolLM2 and real data: budgets, protected spans, answer survival."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tokenlean.compressors import LinguaCompressor, RandomDropCompressor
+from tokenlean.tokens import shared_token_counter
+
+from .conftest import GSM8K_PROMPT, contains_answer, hotpot_documents, hotpot_test_subset
+
+pytestmark = pytest.mark.slow
+
+
+def _context(result) -> str:  # type: ignore[no-untyped-def]
+    return "\n\n".join(b for b in result.blocks if b)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.2])
+def test_question_mode_meets_the_rate(compressor: LinguaCompressor, hotpot_sample, rate: float) -> None:  # type: ignore[no-untyped-def]
+    result = compressor.compress(hotpot_documents(hotpot_sample), question=hotpot_sample["question"], rate=rate)
+    count = shared_token_counter().count
+    assert result.origin_tokens == count("\n\n".join([*hotpot_documents(hotpot_sample), hotpot_sample["question"]]))
+    assert result.compressed_tokens == count(result.prompt)
+    assert abs(result.compressed_tokens / result.origin_tokens - rate) <= 0.15 * rate
+    assert result.prompt.endswith(hotpot_sample["question"])
+    assert 0 < len(result.kept_blocks) <= 10 and result.details["rank_ms"] > 0
+
+
+def test_plain_mode_meets_a_token_target_and_keeps_numbers_whole(compressor: LinguaCompressor) -> None:
+    demos = [d for d in GSM8K_PROMPT.read_text().split("\n\n") if d.strip()][:3]
+    result = compressor.compress(demos, target_tokens=200, mode="plain")
+    assert abs(result.compressed_tokens - 200) <= 30
+    original_numbers = set(re.findall(r"\d[\d,.]*\d|\d", "\n".join(demos)))
+    for number in re.findall(r"\d[\d,.]*\d|\d", result.prompt):  # a number is kept whole or dropped whole
+        assert number.rstrip(".,") in {n.rstrip(".,") for n in original_numbers}
+    assert set(result.prompt.split()) <= set("\n".join(demos).split())  # never half a word
+
+
+def test_question_and_protected_spans_survive_verbatim(compressor: LinguaCompressor, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+    compressor = LinguaCompressor(scorer=compressor.scorer, protect_numbers=True)
+    documents = hotpot_documents(hotpot_sample)
+    phrase = " ".join(documents[-1].split()[3:9])  # six words from the middle of the last document
+    result = compressor.compress(documents, question=hotpot_sample["question"], rate=0.2, protect=[phrase])
+    assert phrase in result.prompt
+    assert hotpot_sample["question"] in result.prompt
+    for number in re.findall(r"\d[\d,.]*\d", "\n".join(documents)):
+        assert number in result.prompt
+
+
+def test_answers_survive_3x_better_than_random_dropping(compressor: LinguaCompressor) -> None:
+    samples = hotpot_test_subset(8)
+    ours = baseline = 0
+    random_drop = RandomDropCompressor(seed=1)
+    for sample in samples:
+        documents, question = hotpot_documents(sample), sample["question"]
+        ours += contains_answer(sample["answer"], _context(compressor.compress(documents, question=question, rate=1 / 3)))
+        baseline += contains_answer(sample["answer"], _context(random_drop.compress(documents, question=question, rate=1 / 3)))
+    assert ours > baseline and ours >= 5, (ours, baseline)
