@@ -21,7 +21,7 @@ from tokenlean.errors import ConfigError
 from tokenlean.middleware import registry
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTED = [(ROOT / "docs" / "integrations.md", "LangChain and the decorator")]
+DOCUMENTED = [(ROOT / "README.md", "LangChain and the decorator")]
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 
