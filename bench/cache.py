@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DATA, environment, goal, median, percentile, print_table, write_results
+from bench.cache_latency import embed_latency, lookup_latency, proxy_latency
+from bench.cache_report import at_most, plot, report
+from bench.common import DATA, environment, goal, median, percentile, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 GPTCACHE_PY = ROOT / ".venv-gptcache" / "bin" / "python"
@@ -100,7 +102,9 @@ def flip_probes(qqp: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
         a, b = rng.sample(things, 2)
         adjective = rng.choice(adjectives)
         order.append((f"Is {a} {adjective} than {b}?", f"Is {b} {adjective} than {a}?"))
-    return {"numbers": numbers, "negation": negations, "order": list(dict.fromkeys(order))}
+    originals = {a for a, _ in order}
+    order = [(a, b) for a, b in dict.fromkeys(order) if b not in originals]  # asked != any stored text
+    return {"numbers": numbers, "negation": negations, "order": order}
 
 
 def embed_all(texts: list[str]) -> tuple[dict[str, np.ndarray], int]:
@@ -218,8 +222,8 @@ def curve_point(answers: list[str | None], sets: dict[str, Any]) -> dict[str, fl
         if name == "mrpc0":
             hits = [a is not None for a in answers[start:end]]
             out["false_hit"] = r["any_hit"]
-            out["false_hit_test_split"] = float(np.mean([h for h, m in zip(hits, sets["mrpc0_test_mask"],
-                                                                             strict=True) if m]))
+            test = [h for h, m in zip(hits, sets["mrpc0_test_mask"], strict=True) if m]
+            out["false_hit_test_split"] = float(np.mean(test)) if test else float("nan")
         else:
             out[f"{name}_hit"], out[f"{name}_wrong_entry"] = r["hit"], r["wrong_entry"]
     return out
@@ -301,133 +305,6 @@ async def context_probe(pairs: list[tuple[str, str]], table: dict[str, np.ndarra
     return float(np.mean([h is not None for h in hits]))
 
 
-async def lookup_latency(table: dict[str, np.ndarray], queries: list[str], sizes: tuple[int, ...]) -> dict[str, Any]:
-    """Time ``ResponseCache.lookup`` (keys, exact miss, index search, guard, fetch) at each size.
-
-    The entries are real query vectors plus noise (a vector of norm 0.5, then renormalised), all
-    in one context: the worst case, one shard holding everything. The embedding of the asked text
-    is served from the table here; MiniLM's own time per question is measured apart.
-    """
-    from tokenlean.cache.semantic import ResponseCache
-    from tokenlean.cache.stores.memory import MemoryStore
-
-    real = np.vstack(list(table.values()))
-    rng = np.random.default_rng(0)
-    out: dict[str, Any] = {}
-    for size in sizes:
-        noise = rng.standard_normal((size, real.shape[1])).astype(np.float32)
-        filler = real[rng.integers(0, len(real), size)] + 0.5 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
-        filler /= np.linalg.norm(filler, axis=1, keepdims=True)
-        cache = ResponseCache(MemoryStore(max_entries=10 * size, max_bytes=2**40), embedder=TableEmbedder(table))
-        started = time.perf_counter()
-        for i, vector in enumerate(filler):
-            await cache.put(keys_for(f"stored question {i}"), "answer", ttl=None, vector=vector)
-        build_s = time.perf_counter() - started
-        await cache.lookup(keys_for(queries[0]))  # first sync after the build
-        times = []
-        for text in queries:
-            started = time.perf_counter()
-            await cache.lookup(keys_for(text))
-            times.append((time.perf_counter() - started) * 1000)
-        out[str(size)] = {"p50_ms": median(times), "p99_ms": percentile(times, 99), "build_s": build_s}
-    return out
-
-
-def embed_latency(texts: list[str]) -> dict[str, float]:
-    """MiniLM's time to embed one question, which a semantic lookup adds to the index lookup."""
-    from tokenlean.embeddings import shared_embedder
-
-    embedder = shared_embedder()
-    embedder.embed(texts[:1])
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        embedder.embed([text])
-        times.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": median(times), "p99_ms": percentile(times, 99)}
-
-
-QUESTIONS = [
-    ("What is the capital of France?", "Which city is the capital of France?"),
-    ("How many legs does a spider have?", "How many legs do spiders have?"),
-    ("What is photosynthesis?", "What does photosynthesis mean?"),
-    ("Who wrote Romeo and Juliet?", "Who is the author of Romeo and Juliet?"),
-    ("Why is the sky blue?", "Why does the sky look blue?"),
-]
-
-
-async def proxy_latency() -> dict[str, Any]:
-    """Miss vs exact hit vs semantic hit, end to end through the in-process proxy (official client)."""
-    import httpx
-    import openai
-
-    from tokenlean.backends.local import LocalBackend
-    from tokenlean.cache import CacheStage
-    from tokenlean.middleware import Pipeline
-    from tokenlean.proxy.app import create_app
-
-    backend = LocalBackend()
-    model = backend.models()[0]
-    app = create_app(Pipeline(backend, [CacheStage()]))
-    times: dict[str, list[float]] = {"miss": [], "exact hit": [], "semantic hit": []}
-    actions: list[str] = []
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy", timeout=600) as http:
-        client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
-
-        async def ask(text: str) -> tuple[float, str]:
-            started = time.perf_counter()
-            raw = await client.chat.completions.with_raw_response.create(
-                model=model, messages=[{"role": "user", "content": text}], max_tokens=32, temperature=0)
-            return (time.perf_counter() - started) * 1000, raw.headers.get("x-tokenlean-cache", "")
-
-        await ask("Say hello.")  # warm-up: first model call and first embedding
-        for question, paraphrase in QUESTIONS:
-            for kind, text in (("miss", question), ("exact hit", question), ("semantic hit", paraphrase)):
-                ms, action = await ask(text)
-                times[kind].append(ms)
-                actions.append(f"{kind}:{action}")
-    await backend.aclose()
-    out: dict[str, Any] = {k: {"p50_ms": median(v), "all_ms": v} for k, v in times.items()}
-    out["actions"] = actions
-    out["miss_over_hit"] = out["miss"]["p50_ms"] / out["exact hit"]["p50_ms"]
-    return out
-
-
-def plot(curves: dict[str, list[dict[str, float]]], gpt: list[dict[str, float]], path: Path) -> None:
-    """Duplicate hit rate vs false-hit rate: tokenlean (and ablations) vs GPTCache's measured points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for ax, limit in zip(axes, (1.0, 0.1), strict=True):
-        for name, points in curves.items():
-            main = name == "tokenlean"
-            usable = [p for p in points if p["threshold"] > 0 or not main]
-            ax.plot([p["false_hit"] for p in usable], [p["qqp_hit"] for p in usable], lw=2.5 if main else 1,
-                    label=f"{name} (thresholds in (0,1])" if main else name, zorder=3 if main else 2)
-            if main:
-                below = [p for p in points if p["threshold"] <= 0]
-                ax.plot([p["false_hit"] for p in below], [p["qqp_hit"] for p in below], "C0--", lw=1,
-                        label="tokenlean score below 0 (not a setting)")
-        ax.plot([p["false_hit"] for p in gpt], [p["qqp_hit"] for p in gpt], "ks-", label="GPTCache (same MiniLM)")
-        for p in gpt:
-            if p["false_hit"] <= limit:
-                ax.annotate(f"{p['threshold']}", (p["false_hit"], p["qqp_hit"]), fontsize=7, xytext=(4, -9),
-                            textcoords="offset points")
-        ax.axvline(0.02, color="grey", ls=":", lw=1)
-        ax.set_xlim(0, limit)
-        ax.set_xlabel("false-hit rate (MRPC non-paraphrases that hit)")
-        ax.set_ylabel("hit rate (QQP duplicates answered from their pair)")
-        ax.grid(alpha=0.3)
-    axes[0].set_title("Semantic cache: hit rate vs false-hit rate")
-    axes[1].set_title("zoom: false-hit rate <= 10% (dotted: 2%)")
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 async def tokenlean_side(sets: dict[str, Any], table: dict[str, np.ndarray]) -> dict[str, Any]:
     """Curves for the guard and its ablations, plus a consistency check against real lookups."""
     queries = [q for q, _ in sets["queries"]]
@@ -445,12 +322,6 @@ def gptcache_points(gpt: dict[str, Any], sets: dict[str, Any]) -> list[dict[str,
     """GPTCache's measured curve: one point per threshold it ran at."""
     return [{"threshold": float(t), "cosine_equivalent": 2 * float(t) - 1, **curve_point(answers, sets)}
             for t, answers in gpt["main"]["answers"].items()]
-
-
-def at_most(points: list[dict[str, float]], false_hit: float) -> dict[str, float]:
-    """The usable point (threshold in (0,1]) with the most duplicate hits at <= ``false_hit``."""
-    usable = [p for p in points if p["threshold"] > 0 and p["false_hit"] <= false_hit]
-    return max(usable, key=lambda p: (p["qqp_hit"], p["threshold"]))
 
 
 def figures(data: dict[str, Any], sets: dict[str, Any], ours: dict[str, Any], gpt: dict[str, Any],
@@ -485,35 +356,6 @@ def gptcache_probe_rates(gpt: dict[str, Any]) -> dict[str, dict[str, float]]:
     """GPTCache's false-hit rate per flip family, per threshold."""
     return {name: {t: float(np.mean([a is not None for a in answers])) for t, answers in family["answers"].items()}
             for name, family in gpt["families"].items()}
-
-
-def report(result: dict[str, Any]) -> str:
-    """The markdown tables the README and docs/cache.md quote."""
-    rows = []
-    for name, curve in result["curves"].items():
-        p = at_most(curve, 0.02)
-        rows.append([name, p["threshold"], f"{p['qqp_hit']:.1%}", f"{p['false_hit']:.2%}",
-                     f"{p['false_hit_test_split']:.2%}", f"{p['mrpc1_hit']:.1%}", f"{p['qqp_wrong_entry']:.2%}"])
-    for p in result["gptcache_points"]:
-        rows.append([f"GPTCache @{p['threshold']}", p["threshold"], f"{p['qqp_hit']:.1%}", f"{p['false_hit']:.2%}",
-                     f"{p['false_hit_test_split']:.2%}", f"{p['mrpc1_hit']:.1%}", f"{p['qqp_wrong_entry']:.2%}"])
-    text = print_table(["method (best threshold at <=2% false hits)", "threshold", "QQP dup hits", "false hits",
-                        "false hits (MRPC test)", "MRPC paraphrase hits", "QQP wrong-entry hits"], rows)
-    probes = result["probes"]
-    probe_rows = [[f, f"{probes['tokenlean_at_0.7'][f]:.1%}", f"{probes['gptcache'][f]['0.8']:.1%}",
-                   f"{probes['gptcache'][f]['0.95']:.1%}"] for f in probes["tokenlean_at_0.7"]]
-    text += "\n\n" + print_table(["flip probe (any hit is wrong)", "tokenlean @0.7", "GPTCache @0.8 (default)",
-                                  "GPTCache @0.95"], probe_rows)
-    lat = result["latency"]
-    lat_rows = [[f"tokenlean lookup, {n} entries", f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}"]
-                for n, v in lat["lookup"].items()]
-    lat_rows.append(["MiniLM embedding of one question", f"{lat['embed']['p50_ms']:.2f}", f"{lat['embed']['p99_ms']:.2f}"])
-    lat_rows.append([f"GPTCache get(), {result['stored_entries']} entries", f"{lat['gptcache_get']['p50_ms']:.3f}",
-                     f"{lat['gptcache_get']['p99_ms']:.3f}"])
-    for kind in ("miss", "exact hit", "semantic hit"):
-        lat_rows.append([f"proxy end to end, {kind}", f"{lat['proxy'][kind]['p50_ms']:.1f}", "-"])
-    text += "\n\n" + print_table(["latency", "p50 ms", "p99 ms"], lat_rows)
-    return text
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 Why: a verification step over ``k`` drafted tokens costs more than a plain one-token step (the
 wider forward pass, plus the drafter's own work) and yields ``1 + accepted`` tokens. With costs in
-plain decode steps (``c = verify_cost + draft_cost`` per drafted token) and a per-token chance
+plain decode steps (``c = verify_cost + draft_cost`` per drafted token, plus ``s = step_cost`` per
+step for a drafter that must first catch up with the accepted tokens) and a per-token chance
 ``alpha`` that the next drafted token is accepted given the previous one was (the geometric model
 of Leviathan et al., 2023, section 3.4), a step of ``k`` drafted tokens is worth
 
-    gain(k) = (1 - alpha ** (k + 1)) / ((1 - alpha) * (1 + c * k))
+    gain(k) = (1 - alpha ** (k + 1)) / ((1 - alpha) * (1 + s + c * k))
 
 plain steps per unit of time. ``alpha`` is estimated per request and drafter from the recent
 window of steps (accepted tokens are successes, a step that stopped at a rejection one failure),
@@ -29,10 +30,10 @@ from dataclasses import dataclass, field
 __all__ = ["AdaptiveSwitch", "expected_gain"]
 
 
-def expected_gain(alpha: float, k: int, cost: float) -> float:
-    """Tokens per plain-step time of a ``k``-token draft with acceptance ``alpha`` and per-token ``cost``."""
+def expected_gain(alpha: float, k: int, cost: float, step_cost: float = 0.0) -> float:
+    """Tokens per plain-step time of a ``k``-token draft: acceptance ``alpha``, ``cost`` per token, ``step_cost``."""
     tokens = k + 1.0 if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
-    return tokens / (1.0 + cost * k)
+    return tokens / (1.0 + step_cost + cost * k)
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class AdaptiveSwitch:
 
     verify_cost: float = 0.12
     draft_cost: float = 0.0
+    step_cost: float = 0.0
     min_gain: float = 1.05
     warmup_steps: int = 2
     window: int = 8
@@ -59,7 +61,7 @@ class AdaptiveSwitch:
 
     def __post_init__(self) -> None:
         self.draft_len = self._best_length(self.alpha())
-        if expected_gain(1.0, self.max_draft, self.cost) < self.min_gain:
+        if expected_gain(1.0, self.max_draft, self.cost, self.step_cost) < self.min_gain:
             self.on, self.switched_off = False, True  # cannot pay even when every drafted token is right
 
     @property
@@ -88,10 +90,12 @@ class AdaptiveSwitch:
 
     def gain(self) -> float:
         """Expected speed of drafting ``draft_len`` tokens relative to plain decoding."""
-        return expected_gain(self.alpha(), self.draft_len, self.cost)
+        return expected_gain(self.alpha(), self.draft_len, self.cost, self.step_cost)
 
     def _best_length(self, alpha: float) -> int:
-        return max(range(1, self.max_draft + 1), key=lambda k: expected_gain(alpha, k, self.cost))
+        return max(
+            range(1, self.max_draft + 1), key=lambda k: expected_gain(alpha, k, self.cost, self.step_cost)
+        )
 
     @property
     def acceptance(self) -> float:

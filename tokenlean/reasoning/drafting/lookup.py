@@ -90,6 +90,7 @@ class PromptLookupDrafter:
 
     name = "lookup"
     cost = 0.0
+    step_cost = 0.0
 
     def __init__(self, *, min_ngram: int = 2, max_ngram: int = 4) -> None:
         self.index = NgramIndex(min_ngram, max_ngram)

@@ -81,6 +81,7 @@ class DraftModelDrafter:
         self.sliding = is_sliding(self.cache)
         self._fed = 0  # tokens run since the last crop (a sliding cache can only drop those)
         self.cost = draft.cost or 0.0
+        self.step_cost = self.cost  # each proposal first runs the tokens accepted since the last one
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
         """Draft up to ``k`` target tokens to follow ``context`` (prompt + generated)."""

@@ -99,6 +99,7 @@ class RetrievalDrafter:
 
     name = "retrieval"
     cost = 0.0
+    step_cost = 0.0
 
     def __init__(self, datastore: DraftDatastore | None, hints: Iterable[Sequence[int]] = ()) -> None:
         self.datastore = datastore

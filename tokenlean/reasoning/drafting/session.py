@@ -28,10 +28,15 @@ DRAFT_MODES = ("auto", "off", "lookup", "retrieval", "model")
 
 
 class Drafter(Protocol):
-    """Proposes tokens to follow a context; ``cost`` is its time per token in target decode steps."""
+    """Proposes tokens to follow a context.
+
+    ``cost`` is its time per drafted token and ``step_cost`` its fixed time per proposal, both in
+    target decode steps (a few dict reads: 0; a draft model: a forward pass of its own each).
+    """
 
     name: str
     cost: float
+    step_cost: float
 
     def propose(self, context: Sequence[int], k: int) -> list[int]: ...
 
@@ -79,6 +84,7 @@ class DraftSession:
             AdaptiveSwitch(
                 verify_cost=policy.verify_cost,
                 draft_cost=drafter.cost,
+                step_cost=drafter.step_cost,
                 min_gain=policy.min_gain if policy.adaptive else float("-inf"),
                 max_draft=policy.max_draft,
             )

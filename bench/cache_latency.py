@@ -1,0 +1,116 @@
+"""Latency figures of ``bench/cache.py``: lookup at 10k/100k entries, MiniLM per question, and
+miss vs hit end to end through the in-process proxy with the embedded model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import median, percentile
+
+
+async def lookup_latency(table: dict[str, np.ndarray], queries: list[str], sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Time ``ResponseCache.lookup`` (keys, exact miss, index search, guard, fetch) at each size.
+
+    The entries are real query vectors plus noise (a vector of norm 0.5, then renormalised), all
+    in one context: the worst case, one shard holding everything. The embedding of the asked text
+    is served from the table here; MiniLM's own time per question is measured apart.
+    """
+    from bench.cache import TableEmbedder, keys_for
+    from tokenlean.cache.semantic import ResponseCache
+    from tokenlean.cache.stores.memory import MemoryStore
+
+    real = np.vstack(list(table.values()))
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for size in sizes:
+        noise = rng.standard_normal((size, real.shape[1])).astype(np.float32)
+        filler = real[rng.integers(0, len(real), size)] + 0.5 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+        cache = ResponseCache(MemoryStore(max_entries=10 * size, max_bytes=2**40), embedder=TableEmbedder(table))
+        started = time.perf_counter()
+        for i, vector in enumerate(filler):
+            await cache.put(keys_for(f"stored question {i}"), "answer", ttl=None, vector=vector)
+        build_s = time.perf_counter() - started
+        await cache.lookup(keys_for(queries[0]))  # first sync after the build
+        times = []
+        for text in queries:
+            started = time.perf_counter()
+            await cache.lookup(keys_for(text))
+            times.append((time.perf_counter() - started) * 1000)
+        out[str(size)] = {"p50_ms": median(times), "p99_ms": percentile(times, 99), "build_s": build_s}
+    return out
+
+
+def embed_latency(texts: list[str]) -> dict[str, Any]:
+    """MiniLM's time to embed one question, which a semantic lookup adds to the index lookup.
+
+    Measured with torch's default intra-op threads and with one: on a busy machine the default
+    OpenMP threads spin against other processes and a one-sentence embedding slows down badly.
+    """
+    import torch
+
+    from tokenlean.embeddings import shared_embedder
+
+    embedder = shared_embedder()
+    embedder.embed(texts[:1])
+    default_threads = torch.get_num_threads()
+    out: dict[str, Any] = {}
+    for threads in (default_threads, 1):
+        torch.set_num_threads(threads)
+        times = []
+        for text in texts:
+            started = time.perf_counter()
+            embedder.embed([text])
+            times.append((time.perf_counter() - started) * 1000)
+        out[f"{threads}_threads"] = {"p50_ms": median(times), "p99_ms": percentile(times, 99)}
+    torch.set_num_threads(default_threads)
+    return out | out[f"{default_threads}_threads"]
+
+
+QUESTIONS = [
+    ("What is the capital of France?", "Which city is the capital of France?"),
+    ("How many legs does a spider have?", "How many legs do spiders have?"),
+    ("What is photosynthesis?", "What does photosynthesis mean?"),
+    ("Who wrote Romeo and Juliet?", "Who is the author of Romeo and Juliet?"),
+    ("Why is the sky blue?", "Why does the sky look blue?"),
+]
+
+
+async def proxy_latency() -> dict[str, Any]:
+    """Miss vs exact hit vs semantic hit, end to end through the in-process proxy (official client)."""
+    import httpx
+    import openai
+
+    from tokenlean.backends.local import LocalBackend
+    from tokenlean.cache import CacheStage
+    from tokenlean.middleware import Pipeline
+    from tokenlean.proxy.app import create_app
+
+    backend = LocalBackend()
+    model = backend.models()[0]
+    app = create_app(Pipeline(backend, [CacheStage()]))
+    times: dict[str, list[float]] = {"miss": [], "exact hit": [], "semantic hit": []}
+    actions: list[str] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy", timeout=600) as http:
+        client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
+
+        async def ask(text: str) -> tuple[float, str]:
+            started = time.perf_counter()
+            raw = await client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": text}], max_tokens=32, temperature=0)
+            return (time.perf_counter() - started) * 1000, raw.headers.get("x-tokenlean-cache", "")
+
+        await ask("Say hello.")  # warm-up: first model call and first embedding
+        for question, paraphrase in QUESTIONS:
+            for kind, text in (("miss", question), ("exact hit", question), ("semantic hit", paraphrase)):
+                ms, action = await ask(text)
+                times[kind].append(ms)
+                actions.append(f"{kind}:{action}")
+    await backend.aclose()
+    out: dict[str, Any] = {k: {"p50_ms": median(v), "all_ms": v} for k, v in times.items()}
+    out["actions"] = actions
+    out["miss_over_hit"] = out["miss"]["p50_ms"] / out["exact hit"]["p50_ms"]
+    return out
