@@ -72,6 +72,7 @@ class LinguaConfig:
     ranking: str = "lm+bm25"
     bridge: float = 3.0
     restrictive: str = ""
+    number_bonus: float = 0.0
     protect_numbers: bool = False
     protect_entities: bool = False
     group_entities: bool = True
@@ -254,6 +255,8 @@ class _Run:
             token_scores = local[lo:hi] if local is not None else np.zeros(hi - lo)
         shifted = replace_units(units, lo)
         scores = Piece(piece.text, piece.ids[lo:hi], shifted).unit_scores(np.asarray(token_scores, dtype=float))
+        if self.config.number_bonus:
+            scores = scores + self.config.number_bonus * np.array([u.numeric for u in units], dtype=float)
         self.unit_scores[index][first:last] = scores
         chosen = _choose(scores, self.unit_costs[index][first:last], self.protected[index][first:last], rate * (hi - lo))
         keep[first:last] = chosen

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class Unit:
     first_token: int
     end_token: int
     protected: bool = False
+    numeric: bool = False
 
     @property
     def tokens(self) -> int:
@@ -97,10 +98,10 @@ def build_piece(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]
         first = token
         while token < len(token_unit) and token_unit[token] == index:
             token += 1
-        units.append(Unit(start, end, first, token, protected))
+        units.append(Unit(start, end, first, token, protected, any(ch.isdigit() for ch in text[start:end])))
     if token < len(ids):  # tokens past the last word (trailing whitespace): attach to the last unit
         last = units[-1] if units else Unit(0, len(text), 0, 0)
-        units[-1:] = [Unit(last.start, last.end, last.first_token, len(ids), last.protected)]
+        units[-1:] = [replace(last, end_token=len(ids))]
     return Piece(text, tuple(ids), tuple(units))
 
 
