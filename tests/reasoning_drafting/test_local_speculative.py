@@ -5,7 +5,6 @@ Short generations (max_tokens <= 24, 40 for the switch): this CPU decodes ~5-20 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -65,22 +64,28 @@ async def test_a_seeded_sample_with_drafts_is_reproducible(drafting_backend, pas
     assert _draft_event(first.events).data["accepted"] > 0
 
 
-async def test_adaptive_switch_turns_drafting_off_where_there_is_nothing_to_copy(
+async def test_adaptive_switch_turns_drafting_off_when_nothing_right_can_be_copied(
     drafting_backend, passage: str
 ) -> None:  # type: ignore[no-untyped-def]
-    """Unigram lookup drafts on almost every step; on an open prompt those drafts fail and it stops."""
-    policy = drafting_backend.single.policy
-    drafting_backend.single.policy = replace(policy, lookup_min_ngram=1)
-    try:
-        chat = await drafting_backend.complete(_ask("Write a short poem about autumn leaves.", "lookup", 40))
-        copy = await drafting_backend.complete(
-            _ask(f"Repeat this passage word for word:\n\n{passage}", "lookup", 40)
-        )
-    finally:
-        drafting_backend.single.policy = policy
-    off, on = _draft_event(chat.events).data, _draft_event(copy.events).data
-    assert off["switched_off"] == 1 and off["steps"] < 12
-    assert on["switched_off"] == 0 and on["accepted"] >= 0.8 * on["drafted"]
+    """An open question whose only text to copy from is a decoy: every phrase of the real answer
+    followed by words the model never says. Every draft fails, so the switch turns retrieval off
+    after a few short drafts; on a copy task the same switch keeps drafting long runs."""
+    tokenizer = drafting_backend.tokenizer
+    question = "Write a short poem about autumn leaves."
+    plain = await drafting_backend.complete(_ask(question, "off", 40))
+    ids = tokenizer.encode(plain.text, add_special_tokens=False)
+    wrong = tokenizer.encode(" zebra quartz zebra", add_special_tokens=False)
+    decoy = tokenizer.decode([token for a, b in zip(ids, ids[1:]) for token in (a, b, *wrong)])
+    drafted = await drafting_backend.complete(_ask(question, "retrieval", 40, draft_hints=[decoy]))
+    copied = await drafting_backend.complete(
+        _ask(f"Repeat this passage word for word:\n\n{passage}", "lookup", 40)
+    )
+    off, on = _draft_event(drafted.events).data, _draft_event(copied.events).data
+    assert drafted.text == plain.text
+    assert off["accepted"] == 0 and off["switched_off"] == 1 and 0 < off["drafted"] <= 8
+    assert (
+        on["switched_off"] == 0 and on["accepted"] >= 0.8 * on["drafted"] and on["accepted"] / on["steps"] > 4
+    )
 
 
 async def test_bad_draft_option_is_a_400_naming_the_option(drafting_backend) -> None:  # type: ignore[no-untyped-def]

@@ -252,6 +252,8 @@ class LocalBackend:
             batch = self._collect()
             if batch is None:
                 return
+            # counted before it runs: a caller that has its answer always sees its batch counted
+            self.batches_run += 1
             try:
                 with torch.inference_mode():
                     self._generate(batch)
@@ -259,7 +261,6 @@ class LocalBackend:
                 log.exception("local generation failed")
                 for job in batch:
                     job.send(BackendError(f"local model failed: {type(exc).__name__}: {exc}"))
-            self.batches_run += 1
 
     def _collect(self) -> list[_Job] | None:
         first = self._jobs.get()

@@ -3,25 +3,27 @@
 Papers: LLMLingua (Jiang et al., EMNLP 2023): a small LM's per-token information (surprisal)
 decides what to drop, under a budget controller, with iterative token-level compression in which
 each segment is scored given the already-compressed text before it. LongLLMLingua (Jiang et al.,
-ACL 2024): for a question over many documents, rank documents by how likely they make the question
-(with a restrictive sentence appended), keep the best, give better documents a gentler ratio,
-score tokens by their contrast with and without the question, and restore words cut mid-way.
-Selective Context (Li et al., 2023) is the one-pass ancestor (``iterative=False`` here).
+ACL 2024): for a question over many documents, rank documents by how likely they make the question,
+keep the best, give better documents a gentler ratio, score tokens by their contrast with and
+without the question, reorder, and restore words cut mid-way. Selective Context (Li et al., 2023)
+is the one-pass ancestor (``iterative=False`` here: block-local surprisal only).
 
 Passes, for a prompt of N context tokens of which K survive the coarse level:
 - ``question`` mode: one batched pass over all blocks, each followed by the question (gives the
-  ranking *and* every token's surprisal without the question), then one pass over the K kept
-  tokens with the question in front, scored segment by segment on a pruned KV cache. The contrast
-  is ``u - c``: ``u`` given the block's own text, ``c`` given the question and the compressed
-  prefix. The library runs two conditioned streams and re-encodes each compressed segment, about
-  4 passes where this runs 1 + K/N.
-- ``plain`` mode (demonstrations, no question): a batched perplexity pass only when blocks must
-  be dropped, then the iterative pass over the kept blocks.
+  question's likelihood per block *and* every token's surprisal ``u`` without the question), then
+  one pass over the K kept tokens with the question in front (``c``), segment by segment on a KV
+  cache pruned to what was kept. Token score ``u + w * (u - c)``: information plus relevance.
+  The library runs two conditioned streams and re-encodes every compressed segment; here it is
+  1 + K/N passes, the first of them on short sequences (cheap attention), in bfloat16 on CPUs
+  that have it.
+- ``plain`` mode (demonstrations, no question): a batched perplexity pass over the first
+  ``rank_tokens`` of each block, only when blocks must be dropped, then the iterative pass.
 
-Known failure modes: the answer to a question is often a rare token the question does not
-predict, so the contrast alone would drop it; the score used here is ``u + w * (u - c)``
-(information plus relevance), not the contrast alone. A 135M scorer ranks documents noticeably
-worse than a 7B one, which the coarse level then trusts.
+Known failure modes: the contrast alone would drop the answer, a rare token the question does
+not predict, so it only adds to ``u``. The coarse level trusts a 135M model's ranking (fused with
+BM25, see ``ranking.py``); a relevant block ranked low is dropped whole. The pruned cache keeps
+traces of dropped tokens in the kept tokens' keys and values (``reencode=True`` removes them for
+one more pass over the kept tokens).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tokenlean.compressors.base import BLOCK_SEPARATOR, CompressionResult, join_
 from tokenlean.compressors.budget import fit_selection, plan_budget
 from tokenlean.compressors.ranking import RANKINGS, rank_blocks
 from tokenlean.compressors.scorer import CausalLMScorer, ScoringStream
-from tokenlean.compressors.units import Piece, SpanRules, build_piece
+from tokenlean.compressors.units import Piece, SpanRules, Unit, build_piece
 from tokenlean.errors import ConfigError
 from tokenlean.tokens import TokenCounter
 
@@ -47,32 +49,40 @@ __all__ = ["MODES", "LinguaCompressor", "LinguaConfig"]
 Mode = Literal["auto", "question", "plain"]
 MODES: tuple[str, ...] = ("auto", "question", "plain")
 RESTRICTIVE = " We can get the answer to this question in the given documents."
+_PREFIX_TOKENS = 256  # instruction tokens the stream conditions on: enough context, bounded cost
 
 
 @dataclass(frozen=True, slots=True)
 class LinguaConfig:
     """Tuning of the algorithm; the defaults are the ones the benchmark reports.
 
-    ``slack``: the coarse level keeps blocks worth ``slack`` x the context budget (so the fine
-    level deletes about ``1 - 1/slack`` of what is kept). ``dynamic``: spread of the per-block
-    rates by rank. ``contrast``: weight ``w`` of the question contrast. ``segment_tokens``: size
-    of one iterative segment. ``reencode``: re-run each compressed segment for an exact prefix
-    (one extra pass over the kept tokens) instead of pruning the cache. ``reorder``: put the
-    best-ranked blocks first in the output (LongLLMLingua's document reordering).
+    ``slack``: the coarse level keeps blocks worth ``slack`` x the context budget, so the fine
+    level deletes about ``1 - 1/slack`` of what survives. ``dynamic``: spread of the per-block
+    rates by rank. ``None`` picks per mode: question mode ``slack=1, dynamic=1`` (on the HotpotQA
+    dev split, dropping whole low-ranked documents kept the answer far more often than thinning
+    all of them), plain mode ``slack=2, dynamic=0.3`` (demonstrations: thin several rather than
+    keep one). ``contrast``: weight ``w`` of the question contrast. ``number_bonus``: nats added
+    to a word holding a digit (numbers carry chain-of-thought and many answers). ``rank_tokens``:
+    plain mode ranks blocks by the perplexity of their first tokens only. ``segment_tokens``: one
+    iterative segment. ``reencode``: re-run each compressed segment for an exact prefix (one
+    extra pass over the kept tokens) instead of pruning the cache. ``reorder``: best-ranked
+    blocks first in the output (LongLLMLingua's reordering). ``ranking``: ``lm`` (the paper's
+    question likelihood) or ``lm+bm25`` (fused, with heading bridging; see ``ranking.py``).
     """
 
     mode: Mode = "auto"
-    slack: float = 1.0
-    dynamic: float = 1.0
+    slack: float | None = None
+    dynamic: float | None = None
     contrast: float = 1.0
+    number_bonus: float = 3.0
     segment_tokens: int = 128
+    rank_tokens: int = 128
     reencode: bool = False
     reorder: bool = False
     iterative: bool = True
     ranking: str = "lm+bm25"
     bridge: float = 3.0
     restrictive: str = ""
-    number_bonus: float = 0.0
     protect_numbers: bool = False
     protect_entities: bool = False
     group_entities: bool = True
@@ -80,10 +90,17 @@ class LinguaConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", param="mode")
-        if self.slack < 1 or self.dynamic < 0 or self.segment_tokens < 8:
-            raise ConfigError("need slack >= 1, dynamic >= 0 and segment_tokens >= 8", param="slack")
+        if (self.slack is not None and self.slack < 1) or (self.dynamic is not None and self.dynamic < 0):
+            raise ConfigError("need slack >= 1 and dynamic >= 0", param="slack")
+        if self.segment_tokens < 8 or self.rank_tokens < 8:
+            raise ConfigError("segment_tokens and rank_tokens must be >= 8", param="segment_tokens")
         if self.ranking not in RANKINGS:
             raise ConfigError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}", param="ranking")
+
+    def levels(self, question: bool) -> tuple[float, float]:
+        """``(slack, dynamic)`` for question or plain mode."""
+        slack, dynamic = (1.0, 1.0) if question else (2.0, 0.3)
+        return (self.slack if self.slack is not None else slack, self.dynamic if self.dynamic is not None else dynamic)
 
 
 class LinguaCompressor:
@@ -181,13 +198,11 @@ class _Run:
     def select(self, budget: float) -> list[np.ndarray]:
         """Coarse level, then the fine level over the kept blocks; per-unit keep masks."""
         sizes = [p.tokens for p in self.pieces]
-        if self.use_question or not self.config.iterative or sum(sizes) > budget * self.config.slack:
+        slack, dynamic = self.config.levels(self.use_question)
+        if self.use_question or not self.config.iterative or sum(sizes) > budget * slack:
             self._rank()
-        plan = plan_budget(
-            sizes, self.order, budget,
-            protected_tokens=[p.protected_tokens for p in self.pieces],
-            slack=self.config.slack, dynamic=self.config.dynamic,
-        )
+        protected = [p.protected_tokens for p in self.pieces]
+        plan = plan_budget(sizes, self.order, budget, protected_tokens=protected, slack=slack, dynamic=dynamic)
         kept = set(plan.kept)
         self.output_order = [i for i in (self.order if self.config.reorder else range(len(self.pieces))) if i in kept]
         keep = [np.zeros(len(p.units), dtype=bool) for p in self.pieces]
@@ -203,8 +218,11 @@ class _Run:
         suffix: list[int] = []
         if self.use_question:
             suffix, _ = self.scorer.encode(BLOCK_SEPARATOR + self.question + self.config.restrictive)
-        scored = self.scorer.score_blocks([p.ids for p in self.pieces], suffix)
-        self.local = [s.surprisal for s in scored]
+        if self.use_question or not self.config.iterative:
+            scored = self.scorer.score_blocks([p.ids for p in self.pieces], suffix)
+            self.local = [s.surprisal for s in scored]
+        else:  # demonstration level only needs a perplexity estimate: each block's head suffices
+            scored = self.scorer.score_blocks([p.ids[: self.config.rank_tokens] for p in self.pieces])
         if self.use_question:
             texts = [p.text for p in self.pieces]
             likelihood = [s.suffix_logprob for s in scored]
@@ -228,41 +246,43 @@ class _Run:
         self.timings["prune_ms"] = (time.perf_counter() - started) * 1000
 
     def _prefix(self) -> list[int]:
-        text = ""
+        """Question (question mode) and the instruction's last tokens: the stream's fixed context."""
+        ids: list[int] = []
         if self.use_question:
-            text = self.question + BLOCK_SEPARATOR
+            ids += self.scorer.encode(self.question + BLOCK_SEPARATOR)[0]
         if self.instruction.strip():
-            text += self.instruction + BLOCK_SEPARATOR
-        return self.scorer.encode(text)[0] if text else []
+            ids += self.scorer.encode(self.instruction + BLOCK_SEPARATOR)[0][-_PREFIX_TOKENS:]
+        return ids
 
     def _prune_segment(self, stream: ScoringStream | None, index: int, first: int, last: int, rate: float, keep: np.ndarray) -> None:
         piece = self.pieces[index]
         units = piece.units[first:last]
         lo, hi = units[0].first_token, units[-1].end_token
+        scores = self._unit_scores(stream, index, units, lo, hi)
+        self.unit_scores[index][first:last] = scores
         if rate >= 1.0:
-            keep[first:last] = True
-            if stream is not None:
-                stream.feed(piece.ids[lo:hi])
-            return
+            chosen = np.ones(len(units), dtype=bool)
+        else:
+            chosen = _choose(scores, self.unit_costs[index][first:last], self.protected[index][first:last], rate * (hi - lo))
+        keep[first:last] = chosen
+        if stream is not None:
+            stream.keep(np.repeat(chosen, [u.tokens for u in units]), reencode=self.config.reencode)
+
+    def _unit_scores(self, stream: ScoringStream | None, index: int, units: Sequence[Unit], lo: int, hi: int) -> np.ndarray:
+        """Token scores of one segment (iterative, question contrast) reduced to its units."""
+        piece, local = self.pieces[index], self.local[index]
         if stream is not None:
             token_scores = stream.score(piece.ids[lo:hi])
-            local = self.local[index]
             if self.use_question and local is not None:
                 u = local[lo:hi]
                 token_scores = u + self.config.contrast * (u - token_scores)
         else:
-            local = self.local[index]
-            token_scores = local[lo:hi] if local is not None else np.zeros(hi - lo)
+            token_scores = local[lo:hi] if local is not None else np.zeros(hi - lo, dtype=np.float32)
         shifted = replace_units(units, lo)
         scores = Piece(piece.text, piece.ids[lo:hi], shifted).unit_scores(np.asarray(token_scores, dtype=float))
         if self.config.number_bonus:
             scores = scores + self.config.number_bonus * np.array([u.numeric for u in units], dtype=float)
-        self.unit_scores[index][first:last] = scores
-        chosen = _choose(scores, self.unit_costs[index][first:last], self.protected[index][first:last], rate * (hi - lo))
-        keep[first:last] = chosen
-        if stream is not None:
-            mask = np.repeat(chosen, [u.tokens for u in units])
-            stream.keep(mask, reencode=self.config.reencode)
+        return scores
 
     def prompt(self, keep: list[np.ndarray]) -> str:
         """The prompt the reading model gets for these per-unit decisions."""
