@@ -10,8 +10,9 @@ similarity evaluation (``SearchDistanceEvaluation``: squared L2 distance mapped 
 ``max_size`` is raised above the number of entries so GPTCache's LRU does not evict during the run.
 
 Input: ``vectors`` (n x d float32) in the .npz; in the .json ``texts`` (row i of ``vectors`` is
-the embedding of ``texts[i]``), ``stored`` / ``queries`` (lists of [text, id]), ``thresholds``,
-and ``probes`` (families of {stored, queries}, plus an optional system prompt pair for the
+the embedding of ``texts[i]``), ``pairs`` ([stored, asked]: each pair in a fresh cache, the
+issue's protocol), ``stored`` / ``queries`` (lists of [text, id], all in one shared cache),
+``thresholds``, and ``probes`` (families of {stored, queries}, plus an optional system prompt pair for the
 context probe). Output: for each threshold the answer GPTCache returned for every query (or
 null), per-call times, and the same for each probe family.
 """
@@ -102,6 +103,22 @@ def _family(root: Path, name: str, family: dict[str, Any], table: dict[str, np.n
     return result
 
 
+def _pairwise(root: Path, pairs: list[list[str]], table: dict[str, np.ndarray], dim: int,
+              thresholds: list[float]) -> dict[str, Any]:
+    """The issue's protocol: for each pair a fresh GPTCache holding only the stored text."""
+    from gptcache.processor.pre import get_prompt
+
+    answers: dict[str, list[Any]] = {repr(t): [] for t in thresholds}
+    for i, (stored, asked) in enumerate(pairs):
+        cache = _cache(root / "pairs" / str(i), table, dim, get_prompt)
+        _put(cache, stored, "stored", None)
+        for threshold in thresholds:
+            cache.config.similarity_threshold = threshold
+            answers[repr(threshold)].append(_get(cache, asked, None))
+        cache.data_manager.close()
+    return {"answers": answers}
+
+
 def main(npz: str, spec: str, out: str, workdir: str) -> None:
     vectors = np.load(npz)["vectors"]
     data = json.loads(Path(spec).read_text())
@@ -114,6 +131,7 @@ def main(npz: str, spec: str, out: str, workdir: str) -> None:
     results["main"] = _family(root, "main", main_family, table, vectors.shape[1], data["thresholds"])
     for name, family in data["probes"].items():
         results["families"][name] = _family(root, name, family, table, vectors.shape[1], data["thresholds"])
+    results["pairwise"] = _pairwise(root, data["pairs"], table, vectors.shape[1], data["thresholds"])
     Path(out).write_text(json.dumps(results))
 
 

@@ -114,19 +114,41 @@ async def run(questions: list[dict[str, Any]], max_tokens: int) -> list[dict[str
     return rows
 
 
+_STOP = frozenset(
+    "about also because been being between both could does each from have here into just like make many more "
+    "most much must only other over same should some such than that their them then there these they this "
+    "those through very what when where which while will with would your you're it's can't don't".split()
+)
+
+
+def key_terms(text: str) -> set[str]:
+    """Content words of four letters or more: a crude stand-in for a reference's key terms."""
+    import re
+
+    return {word for word in re.findall(r"[a-z][a-z'-]{3,}", text.lower()) if word not in _STOP}
+
+
 def add_quality_and_length(rows: list[dict[str, Any]], questions: list[dict[str, Any]]) -> None:
-    """MiniLM cosine to GPT-3.5's answer, and the answer's length in the model's tokens."""
+    """MiniLM cosine to GPT-3.5's answer, recall of its key terms, the answer's length in tokens."""
     from tokenlean.embeddings import shared_embedder
     from tokenlean.tokens import shared_token_counter
 
     references = {q["question_id"]: q["reference"] for q in questions}
+    texts = {q["question_id"]: q["text"] for q in questions}
     embedder, counter = shared_embedder(), shared_token_counter()
+    # how much of the proxy is topicality: the question alone, compared with the same references
+    alone = (embedder.embed([texts[r["question_id"]] for r in rows])
+             * embedder.embed([references[r["question_id"]] for r in rows])).sum(axis=1)
+    for row, value in zip(rows, alone, strict=True):
+        row["question_alone_similarity"] = round(float(value), 4)
     for mode in ("normal", "sot"):
         answers = [row[mode]["answer"] for row in rows]
         refs = [references[row["question_id"]] for row in rows]
         similarity = (embedder.embed(answers) * embedder.embed(refs)).sum(axis=1)
-        for row, value, answer in zip(rows, similarity, answers, strict=True):
+        for row, value, answer, ref in zip(rows, similarity, answers, refs, strict=True):
             row[mode]["similarity"] = round(float(value), 4)
+            terms = key_terms(ref)
+            row[mode]["term_recall"] = round(len(terms & key_terms(answer)) / max(1, len(terms)), 4)
             row[mode]["answer_tokens"] = counter.count(answer)
 
 
@@ -164,10 +186,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"questions": len(rows), "median_speedup": round(median(speedups), 3),
                            "total_time_ratio": round(normal_total / sot_total, 3)}
     for mode in ("normal", "sot"):
-        for key in ("e2e_s", "ttft_s", "answer_tokens", "similarity"):
+        for key in ("e2e_s", "ttft_s", "answer_tokens", "similarity", "term_recall"):
             out[f"{mode}_{key}"] = round(median([row[mode][key] for row in rows]), 4)
         out[f"{mode}_mean_similarity"] = round(sum(row[mode]["similarity"] for row in rows) / len(rows), 4)
     out["sot_fallbacks"] = sum(row["sot"]["sot_action"] != "expanded" for row in rows)
+    out["question_alone_mean_similarity"] = round(sum(r["question_alone_similarity"] for r in rows) / len(rows), 4)
+    expanded = [row["sot"]["sot"] for row in rows if row["sot"]["sot_action"] == "expanded"]
+    for key in ("skeleton_ms", "skeleton_tokens", "expansion_ms", "expansion_tokens", "points"):
+        out[f"sot_median_{key}"] = median([e[key] for e in expanded]) if expanded else None
     return out
 
 
@@ -220,11 +246,11 @@ def report(args: Any, router: dict[str, Any], groups: dict[str, Any], rows: list
            seconds: float, load_before: tuple[float, float, float]) -> None:
     """Table, goals, JSON and PNG."""
     headers = ["group", "n", "normal e2e s", "SoT e2e s", "median speed-up", "normal TTFT s", "SoT TTFT s",
-               "normal tokens", "SoT tokens", "normal sim", "SoT sim", "fallbacks"]
+               "normal tokens", "SoT tokens", "normal sim", "SoT sim", "normal terms", "SoT terms", "fallbacks"]
     table = print_table(headers, [
         [name, g["questions"], g["normal_e2e_s"], g["sot_e2e_s"], g["median_speedup"], g["normal_ttft_s"],
          g["sot_ttft_s"], g["normal_answer_tokens"], g["sot_answer_tokens"], g["normal_mean_similarity"],
-         g["sot_mean_similarity"], g["sot_fallbacks"]]
+         g["sot_mean_similarity"], g["normal_term_recall"], g["sot_term_recall"], g["sot_fallbacks"]]
         for name, g in groups.items() if g.get("questions")
     ])
     selected = groups["router-selected"]

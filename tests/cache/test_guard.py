@@ -16,6 +16,7 @@ guard = MeaningGuard()
         ("Is Vietnam better than India?", "Is India a better country than Vietnam?", "order"),
         ("How do I convert USD to EUR?", "How do I convert EUR to USD?", "order"),
         ("How do I get from Paris to London?", "How do I get from London to Paris?", "order"),
+        ("Is Python faster than Java?", "Is Python faster than Rust?", "order"),  # another comparand
         ("Is a cat bigger than a dog?", "Is a cat smaller than a dog?", "direction"),
         ("What is the best laptop for students?", "What is the worst laptop for students?", "direction"),
         ("What is 17 times 23?", "What is 17 times 24?", "numbers"),

@@ -32,7 +32,8 @@ async def drafting_backend() -> AsyncIterator[object]:
     from tokenlean.models import default_model_dir
     from tokenlean.reasoning.drafting.session import DraftPolicy
 
-    policy = DraftPolicy(draft_model_cost=0.05)  # as if the draft were 20x cheaper; spares the calibration
+    # as if the draft were 20x cheaper (spares the calibration); short drafts keep the model drafter quick
+    policy = DraftPolicy(draft_model_cost=0.05, max_draft=6)
     backend = LocalBackend(draft_model=default_model_dir(), draft_policy=policy, prefix_cache_entries=0)
     yield backend
     await backend.aclose()

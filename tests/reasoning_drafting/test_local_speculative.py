@@ -5,6 +5,7 @@ Short generations (max_tokens <= 24, 40 for the switch): this CPU decodes ~5-20 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -32,26 +33,25 @@ def _draft_event(events: tuple[Event, ...]) -> Event:
 
 
 async def test_each_drafter_gives_the_same_greedy_output(drafting_backend, passage: str) -> None:  # type: ignore[no-untyped-def]
-    prompts = [
-        f"Repeat this passage word for word:\n\n{passage}",
-        f"Summarise this passage in one sentence:\n\n{passage}",
+    hints = {"draft_hints": [passage]}
+    cases = [  # a copy task for every drafter; a summary, where drafts are also rejected, for lookup
+        (
+            f"Repeat this passage word for word:\n\n{passage}",
+            [("lookup", {}), ("retrieval", hints), ("model", {}), ("auto", {})],
+        ),
+        (f"Summarise this passage in one sentence:\n\n{passage}", [("lookup", {}), ("auto", {})]),
     ]
     rejected = 0
-    for prompt in prompts:
+    for prompt, modes in cases:
         plain = await drafting_backend.complete(_ask(prompt, "off"))
         assert not [e for e in plain.events if e.stage == "draft"]
-        for mode, extra in [
-            ("lookup", {}),
-            ("retrieval", {"draft_hints": [passage]}),
-            ("model", {}),
-            ("auto", {}),
-        ]:
+        for mode, extra in modes:
             drafted = await drafting_backend.complete(_ask(prompt, mode, **extra))
             assert drafted.text == plain.text, (mode, prompt[:40])
+            assert drafted.usage == plain.usage
             event = _draft_event(drafted.events)
             assert event.data["drafted"] > 0 and event.data["accepted"] > 0, (mode, event)
             rejected += event.data["drafted"] - event.data["accepted"]
-        assert drafted.usage == plain.usage
     assert rejected > 0  # the rejection path ran too, not only fully accepted drafts
 
 
@@ -75,7 +75,7 @@ async def test_adaptive_switch_turns_drafting_off_when_nothing_right_can_be_copi
     plain = await drafting_backend.complete(_ask(question, "off", 40))
     ids = tokenizer.encode(plain.text, add_special_tokens=False)
     wrong = tokenizer.encode(" zebra quartz zebra", add_special_tokens=False)
-    decoy = tokenizer.decode([token for a, b in zip(ids, ids[1:]) for token in (a, b, *wrong)])
+    decoy = tokenizer.decode([token for a, b in itertools.pairwise(ids) for token in (a, b, *wrong)])
     drafted = await drafting_backend.complete(_ask(question, "retrieval", 40, draft_hints=[decoy]))
     copied = await drafting_backend.complete(
         _ask(f"Repeat this passage word for word:\n\n{passage}", "lookup", 40)

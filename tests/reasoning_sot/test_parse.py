@@ -95,6 +95,9 @@ def test_clean_expansion_drops_restated_titles_and_other_points() -> None:
     own_list = "There are three ways:\n1. write it down\n2. review weekly"
     assert clean_expansion(own_list, "Plan", others) == own_list
     assert clean_expansion("Settle in first.", "Set", others) == "Settle in first."  # a word, not the title
+    # SmolLM2 began a point with its title as the subject: stripping it would leave "is the most ..."
+    sentence = "Encourage open communication is the most effective strategy."
+    assert clean_expansion(sentence, "Encourage open communication", others) == sentence
 
 
 def test_a_point_cut_by_its_budget_ends_at_its_last_full_sentence() -> None:

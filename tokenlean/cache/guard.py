@@ -14,7 +14,7 @@ The guard turns the cosine into a *score*:
   to, which is in (0, 1]) for the meaning flippers: the numbers
   differ (digits and number words, ``"two"`` == ``"2"``); negation is present in one and not the
   other; an asymmetric relation has its entities swapped ("A bigger than B" vs "B bigger than A",
-  "from A to B", "convert A to B"); or a comparative/superlative points the other way on the
+  "from A to B", "convert A to B") or compares against something else ("than B" vs "than C"); or a comparative/superlative points the other way on the
   same scale ("bigger" vs "smaller", "best" vs "worst").
 * A **novelty penalty**: ``novelty_penalty`` per content word (stop words removed, crude
   stemming) that one side has and the other lacks, counted on the side with more. A pooled
@@ -192,9 +192,14 @@ def _opposed(a: frozenset[tuple[str, int]], b: frozenset[tuple[str, int]]) -> bo
 
 def _swapped(a: tuple[str, frozenset[str], frozenset[str]] | None,
              b: tuple[str, frozenset[str], frozenset[str]] | None) -> bool:
-    """True when both texts state the same ordered relation with entities on opposite sides."""
+    """True when both texts state the same ordered relation with entities on opposite sides, or
+    compare against something else ("faster than gold" vs "faster than tea": the right-hand side
+    of the relation must name the same things; its left side is phrased too freely to demand that).
+    """
     if a is None or b is None or a[0] != b[0]:
         return False
     _, left_a, right_a = a
     _, left_b, right_b = b
+    if right_a and right_b and right_a != right_b:
+        return True
     return bool((left_a & right_b) - left_b) or bool((right_a & left_b) - right_b)

@@ -155,8 +155,8 @@ def clean_expansion(text: str, title: str, others: Sequence[str] = ()) -> str:
     plain = re.sub(r"[*_`#]+", "", text).lstrip()
     if title and plain.lower().startswith(title.lower()):
         rest = plain[len(title) :]
-        if not rest or not rest[0].isalnum():
-            text = rest.lstrip(" :.-\u2013\u2014\n")
+        if not rest.strip() or rest.lstrip(" ")[:1] in {":", ".", "-", "\u2013", "\u2014", "\n"}:
+            text = rest.lstrip(" :.-\u2013\u2014\n")  # a heading; "Title is ..." stays a sentence
     other_keys = {_key(other) for other in others if _key(other)}
     kept: list[str] = []
     for line in text.split("\n"):

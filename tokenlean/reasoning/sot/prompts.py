@@ -7,9 +7,13 @@ The wording and the worked examples here are our own, tuned on the embedded Smol
 findings shaped them: told only to be brief, so small a model writes "Title: a sentence" per
 point and runs out of skeleton tokens (9 of 16 Vicuna skeletons parsed); shown two worked
 examples as earlier chat turns it writes bare short lists (15 of 16 parsed, 29 tokens on
-average instead of 46). And shown the whole skeleton, it copies the list back instead of
-writing about its point, so the default expansion prompt names only the question and the point
+average instead of 46). Shown the whole skeleton, it copies the list back instead of writing
+about its point, so the expansion prompt names only the question and the point
 (``point_template`` can add ``{skeleton}`` for a larger model that uses it to avoid overlap).
+Expansions are zero-shot by default: a worked example made points a little more focused but
+adds ~70 prompt tokens to every expansion, and on a CPU, with no prefix sharing in the
+embedded backend, that prefill is paid once per point (``DEFAULT_POINT_EXAMPLES`` is there to
+pass as ``point_examples``).
 Known failure mode: points expanded without each other's text can repeat one another or
 restate the question.
 
@@ -75,7 +79,7 @@ class SkeletonPrompts:
     skeleton_template: str = DEFAULT_SKELETON_TEMPLATE
     point_template: str = DEFAULT_POINT_TEMPLATE
     skeleton_examples: tuple[tuple[str, str], ...] = field(default=DEFAULT_SKELETON_EXAMPLES)
-    point_examples: tuple[tuple[str, str, str], ...] = field(default=DEFAULT_POINT_EXAMPLES)
+    point_examples: tuple[tuple[str, str, str], ...] = ()
 
     def skeleton(self, request: Request, *, min_points: int, max_points: int) -> tuple[Message, ...]:
         """The messages that ask for the skeleton of ``request``'s last user question."""

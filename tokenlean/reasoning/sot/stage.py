@@ -47,7 +47,6 @@ from tokenlean.reasoning.sot.expand import (
 )
 from tokenlean.reasoning.sot.options import MODES, Mode, parse_mode
 from tokenlean.reasoning.sot.prompts import (
-    DEFAULT_POINT_EXAMPLES,
     DEFAULT_POINT_TEMPLATE,
     DEFAULT_SKELETON_EXAMPLES,
     DEFAULT_SKELETON_TEMPLATE,
@@ -94,7 +93,7 @@ class SkeletonStage:
             skeleton_template,
             point_template,
             _examples(skeleton_examples, DEFAULT_SKELETON_EXAMPLES, 2, "skeleton_examples"),  # type: ignore[arg-type]
-            _examples(point_examples, DEFAULT_POINT_EXAMPLES, 3, "point_examples"),  # type: ignore[arg-type]
+            _examples(point_examples, (), 3, "point_examples"),  # type: ignore[arg-type]
         )
         self.min_points, self.max_points = min_points, max_points
         self.skeleton_max_tokens = skeleton_max_tokens
