@@ -6,8 +6,8 @@ answer per line on stdout; the first line out is ``{"ready": ...}`` once the mod
 
 A job is ``{"context": [...], "question": str, "instruction": str, "ratio": float,
 "settings": "longllmlingua" | "llmlingua"}``: the context (not the question) is to shrink
-``ratio`` times, so ``target_token`` is the context's GPT-3.5 token count (the library's own
-budget unit) divided by ``ratio``; the answer is ``{"prompt": str, "seconds": float,
+``ratio`` times, so ``target_token`` is the context's token count in the model's tokenizer (the
+unit the library budgets in) divided by ``ratio``; the answer is ``{"prompt": str, "seconds": float,
 "origin_tokens": int, "compressed_tokens": int}`` (the library's own counts, in GPT-3.5 tokens).
 
 This file never imports tokenlean: it only needs the standard library, torch and llmlingua.
@@ -79,7 +79,8 @@ def main() -> None:
         job = json.loads(line)
         settings = dict(LONGLLMLINGUA if job.get("settings", "longllmlingua") == "longllmlingua" else LLMLINGUA)
         started = time.perf_counter()
-        context_tokens = len(compressor.oai_tokenizer.encode("\n\n".join(job["context"])))
+        # the library budgets in its model's tokenizer (get_token_length), so the target is set there
+        context_tokens = compressor.get_token_length("\n\n".join(job["context"]), add_special_tokens=False)
         out = compressor.compress_prompt(
             job["context"],
             instruction=job.get("instruction", ""),

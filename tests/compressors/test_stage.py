@@ -88,10 +88,11 @@ def test_bad_spec_options_are_config_errors() -> None:
     assert info.value.param == "tokenlean.compress.rate"
 
 
-async def test_proxy_answers_400_naming_the_option(stage: CompressionStage) -> None:
+async def test_proxy_answers_400_naming_the_option_and_streams_compressed(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
     from tokenlean.proxy.app import create_app
 
-    app = create_app(Pipeline(FakeBackend(), [stage]))
+    backend = FakeBackend(lambda r: "streamed answer")
+    app = create_app(Pipeline(backend, [stage]))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
         client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
@@ -106,4 +107,13 @@ async def test_proxy_answers_400_naming_the_option(stage: CompressionStage) -> N
             model="fake", messages=[{"role": "user", "content": "hi"}],
             extra_body={"tokenlean": {"compress": {"mode": "plain"}}},
         )
-        assert reply.choices[0].message.content == "hi"
+        assert reply.choices[0].message.content == "streamed answer"
+        request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"])
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        stream = await client.chat.completions.create(
+            model="fake", messages=messages, stream=True, extra_body={"tokenlean": {"compress": {"rate": 0.3}}}
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "streamed answer"
+        sent = backend.requests[-1].messages[-1].content
+        assert sent.endswith(hotpot_sample["question"]) and len(sent) < 0.5 * len(messages[-1]["content"])

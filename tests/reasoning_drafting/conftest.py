@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,22 @@ import pytest
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not DATA.exists():
     DATA = Path(os.environ.get("TOKENLEAN_DATA", "../shared/data")).resolve()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread while these modules run, the previous setting restored afterwards.
+
+    On the shared 2-core test machine two OpenMP threads per process are ~10x slower than one
+    under load (measured: 1.6 s vs 0.16 s per SmolLM2 token); these tests decode a few hundred
+    tokens, so they set it for themselves. It changes speed only, never the tokens chosen.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

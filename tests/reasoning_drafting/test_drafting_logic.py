@@ -90,6 +90,12 @@ def test_draft_mode_option_is_validated_with_the_param_named() -> None:
         parse_draft_mode("model", "auto", has_model=False)
 
 
+def test_draft_policy_from_a_spec_mapping_names_unknown_keys() -> None:
+    assert DraftPolicy.of({"max_draft": 4}).max_draft == 4 and DraftPolicy.of(None) == DraftPolicy()
+    with pytest.raises(ConfigError, match="maxdraft"):
+        DraftPolicy.of({"maxdraft": 4})
+
+
 def test_switch_turns_off_when_drafts_are_rejected_and_stays_on_when_accepted() -> None:
     bad, good = AdaptiveSwitch(), AdaptiveSwitch()
     for _ in range(6):

@@ -39,7 +39,7 @@ async def test_each_drafter_gives_the_same_greedy_output(drafting_backend, passa
             f"Repeat this passage word for word:\n\n{passage}",
             [("lookup", {}), ("retrieval", hints), ("model", {}), ("auto", {})],
         ),
-        (f"Summarise this passage in one sentence:\n\n{passage}", [("lookup", {}), ("auto", {})]),
+        (f"Passage: {passage}\n\nSummarise this passage in two sentences.", [("lookup", {}), ("auto", {})]),
     ]
     rejected = 0
     for prompt, modes in cases:

@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 from tokenlean.backends.decoding import RowDecoder, SamplingSettings
 from tokenlean.backends.prefix_cache import PrefixCache
 from tokenlean.backends.single_row import DraftPlan, SingleRowDecoder
-from tokenlean.errors import BackendError, BadRequestError, ContextLengthError
+from tokenlean.errors import BackendError, BadRequestError, ConfigError, ContextLengthError
 from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Chunk, Event, Request, Response, Usage
 from tokenlean.models import resolve_model_dir
@@ -98,7 +98,7 @@ class LocalBackend:
         default_max_tokens: int = 512,
         draft: str = "auto",
         draft_model: str | Path | None = None,
-        draft_policy: DraftPolicy | None = None,
+        draft_policy: DraftPolicy | Mapping[str, Any] | None = None,
         datastore: DraftDatastore | None = None,
         prefix_cache_entries: int = 8,
         prefix_cache_bytes: int = 512 * 2**20,
@@ -118,7 +118,7 @@ class LocalBackend:
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        policy = draft_policy or DraftPolicy()
+        policy = DraftPolicy.of(draft_policy)
         self.draft_model = (
             DraftModel(resolve_model_dir(draft_model), self.tokenizer, cost=policy.draft_model_cost)
             if draft_model
@@ -126,7 +126,10 @@ class LocalBackend:
         )
         if self.draft_model is not None:
             self.draft_model.calibrate(self.model)
-        self.draft_mode = parse_draft_mode(draft, "auto", has_model=self.draft_model is not None)
+        try:
+            self.draft_mode = parse_draft_mode(draft, "auto", has_model=self.draft_model is not None)
+        except BadRequestError as exc:  # a constructor argument: a configuration error, not a request's
+            raise ConfigError(exc.message, param="draft") from exc
         self.datastore = datastore if datastore is not None else DraftDatastore()
         self.prefix_cache = (
             PrefixCache(max_entries=prefix_cache_entries, max_bytes=prefix_cache_bytes)

@@ -14,7 +14,7 @@ from typing import Any
 from tokenlean.compressors.lingua import MODES
 from tokenlean.errors import BadRequestError
 
-__all__ = ["OPTION_FIELDS", "LAST_USER", "CompressOptions", "parse_request_options"]
+__all__ = ["LAST_USER", "OPTION_FIELDS", "CompressOptions", "parse_request_options"]
 
 OPTION_FIELDS = ("rate", "target_tokens", "mode", "off", "protect", "min_prompt_tokens", "last_user")
 LAST_USER = ("blocks", "keep")

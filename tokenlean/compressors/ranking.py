@@ -26,10 +26,12 @@ import numpy as np
 __all__ = ["RANKINGS", "bm25_scores", "bridge_bonus", "rank_blocks"]
 
 RANKINGS = ("lm", "lm+bm25")
-_STOP = frozenset(
-    "a an the of in on at to for by with from and or is was were be been are as that this which who whom what "
-    "when where why how did does do it its his her their he she they there than then into about".split()
-)
+_STOP = frozenset({
+    "a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "was",
+    "were", "be", "been", "are", "as", "that", "this", "which", "who", "whom", "what", "when", "where", "why",
+    "how", "did", "does", "do", "it", "its", "his", "her", "their", "he", "she", "they", "there", "than", "then",
+    "into", "about",
+})
 _WORD = re.compile(r"\w+")
 _HEADING_WORDS = 12
 

@@ -65,16 +65,7 @@ class CompressionStage:
         counter: TokenCounter | None = None,
         tuning: dict[str, Any] | None = None,
     ) -> None:
-        raw = {"rate": rate, "target_tokens": target_tokens, "mode": mode, "min_prompt_tokens": min_prompt_tokens,
-               "last_user": last_user, "protect": list(protect)}
-        if rate is not None and target_tokens is not None:
-            raw["rate"] = None  # a spec that names target_tokens means it
-        try:
-            parsed = parse_request_options({k: v for k, v in raw.items() if v is not None}, CompressOptions())
-        except BadRequestError as exc:  # the spec's values are checked with the per-request rules
-            raise ConfigError(f"stage compress: {exc.message}", param=exc.param) from exc
-        assert parsed is not None
-        self.defaults = parsed
+        self.defaults = _spec_defaults(rate, target_tokens, mode, min_prompt_tokens, last_user, protect)
         self.roles = tuple(roles)
         self.min_block_tokens = min_block_tokens
         self._counter = counter
@@ -136,6 +127,20 @@ class CompressionStage:
             "blocks_dropped": len(split.blocks) - len(result.kept_blocks),
             "mode": mode,
         }
+
+
+def _spec_defaults(
+    rate: float | None, target_tokens: int | None, mode: str, min_prompt_tokens: int, last_user: str, protect: Sequence[str]
+) -> CompressOptions:
+    """The spec's options, checked with the per-request rules but raised as ``ConfigError``."""
+    raw = {"rate": None if target_tokens is not None else rate, "target_tokens": target_tokens, "mode": mode,
+           "min_prompt_tokens": min_prompt_tokens, "last_user": last_user, "protect": list(protect)}
+    try:
+        parsed = parse_request_options({k: v for k, v in raw.items() if v is not None}, CompressOptions())
+    except BadRequestError as exc:
+        raise ConfigError(f"stage compress: {exc.message}", param=exc.param) from exc
+    assert parsed is not None  # "off" is not a spec option
+    return parsed
 
 
 class _LazyCounter:

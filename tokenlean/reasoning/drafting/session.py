@@ -14,11 +14,11 @@ lookup keeps copying. The session reports one ``Event(stage="draft")`` with the 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tokenlean.errors import BadRequestError
+from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.types import Event
 from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch
 
@@ -57,6 +57,19 @@ class DraftPolicy:
     lookup_min_ngram: int = 2
     lookup_max_ngram: int = 4
     draft_model_cost: float | None = None
+
+    @classmethod
+    def of(cls, value: DraftPolicy | Mapping[str, Any] | None) -> DraftPolicy:
+        """A policy from itself, ``None`` (defaults) or a spec's mapping (unknown keys: ``ConfigError``)."""
+        if value is None or isinstance(value, DraftPolicy):
+            return value or cls()
+        unknown = set(value) - set(cls.__dataclass_fields__)
+        if unknown:
+            known = ", ".join(sorted(cls.__dataclass_fields__))
+            raise ConfigError(
+                f"unknown draft_policy option(s) {sorted(unknown)}; known: {known}", param="draft_policy"
+            )
+        return cls(**value)
 
 
 def parse_draft_mode(value: Any, default: str, *, has_model: bool) -> str:
