@@ -1,6 +1,6 @@
 """Benchmark: tokenlean's response cache vs GPTCache, same MiniLM embeddings, one run.
 
-    python -m bench.cache            # default: 2,000 held-out QQP pairs (about 10-15 min here)
+    python -m bench.cache            # default: 2,000 held-out QQP pairs (~20 min here, +10 to embed)
     python -m bench.cache --full     # every held-out QQP pair (about 24k; much longer)
 
 Data (../shared/data/cache_paraphrase): QQP duplicate pairs (store ``origin``, query ``similar``:
