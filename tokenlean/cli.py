@@ -54,11 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Technique subcommands (``tokenlean cascade ...``), where their modules exist."""
-    try:
-        from tokenlean.reasoning.cascade.cli import add_cascade_commands
-    except ImportError:
-        return
+    from tokenlean.reasoning.cascade.cli import add_cascade_commands
+    from tokenlean.reasoning.drafting.vllm import add_vllm_args_command
+
     add_cascade_commands(commands)
+    add_vllm_args_command(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
