@@ -1,7 +1,7 @@
 """Prompt compression: tokenlean vs the llmlingua library vs naive baselines, side by side in one run.
 
-    python -m bench.compression                  # default: 8 HotpotQA questions (about 30 min here)
-    python -m bench.compression --samples 16     # the committed results (about 75 min here)
+    python -m bench.compression                  # default: 8 HotpotQA questions (about 20 min here)
+    python -m bench.compression --samples 16     # the committed results (34 min here)
     python -m bench.compression --samples 91     # every eligible question
     python -m bench.compression --no-peer        # without the llmlingua library
 
@@ -262,6 +262,7 @@ def plot(table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = (("hotpot", "answer_survives", hotpot_ratios, "HotpotQA: gold answer survives"),
@@ -275,6 +276,7 @@ def plot(table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], 
             ax.axhline(table["hotpot_full_context_accuracy"], color="grey", ls="--", label="full context")
         ax.set_xscale("log")
         ax.set_xticks(ratios, [f"{r:g}x" for r in ratios])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
         ax.set_xlabel("compression ratio")
         ax.set_ylim(0, 1.02)

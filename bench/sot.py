@@ -13,6 +13,9 @@ spread the drift of a shared machine over both. The router-selected subset is th
 questions the router (``mode: auto``) would send to SoT. Quality proxy: MiniLM cosine similarity
 of each answer to GPT-3.5's answer to the same question (FastChat's legacy answers). Both modes
 share ``max_tokens`` (default 160), which caps normal generation's length and SoT's whole answer.
+The backend's speculative drafting is off (``LocalBackend(draft="off")``): its retrieval drafter
+reuses earlier outputs, so whichever mode ran second on a question would copy the first's answer
+at drafting speed; prefix reuse stays on (it serves both modes alike).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def load_questions() -> list[dict[str, Any]]:
     from tokenlean.reasoning.sot import read_router_csv
 
     questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
-    references = {row["question_id"]: row["text"] for row in map(json.loads, REFERENCES.read_text().splitlines())}
+    references = {
+        row["question_id"]: row["text"] for row in map(json.loads, REFERENCES.read_text().splitlines())
+    }
     texts, labels = read_router_csv(LABELS)
     for question, text, label in zip(questions, texts, labels, strict=True):
         if text.strip() != question["text"].strip():
@@ -65,7 +70,11 @@ async def measure(pipeline: Any, text: str, mode: str, max_tokens: int) -> dict[
     from tokenlean.middleware.types import Message, Request
 
     request = Request(
-        messages=(Message("user", text),), max_tokens=max_tokens, temperature=0, stream=True, options={"sot": mode}
+        messages=(Message("user", text),),
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        options={"sot": mode},
     )
     started = time.perf_counter()
     response = await pipeline(request)
@@ -80,8 +89,10 @@ async def measure(pipeline: Any, text: str, mode: str, max_tokens: int) -> dict[
     total = time.perf_counter() - started
     sot = [e for e in events if e.stage == "sot" and e.action not in {"timing", "skeleton"}]
     return {
-        "e2e_s": round(total, 3), "ttft_s": round(first if first is not None else total, 3),
-        "answer": "".join(pieces), "generated_tokens": usage.completion_tokens if usage else None,
+        "e2e_s": round(total, 3),
+        "ttft_s": round(first if first is not None else total, 3),
+        "answer": "".join(pieces),
+        "generated_tokens": usage.completion_tokens if usage else None,
         "sot_action": sot[-1].action if sot else None,
         "sot": {k: v for k, v in dict(sot[-1].data).items() if k != "titles"} if sot else {},
     }
@@ -93,7 +104,9 @@ async def run(questions: list[dict[str, Any]], max_tokens: int) -> list[dict[str
     from tokenlean.middleware.pipeline import Pipeline
     from tokenlean.reasoning.sot import SkeletonStage
 
-    backend = LocalBackend()
+    # speculative drafting off: its retrieval drafter reuses earlier outputs, so the second mode on
+    # a question would draft from the first mode's answer (and batched rows never draft anyway)
+    backend = LocalBackend(draft="off")
     pipeline = Pipeline(backend, [SkeletonStage(mode="auto")], policies={"sot": "raise"})
     await measure(pipeline, "Say hello.", "off", 8)  # warm-up: first batch, kernels, tokenizer
     rows = []
@@ -105,19 +118,82 @@ async def run(questions: list[dict[str, Any]], max_tokens: int) -> list[dict[str
             results[mode] = await measure(pipeline, question["text"], mode, max_tokens)
             await asyncio.sleep(0.05)
             results[mode]["batches"] = backend.batches_run - batches
-        rows.append({"question_id": question["question_id"], "category": question["category"],
-                     "label": question["label"], "normal": results["off"], "sot": results["on"]})
+        rows.append(
+            {
+                "question_id": question["question_id"],
+                "category": question["category"],
+                "label": question["label"],
+                "normal": results["off"],
+                "sot": results["on"],
+            }
+        )
         n, s = results["off"], results["on"]
-        print(f"[{position + 1}/{len(questions)}] {question['category']:<14} normal {n['e2e_s']:6.1f}s  "
-              f"sot {s['e2e_s']:6.1f}s ({s['sot_action']}, {s['sot'].get('points', '-')} points)", flush=True)
+        print(
+            f"[{position + 1}/{len(questions)}] {question['category']:<14} normal {n['e2e_s']:6.1f}s  "
+            f"sot {s['e2e_s']:6.1f}s ({s['sot_action']}, {s['sot'].get('points', '-')} points)",
+            flush=True,
+        )
     await backend.aclose()
     return rows
 
 
 _STOP = frozenset(
-    "about also because been being between both could does each from have here into just like make many more "
-    "most much must only other over same should some such than that their them then there these they this "
-    "those through very what when where which while will with would your you're it's can't don't".split()
+    [
+        "about",
+        "also",
+        "because",
+        "been",
+        "being",
+        "between",
+        "both",
+        "could",
+        "does",
+        "each",
+        "from",
+        "have",
+        "here",
+        "into",
+        "just",
+        "like",
+        "make",
+        "many",
+        "more",
+        "most",
+        "much",
+        "must",
+        "only",
+        "other",
+        "over",
+        "same",
+        "should",
+        "some",
+        "such",
+        "than",
+        "that",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "very",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "will",
+        "with",
+        "would",
+        "your",
+        "you're",
+        "it's",
+        "can't",
+        "don't",
+    ]
 )
 
 
@@ -137,8 +213,10 @@ def add_quality_and_length(rows: list[dict[str, Any]], questions: list[dict[str,
     texts = {q["question_id"]: q["text"] for q in questions}
     embedder, counter = shared_embedder(), shared_token_counter()
     # how much of the proxy is topicality: the question alone, compared with the same references
-    alone = (embedder.embed([texts[r["question_id"]] for r in rows])
-             * embedder.embed([references[r["question_id"]] for r in rows])).sum(axis=1)
+    alone = (
+        embedder.embed([texts[r["question_id"]] for r in rows])
+        * embedder.embed([references[r["question_id"]] for r in rows])
+    ).sum(axis=1)
     for row, value in zip(rows, alone, strict=True):
         row["question_alone_similarity"] = round(float(value), 4)
     for mode in ("normal", "sot"):
@@ -167,12 +245,18 @@ def route_all(questions: list[dict[str, Any]]) -> dict[str, Any]:
         question["routed"] = route.suits
     return {
         "accuracy": round(sum(correct) / len(correct), 4),
-        "accuracy_without_guard": round(sum(
-            (p >= 0.5) == bool(q["label"]) for p, q in zip(router.probabilities(texts), questions, strict=True)
-        ) / len(questions), 4),
+        "accuracy_without_guard": round(
+            sum(
+                (p >= 0.5) == bool(q["label"])
+                for p, q in zip(router.probabilities(texts), questions, strict=True)
+            )
+            / len(questions),
+            4,
+        ),
         "routed_share_by_category": {c: round(sum(v) / len(v), 3) for c, v in by_category.items()},
         "ms_per_request": round(ms, 2),
-        "routed": sum(r.suits for r in routes), "labelled_suitable": sum(q["label"] for q in questions),
+        "routed": sum(r.suits for r in routes),
+        "labelled_suitable": sum(q["label"] for q in questions),
     }
 
 
@@ -183,14 +267,19 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     speedups = [row["normal"]["e2e_s"] / row["sot"]["e2e_s"] for row in rows]
     normal_total = sum(row["normal"]["e2e_s"] for row in rows)
     sot_total = sum(row["sot"]["e2e_s"] for row in rows)
-    out: dict[str, Any] = {"questions": len(rows), "median_speedup": round(median(speedups), 3),
-                           "total_time_ratio": round(normal_total / sot_total, 3)}
+    out: dict[str, Any] = {
+        "questions": len(rows),
+        "median_speedup": round(median(speedups), 3),
+        "total_time_ratio": round(normal_total / sot_total, 3),
+    }
     for mode in ("normal", "sot"):
         for key in ("e2e_s", "ttft_s", "answer_tokens", "similarity", "term_recall"):
             out[f"{mode}_{key}"] = round(median([row[mode][key] for row in rows]), 4)
         out[f"{mode}_mean_similarity"] = round(sum(row[mode]["similarity"] for row in rows) / len(rows), 4)
     out["sot_fallbacks"] = sum(row["sot"]["sot_action"] != "expanded" for row in rows)
-    out["question_alone_mean_similarity"] = round(sum(r["question_alone_similarity"] for r in rows) / len(rows), 4)
+    out["question_alone_mean_similarity"] = round(
+        sum(r["question_alone_similarity"] for r in rows) / len(rows), 4
+    )
     expanded = [row["sot"]["sot"] for row in rows if row["sot"]["sot_action"] == "expanded"]
     for key in ("skeleton_ms", "skeleton_tokens", "expansion_ms", "expansion_tokens", "points"):
         out[f"sot_median_{key}"] = median([e[key] for e in expanded]) if expanded else None
@@ -207,9 +296,12 @@ def plot(groups: dict[str, dict[str, Any]], path: Any) -> None:
     names = [name for name, group in groups.items() if group.get("questions")]
     x = range(len(names))
     fig, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
-    for axis, key, label in zip(axes, ("e2e_s", "ttft_s", "similarity"),
-                                ("median end-to-end (s)", "median first token (s)", "median cosine to GPT-3.5"),
-                                strict=True):
+    for axis, key, label in zip(
+        axes,
+        ("e2e_s", "ttft_s", "similarity"),
+        ("median end-to-end (s)", "median first token (s)", "median cosine to GPT-3.5"),
+        strict=True,
+    ):
         axis.bar([i - 0.2 for i in x], [groups[n][f"normal_{key}"] for n in names], 0.4, label="normal")
         axis.bar([i + 0.2 for i in x], [groups[n][f"sot_{key}"] for n in names], 0.4, label="SoT")
         axis.set_ylabel(label)
@@ -236,43 +328,107 @@ def main() -> None:
     rows = asyncio.run(run(chosen, args.max_tokens))
     add_quality_and_length(rows, questions)
     routed_ids = {q["question_id"] for q in questions if q["routed"]}
-    groups = {"all": summarise(rows), "router-selected": summarise([r for r in rows if r["question_id"] in routed_ids])}
+    groups = {
+        "all": summarise(rows),
+        "router-selected": summarise([r for r in rows if r["question_id"] in routed_ids]),
+    }
     for category in sorted({row["category"] for row in rows}):
         groups[category] = summarise([row for row in rows if row["category"] == category])
     report(args, router, groups, rows, time.perf_counter() - started, load_before)
 
 
-def report(args: Any, router: dict[str, Any], groups: dict[str, Any], rows: list[dict[str, Any]],
-           seconds: float, load_before: tuple[float, float, float]) -> None:
+def report(
+    args: Any,
+    router: dict[str, Any],
+    groups: dict[str, Any],
+    rows: list[dict[str, Any]],
+    seconds: float,
+    load_before: tuple[float, float, float],
+) -> None:
     """Table, goals, JSON and PNG."""
-    headers = ["group", "n", "normal e2e s", "SoT e2e s", "median speed-up", "normal TTFT s", "SoT TTFT s",
-               "normal tokens", "SoT tokens", "normal sim", "SoT sim", "normal terms", "SoT terms", "fallbacks"]
-    table = print_table(headers, [
-        [name, g["questions"], g["normal_e2e_s"], g["sot_e2e_s"], g["median_speedup"], g["normal_ttft_s"],
-         g["sot_ttft_s"], g["normal_answer_tokens"], g["sot_answer_tokens"], g["normal_mean_similarity"],
-         g["sot_mean_similarity"], g["normal_term_recall"], g["sot_term_recall"], g["sot_fallbacks"]]
-        for name, g in groups.items() if g.get("questions")
-    ])
+    headers = [
+        "group",
+        "n",
+        "normal e2e s",
+        "SoT e2e s",
+        "median speed-up",
+        "normal TTFT s",
+        "SoT TTFT s",
+        "normal tokens",
+        "SoT tokens",
+        "normal sim",
+        "SoT sim",
+        "normal terms",
+        "SoT terms",
+        "fallbacks",
+    ]
+    table = print_table(
+        headers,
+        [
+            [
+                name,
+                g["questions"],
+                g["normal_e2e_s"],
+                g["sot_e2e_s"],
+                g["median_speedup"],
+                g["normal_ttft_s"],
+                g["sot_ttft_s"],
+                g["normal_answer_tokens"],
+                g["sot_answer_tokens"],
+                g["normal_mean_similarity"],
+                g["sot_mean_similarity"],
+                g["normal_term_recall"],
+                g["sot_term_recall"],
+                g["sot_fallbacks"],
+            ]
+            for name, g in groups.items()
+            if g.get("questions")
+        ],
+    )
     selected = groups["router-selected"]
     goals = [
-        goal("end-to-end speed-up on router-selected questions (median per question)", ">= 1.8x",
-             selected.get("median_speedup"), lambda v: v is not None and v >= 1.8),
-        goal("quality proxy on router-selected questions: SoT mean cosine >= normal's", "no drop",
-             {"sot": selected.get("sot_mean_similarity"), "normal": selected.get("normal_mean_similarity")},
-             lambda v: v["sot"] is not None and v["sot"] >= v["normal"]),
-        goal("router accuracy on Vicuna-80 labels (never trained on)", ">= 0.85", router["accuracy"],
-             lambda v: v >= 0.85),
+        goal(
+            "end-to-end speed-up on router-selected questions (median per question)",
+            ">= 1.8x",
+            selected.get("median_speedup"),
+            lambda v: v is not None and v >= 1.8,
+        ),
+        goal(
+            "quality proxy on router-selected questions: SoT mean cosine >= normal's",
+            "no drop",
+            {"sot": selected.get("sot_mean_similarity"), "normal": selected.get("normal_mean_similarity")},
+            lambda v: v["sot"] is not None and v["sot"] >= v["normal"],
+        ),
+        goal(
+            "router accuracy on Vicuna-80 labels (never trained on)",
+            ">= 0.85",
+            router["accuracy"],
+            lambda v: v >= 0.85,
+        ),
     ]
     print(f"router accuracy {router['accuracy']}; goals met: {[g['met'] for g in goals]}")
-    write_results("sot", {
-        "environment": environment(("scikit-learn", "matplotlib")),
-        "settings": {"max_tokens": args.max_tokens, "fraction": 1.0 if args.full else args.fraction,
-                     "seed": args.seed, "temperature": 0, "stage": "SkeletonStage defaults",
-                     "backend": "LocalBackend() (SmolLM2-135M-Instruct, CPU)"},
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "seconds": round(seconds, 1), "router": router, "groups": groups, "goals": goals, "table": table,
-        "questions": rows,
-    })
+    write_results(
+        "sot",
+        {
+            "environment": environment(("scikit-learn", "matplotlib")),
+            "settings": {
+                "max_tokens": args.max_tokens,
+                "fraction": 1.0 if args.full else args.fraction,
+                "seed": args.seed,
+                "temperature": 0,
+                "stage": "SkeletonStage defaults",
+                "backend": "LocalBackend(draft='off') (SmolLM2-135M-Instruct, CPU)",
+            },
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "seconds": round(seconds, 1),
+            "router": router,
+            "groups": groups,
+            "goals": goals,
+            "table": table,
+            "questions": rows,
+        },
+    )
     plot(groups, RESULTS / "sot.png")
 
 

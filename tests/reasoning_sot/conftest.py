@@ -31,7 +31,7 @@ def scripted(skeleton: str = SKELETON) -> Callable[[Request], str]:
         if kind == "skeleton":
             return skeleton
         if kind.startswith("point"):
-            return f"{kind[len('point'):]}. body of point {kind[len('point'):]}"
+            return f"{kind[len('point') :]}. body of point {kind[len('point') :]}"
         return "normal answer"
 
     return reply
@@ -40,7 +40,9 @@ def scripted(skeleton: str = SKELETON) -> Callable[[Request], str]:
 class SlowFake(FakeBackend):
     """A fake whose calls take ``delay`` seconds, recording how many were in flight at once."""
 
-    def __init__(self, reply: Callable[[Request], str], *, delay: float = 0.05, fail: dict[str, int] | None = None):
+    def __init__(
+        self, reply: Callable[[Request], str], *, delay: float = 0.05, fail: dict[str, int] | None = None
+    ):
         super().__init__(reply)
         self.delay = delay
         self.fail = dict(fail or {})  # phase -> how many of its calls fail

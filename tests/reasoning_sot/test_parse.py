@@ -10,29 +10,40 @@ from tokenlean.reasoning.sot.parse import drop_restated_opening, trim_to_sentenc
 CASES = [
     # SmolLM2: a clean list followed by a stray remark
     (
-        "1. Prioritize tasks effectively\n2. Set realistic goals and deadlines\n3. Delegate tasks when possible\n\n"
-        "The answer to this question is:",
+        (
+            "1. Prioritize tasks effectively\n2. Set realistic goals and deadlines\n3. Delegate tasks when possible\n\n"
+            "The answer to this question is:"
+        ),
         ("Prioritize tasks effectively", "Set realistic goals and deadlines", "Delegate tasks when possible"),
     ),
     # SmolLM2: every point on one line, each a sentence after a title, cut off by max_tokens
     (
-        "1. Syntax: Python has a more verbose syntax compared to JavaScript. 2. Data Types: Python has more data "
-        "types than JavaScript. 3. Operators: Python has more operators than JavaScript. 4. Memory",
+        (
+            "1. Syntax: Python has a more verbose syntax compared to JavaScript. 2. Data Types: Python has more data "
+            "types than JavaScript. 3. Operators: Python has more operators than JavaScript. 4. Memory"
+        ),
         ("Syntax", "Data Types", "Operators", "Memory"),
     ),
     # SmolLM2: an echoed example list after the real one (numbering restarts)
     (
-        "1. Track your spending\n2. Set a budget\n3. Cook at home\n\nQuestion: What are the benefits?\nOutline:\n"
-        "1. Improved mental",
+        (
+            "1. Track your spending\n2. Set a budget\n3. Cook at home\n\nQuestion: What are the benefits?\nOutline:\n"
+            "1. Improved mental"
+        ),
         ("Track your spending", "Set a budget", "Cook at home"),
     ),
     # preamble, Markdown bullets with bold, nested sub-bullets, a title with an explanation
     (
-        "Sure! Here is the outline:\n\n- **Exercise** regularly\n- Eat well\n  - fruit\n  - vegetables\n"
-        "- Sleep: 8 hours a night",
+        (
+            "Sure! Here is the outline:\n\n- **Exercise** regularly\n- Eat well\n  - fruit\n  - vegetables\n"
+            "- Sleep: 8 hours a night"
+        ),
         ("Exercise regularly", "Eat well", "Sleep"),
     ),
-    ("### 1. Start early\n### 2. Take breaks\n### 3) Ask for help", ("Start early", "Take breaks", "Ask for help")),
+    (
+        "### 1. Start early\n### 2. Take breaks\n### 3) Ask for help",
+        ("Start early", "Take breaks", "Ask for help"),
+    ),
     ("Point 1: speed\nPoint 2: cost\nStep 3 - safety", ("speed", "cost", "safety")),
     ("(1) alpha (2) beta (3) gamma", ("alpha", "beta", "gamma")),
     ("1) A\n   a. detail\n2) B\n3) C", ("A", "B", "C")),
@@ -73,18 +84,28 @@ def test_repeating_the_question_is_not_a_skeleton() -> None:
 
 def test_a_truncated_last_point_is_dropped_and_max_points_caps() -> None:
     assert parse_skeleton("1. Syntax\n2. Data types\n3. Spe", truncated=True) == ("Syntax", "Data types")
-    assert parse_skeleton("1. Syntax\n2. Data types\n3. Speed\n", truncated=True) == ("Syntax", "Data types", "Speed")
+    assert parse_skeleton("1. Syntax\n2. Data types\n3. Speed\n", truncated=True) == (
+        "Syntax",
+        "Data types",
+        "Speed",
+    )
     assert parse_skeleton("\n".join(f"{i}. point {i}" for i in range(1, 10)), max_points=4) == (
-        "point 1", "point 2", "point 3", "point 4",
+        "point 1",
+        "point 2",
+        "point 3",
+        "point 4",
     )
     assert parse_skeleton("1. a\n2. b", min_points=3) is None
 
 
 def test_long_points_are_cut_to_a_short_title() -> None:
-    [first, second] = parse_skeleton(
-        "1. Regular exercise improves your cardiovascular health, mood and sleep quality over many years of life\n"
-        "2. Diet"
-    ) or ()
+    [first, second] = (
+        parse_skeleton(
+            "1. Regular exercise improves your cardiovascular health, mood and sleep quality over many years of life\n"
+            "2. Diet"
+        )
+        or ()
+    )
     assert first == "Regular exercise improves your cardiovascular health" and second == "Diet"
 
 
@@ -109,6 +130,11 @@ def test_a_point_cut_by_its_budget_ends_at_its_last_full_sentence() -> None:
 def test_an_opening_that_restates_the_question_is_dropped() -> None:
     question = "How can I improve my time management skills?"
     # SmolLM2's habit, once per point
-    assert drop_restated_opening("To improve your time management skills, set goals.", question) == "Set goals."
-    assert drop_restated_opening("By using a calendar, you plan ahead.", question) == "By using a calendar, you plan ahead."
+    assert (
+        drop_restated_opening("To improve your time management skills, set goals.", question) == "Set goals."
+    )
+    assert (
+        drop_restated_opening("By using a calendar, you plan ahead.", question)
+        == "By using a calendar, you plan ahead."
+    )
     assert drop_restated_opening("Time management matters", question) == "Time management matters"

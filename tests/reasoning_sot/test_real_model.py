@@ -67,7 +67,11 @@ async def test_a_list_question_becomes_a_multi_point_answer(sot_client, local_ba
 
 async def test_a_list_question_streams_point_by_point(sot_client, model_name) -> None:  # type: ignore[no-untyped-def]
     stream = await sot_client.chat.completions.create(
-        model=model_name, messages=LIST_QUESTION, max_tokens=MAX_TOKENS, temperature=0, stream=True,
+        model=model_name,
+        messages=LIST_QUESTION,
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]

@@ -60,12 +60,14 @@ def test_the_guard_spots_formulas_and_code(text: str, kind: str | None) -> None:
 
 def test_the_real_router_sends_lists_to_sot_and_maths_and_stories_elsewhere() -> None:
     router = SkeletonRouter()
-    routes = router.routes([
-        "What are some tips for staying healthy?",
-        "What are the advantages and disadvantages of remote work?",
-        "What is 17 * 23? Solve it step by step.",
-        "Write a short poem about the sea.",
-    ])
+    routes = router.routes(
+        [
+            "What are some tips for staying healthy?",
+            "What are the advantages and disadvantages of remote work?",
+            "What is 17 * 23? Solve it step by step.",
+            "Write a short poem about the sea.",
+        ]
+    )
     assert [r.suits for r in routes] == [True, True, False, False]
     assert routes[2].probability is None and routes[2].reason == "maths (guard)"
     assert routes[3].probability is not None and routes[3].probability < 0.5

@@ -50,7 +50,11 @@ async def test_points_are_expanded_concurrently_and_assembled_in_order() -> None
     assert "Set priorities" in point.messages[-1].content and "manage my time" in point.messages[-1].content
     [event] = sot_events(response)
     assert event.action == "expanded"
-    assert event.data["points"] == 3 and event.data["titles"] == ["Plan the week", "Set priorities", "Avoid distractions"]
+    assert event.data["points"] == 3 and event.data["titles"] == [
+        "Plan the week",
+        "Set priorities",
+        "Avoid distractions",
+    ]
     assert event.data["skeleton_ms"] > 0 and event.data["expansion_ms"] > 0 and event.data["routed"] is True
     # usage counts every call: 1 skeleton + 3 points
     assert response.usage.completion_tokens == sum(len(backend.reply(r).split()) for r in backend.requests)
@@ -63,8 +67,12 @@ async def test_streaming_gives_the_same_answer_point_by_point() -> None:
     chunks = [chunk async for chunk in response.stream]  # type: ignore[union-attr]
     texts = [c.text for c in chunks if c.text]
     assert texts == [
-        "1. Plan the week", ": body of point 1", "\n2. Set priorities", ": body of point 2",
-        "\n3. Avoid distractions", ": body of point 3",
+        "1. Plan the week",
+        ": body of point 1",
+        "\n2. Set priorities",
+        ": body of point 2",
+        "\n3. Avoid distractions",
+        ": body of point 3",
     ]
     assert chunks[-2].finish_reason == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
@@ -112,7 +120,10 @@ async def test_a_tight_budget_keeps_fewer_points_or_falls_back() -> None:
 async def test_a_failed_expansion_is_retried_then_falls_back_to_its_title() -> None:
     backend = SlowFake(scripted(), fail={"point2": 1, "point3": 2})
     response = await pipeline(backend)(Request(messages=QUESTION, max_tokens=200))
-    assert response.text == "1. Plan the week: body of point 1\n2. Set priorities: body of point 2\n3. Avoid distractions"
+    assert (
+        response.text
+        == "1. Plan the week: body of point 1\n2. Set priorities: body of point 2\n3. Avoid distractions"
+    )
     [event] = sot_events(response)
     assert event.data["retried"] == [1] and event.data["failed"] == [2]
     assert [phase(r) for r in backend.requests].count("point3") == 2  # one retry, no more
@@ -123,7 +134,7 @@ async def test_a_failed_expansion_does_not_fail_a_stream() -> None:
     response = await pipeline(backend)(Request(messages=QUESTION, max_tokens=200, stream=True))
     read = await response.aread()
     assert read.text.startswith("1. Plan the week\n2. Set priorities: body of point 2")
-    assert [e for e in read.events if e.action == "expanded"][0].data["failed"] == [0]
+    assert next(e for e in read.events if e.action == "expanded").data["failed"] == [0]
 
 
 async def test_when_every_expansion_fails_the_backend_error_surfaces() -> None:
@@ -139,7 +150,9 @@ async def test_when_every_expansion_fails_the_backend_error_surfaces() -> None:
 async def test_an_unparseable_skeleton_falls_back_to_normal_generation() -> None:
     backend = SlowFake(scripted("I think you should just try harder."))
     for stream in (False, True):
-        response = await (await pipeline(backend)(Request(messages=QUESTION, max_tokens=200, stream=stream))).aread()
+        response = await (
+            await pipeline(backend)(Request(messages=QUESTION, max_tokens=200, stream=stream))
+        ).aread()
         assert response.text == "normal answer"
         [event] = sot_events(response)
         assert event.action == "fallback" and event.data["reason"] == "skeleton did not parse"
@@ -153,10 +166,14 @@ async def test_the_router_decides_in_auto_mode_and_requests_override_it() -> Non
     backend = SlowFake(scripted())
     response = await pipeline(backend, mode="auto", router=low)(Request(messages=QUESTION, max_tokens=200))
     assert response.text == "normal answer" and low.asked == ["How can I manage my time better?"]
-    assert sot_events(response)[0].action == "not_routed" and sot_events(response)[0].data["probability"] == 0.1
+    assert (
+        sot_events(response)[0].action == "not_routed" and sot_events(response)[0].data["probability"] == 0.1
+    )
     forced = Request(messages=QUESTION, max_tokens=200, options={"sot": "on"})
     response = await pipeline(backend, mode="auto", router=low)(forced)
-    assert sot_events(response)[0].action == "expanded" and sot_events(response)[0].data["probability"] is None
+    assert (
+        sot_events(response)[0].action == "expanded" and sot_events(response)[0].data["probability"] is None
+    )
     response = await pipeline(backend, mode="auto", router=high)(Request(messages=QUESTION, max_tokens=200))
     assert sot_events(response)[0].action == "expanded" and sot_events(response)[0].data["probability"] == 0.9
     off = Request(messages=QUESTION, max_tokens=200, options={"sot": {"mode": "OFF"}})
@@ -166,8 +183,12 @@ async def test_the_router_decides_in_auto_mode_and_requests_override_it() -> Non
 
 @pytest.mark.parametrize(
     ("value", "param"),
-    [("sometimes", "tokenlean.sot"), (3, "tokenlean.sot"), ({"mode": "yes"}, "tokenlean.sot.mode"),
-     ({"moed": "on"}, "tokenlean.sot.moed")],
+    [
+        ("sometimes", "tokenlean.sot"),
+        (3, "tokenlean.sot"),
+        ({"mode": "yes"}, "tokenlean.sot.mode"),
+        ({"moed": "on"}, "tokenlean.sot.moed"),
+    ],
 )
 async def test_a_bad_option_is_a_bad_request_naming_the_field(value: object, param: str) -> None:
     backend = SlowFake(scripted())
@@ -193,16 +214,32 @@ async def test_requests_sot_cannot_serve_pass_through_untouched(request_: Reques
 
 
 def test_the_stage_is_built_from_a_pipeline_spec() -> None:
-    spec = PipelineSpec.parse({
-        "backend": {"type": "fake"},
-        "stages": [{"type": "sot", "options": {
-            "mode": "on", "max_points": 4, "point_max_tokens": 64,
-            "skeleton_examples": [["Why exercise?", "1. Health\n2. Mood"]],
-        }}],
-    })
+    spec = PipelineSpec.parse(
+        {
+            "backend": {"type": "fake"},
+            "stages": [
+                {
+                    "type": "sot",
+                    "options": {
+                        "mode": "on",
+                        "max_points": 4,
+                        "point_max_tokens": 64,
+                        "skeleton_examples": [["Why exercise?", "1. Health\n2. Mood"]],
+                    },
+                }
+            ],
+        }
+    )
     stage = spec.build().stage("sot")
     assert isinstance(stage, SkeletonStage) and stage.max_points == 4
     assert stage.prompts.skeleton_examples == (("Why exercise?", "1. Health\n2. Mood"),)
-    for bad in ({"mode": "maybe"}, {"min_points": 1}, {"skeleton_examples": [["only a question"]]}, {"colour": 1}):
+    for bad in (
+        {"mode": "maybe"},
+        {"min_points": 1},
+        {"skeleton_examples": [["only a question"]]},
+        {"colour": 1},
+    ):
         with pytest.raises(ConfigError):
-            PipelineSpec.parse({"backend": {"type": "fake"}, "stages": [{"type": "sot", "options": bad}]}).build()
+            PipelineSpec.parse(
+                {"backend": {"type": "fake"}, "stages": [{"type": "sot", "options": bad}]}
+            ).build()

@@ -21,10 +21,23 @@ from dataclasses import dataclass
 
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Message, Request, Usage
-from tokenlean.reasoning.sot.parse import clean_expansion, drop_restated_opening, parse_skeleton, trim_to_sentence
+from tokenlean.reasoning.sot.parse import (
+    clean_expansion,
+    drop_restated_opening,
+    parse_skeleton,
+    trim_to_sentence,
+)
 from tokenlean.reasoning.sot.prompts import SkeletonPrompts
 
-__all__ = ["PointResult", "Skeleton", "assemble", "expand_all", "expand_point", "point_text", "write_skeleton"]
+__all__ = [
+    "PointResult",
+    "Skeleton",
+    "assemble",
+    "expand_all",
+    "expand_point",
+    "point_text",
+    "write_skeleton",
+]
 
 _DROP_EXTRA = ("stream_options",)
 
@@ -88,7 +101,9 @@ async def write_skeleton(
         truncated=truncated,
         question=request.last_user_text,
     )
-    return Skeleton(points, response.text, response.usage, (time.perf_counter() - started) * 1000, response.model)
+    return Skeleton(
+        points, response.text, response.usage, (time.perf_counter() - started) * 1000, response.model
+    )
 
 
 async def expand_point(
@@ -100,17 +115,21 @@ async def expand_point(
     max_tokens: int,
 ) -> PointResult:
     """Expand point ``index``; one retry, then the title alone."""
-    point_request = sub_request(request, prompts.point(request, points, index), max_tokens, f"point{index + 1}")
+    point_request = sub_request(
+        request, prompts.point(request, points, index), max_tokens, f"point{index + 1}"
+    )
     others = [p for i, p in enumerate(points) if i != index]
     error: BaseException | None = None
     for attempt in (1, 2):
         try:
             response = await (await call_next(point_request)).aread()
-        except Exception as exc:  # the point's own failure: retried, then replaced by its title
+        except Exception as exc:  # noqa: BLE001  # any failure of one point: retried, then its title alone
             error = exc
             continue
         finish = response.choices[0].finish_reason if response.choices else None
-        text = drop_restated_opening(clean_expansion(response.text, points[index], others), request.last_user_text)
+        text = drop_restated_opening(
+            clean_expansion(response.text, points[index], others), request.last_user_text
+        )
         if finish == "length":
             text = trim_to_sentence(text)
         return PointResult(index, points[index], text, response.usage, attempt, finish)

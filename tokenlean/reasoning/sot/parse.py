@@ -27,8 +27,40 @@ _TITLE_SPLIT = re.compile(r"\s*(?::|\s[-\u2013\u2014]\s)\s*")
 _NOISE = re.compile(r"^(?:outline|skeleton|answer|points?|summary)\s*:?$", re.IGNORECASE)
 _MAX_TITLE_WORDS = 12
 _FUNCTION_WORDS = frozenset(
-    "a an the to of in on for and or is are be by with your you my i we our it its this that how what "
-    "can do does if would".split()
+    [
+        "a",
+        "an",
+        "the",
+        "to",
+        "of",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "be",
+        "by",
+        "with",
+        "your",
+        "you",
+        "my",
+        "i",
+        "we",
+        "our",
+        "it",
+        "its",
+        "this",
+        "that",
+        "how",
+        "what",
+        "can",
+        "do",
+        "does",
+        "if",
+        "would",
+    ]
 )
 
 
@@ -49,7 +81,11 @@ def parse_skeleton(
     mid-line; a point that only restates ``question`` is dropped.
     """
     if truncated and not text.endswith("\n"):
-        text = text[: text.rfind("\n")] if "\n" in text.strip() else re.sub(r"^(.*)\s\(?\d{1,2}[.)]\s.*$", r"\1", text, flags=re.S)
+        text = (
+            text[: text.rfind("\n")]
+            if "\n" in text.strip()
+            else re.sub(r"^(.*)\s\(?\d{1,2}[.)]\s.*$", r"\1", text, flags=re.DOTALL)
+        )
     lines = [line.rstrip() for line in text.replace("\r", "").split("\n")]
     readers = (lambda: _numbered_points(lines), lambda: _bulleted_points(lines), lambda: _inline_points(text))
     points: tuple[str, ...] = ()
@@ -61,7 +97,9 @@ def parse_skeleton(
 
 
 def _numbered_points(lines: list[str]) -> list[str]:
-    found = [(m.group("indent"), int(m.group("num")), m.group("text")) for m in map(_NUMBERED.match, lines) if m]
+    found = [
+        (m.group("indent"), int(m.group("num")), m.group("text")) for m in map(_NUMBERED.match, lines) if m
+    ]
     if not found:
         return []
     top = min(len(indent.expandtabs(4)) for indent, _, _ in found)

@@ -42,8 +42,7 @@ DEFAULT_SKELETON_TEMPLATE = (
     "one per line, numbered 1., 2., 3. Each point is a short phrase of 2 to 5 words."
 )
 DEFAULT_POINT_TEMPLATE = (
-    "Question: {question}\n\n"
-    "Explain this one point of the answer in one or two sentences: {point}"
+    "Question: {question}\n\nExplain this one point of the answer in one or two sentences: {point}"
 )
 # (question, skeleton) pairs shown as earlier turns before the real question
 DEFAULT_SKELETON_EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -61,8 +60,10 @@ DEFAULT_POINT_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     (
         "What are good ways to save money?",
         "Cook at home",
-        "Restaurant meals cost several times more than the same dish made at home. Planning a few simple "
-        "recipes each week keeps the grocery bill low.",
+        (
+            "Restaurant meals cost several times more than the same dish made at home. Planning a few simple "
+            "recipes each week keeps the grocery bill low."
+        ),
     ),
 )
 
@@ -100,14 +101,18 @@ class SkeletonPrompts:
 
         skeleton = "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
         shots = [(ask(q, p, 1, f"1. {p}"), answer) for q, p, answer in self.point_examples]
-        return _compose(request.messages, shots, ask(request.last_user_text, points[index], index + 1, skeleton))
+        return _compose(
+            request.messages, shots, ask(request.last_user_text, points[index], index + 1, skeleton)
+        )
 
 
 def _compose(messages: Sequence[Message], shots: Sequence[tuple[str, str]], text: str) -> tuple[Message, ...]:
     """System turns, worked examples as user/assistant turns, the conversation, then ``text``."""
     system = [m for m in messages if m.role in ("system", "developer")]
     rest = [m for m in messages if m.role not in ("system", "developer")]
-    examples = [Message(role, content) for shot in shots for role, content in zip(("user", "assistant"), shot)]
+    examples = [
+        Message(role, content) for shot in shots for role, content in zip(("user", "assistant"), shot)
+    ]
     return (*system, *examples, *_with_last_user(rest, text))
 
 

@@ -108,7 +108,9 @@ class RouterWeights:
                     meta=json.loads(str(data["meta"])),
                 )
         except (OSError, KeyError, ValueError) as exc:
-            raise ConfigError(f"cannot read SoT router weights {path}: {exc}", param="router_weights") from exc
+            raise ConfigError(
+                f"cannot read SoT router weights {path}: {exc}", param="router_weights"
+            ) from exc
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """P(suits SoT) for each row of ``vectors``."""
@@ -177,7 +179,9 @@ class SkeletonRouter:
                 continue
             probability = round(next(probabilities), 4)
             suits = probability >= self.threshold
-            routes.append(Route(suits, probability, "classifier" if suits else f"classifier below {self.threshold:g}"))
+            routes.append(
+                Route(suits, probability, "classifier" if suits else f"classifier below {self.threshold:g}")
+            )
         return routes
 
 

@@ -137,7 +137,9 @@ class SkeletonStage:
         _raise_if_all_failed(results)
         choice = Choice(0, assemble(results), self._finish_reason(request, results, budget))
         event = self._expanded(info, results, _ms(expansion_started), started)
-        return Response(model=skeleton.model, choices=(choice,), usage=_usage(skeleton, results), events=(event,))
+        return Response(
+            model=skeleton.model, choices=(choice,), usage=_usage(skeleton, results), events=(event,)
+        )
 
     def _skip_reason(self, request: Request, mode: Mode) -> str | None:
         """Why SoT cannot or should not serve ``request``, or ``None`` if it may."""
@@ -151,7 +153,10 @@ class SkeletonStage:
             return "n > 1 or logprobs requested"
         if any(field in request.extra for field in _TOOL_FIELDS):
             return "tools or a response format requested"
-        if request.max_tokens is not None and request.max_tokens < 2 * self.min_points * self.min_point_tokens:
+        if (
+            request.max_tokens is not None
+            and request.max_tokens < 2 * self.min_points * self.min_point_tokens
+        ):
             return "max_tokens too small for a skeleton"
         return None
 

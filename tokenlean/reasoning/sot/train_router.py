@@ -38,8 +38,12 @@ def train(
     scores: dict[float, dict[str, float]] = {}
     for c in grid:
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-        result = cross_validate(model, vectors, labels, cv=splitter, scoring=("roc_auc", "accuracy", "balanced_accuracy"))
-        scores[c] = {k: float(result[f"test_{k}"].mean()) for k in ("roc_auc", "accuracy", "balanced_accuracy")}
+        result = cross_validate(
+            model, vectors, labels, cv=splitter, scoring=("roc_auc", "accuracy", "balanced_accuracy")
+        )
+        scores[c] = {
+            k: float(result[f"test_{k}"].mean()) for k in ("roc_auc", "accuracy", "balanced_accuracy")
+        }
     best = max(grid, key=lambda c: scores[c]["roc_auc"])
     model = LogisticRegression(C=best, class_weight="balanced", max_iter=5000)
     held_out = cross_val_predict(model, vectors, labels, cv=splitter, method="predict_proba")[:, 1]
@@ -50,7 +54,7 @@ def train(
         "model": "logistic regression, class_weight=balanced",
         "embedder": "all-MiniLM-L6-v2",
         "trained_on": "imagination-research/sot data/lima/router.csv",
-        "examples": int(len(labels)),
+        "examples": len(labels),
         "positives": int(sum(labels)),
         "C": best,
         "cv": {"folds": folds, "seed": SEED, "by_C": {str(c): scores[c] for c in grid}},
