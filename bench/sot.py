@@ -4,15 +4,16 @@ accuracy on SoT's own Vicuna-80 labels.
 
     python -m bench.sot                 # default: fixed-seed 40 % of Vicuna-80 (32 questions), by category
     python -m bench.sot --full          # all 80 questions (about 2.5 times as long)
-    python -m bench.sot --max-tokens 160 --fraction 0.4 --seed 0
+    python -m bench.sot --max-tokens 160 320 --fraction 0.4 --seed 0
 
 Every chosen question is answered twice, streamed, through one Pipeline([SkeletonStage]) around
-LocalBackend: once with ``{"sot": "off"}`` (normal generation) and once with ``{"sot": "on"}``
+LocalBackend, at each ``max_tokens`` given (default 160 and 320: SoT's gain depends on answer
+length): once with ``{"sot": "off"}`` (normal generation) and once with ``{"sot": "on"}``
 (SoT forced, so every category is measured); which mode goes first alternates per question, to
 spread the drift of a shared machine over both. The router-selected subset is the chosen
 questions the router (``mode: auto``) would send to SoT. Quality proxy: MiniLM cosine similarity
 of each answer to GPT-3.5's answer to the same question (FastChat's legacy answers). Both modes
-share ``max_tokens`` (default 160), which caps normal generation's length and SoT's whole answer.
+share ``max_tokens``, which caps normal generation's length and SoT's whole answer.
 The backend's speculative drafting is off (``LocalBackend(draft="off")``): its retrieval drafter
 reuses earlier outputs, so whichever mode ran second on a question would copy the first's answer
 at drafting speed; prefix reuse stays on (it serves both modes alike).
@@ -98,8 +99,8 @@ async def measure(pipeline: Any, text: str, mode: str, max_tokens: int) -> dict[
     }
 
 
-async def run(questions: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
-    """Both modes for every question, alternating which goes first."""
+async def run(questions: list[dict[str, Any]], budgets: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Both modes for every question at every ``max_tokens``, alternating which mode goes first."""
     from tokenlean.backends.local import LocalBackend
     from tokenlean.middleware.pipeline import Pipeline
     from tokenlean.reasoning.sot import SkeletonStage
@@ -109,92 +110,37 @@ async def run(questions: list[dict[str, Any]], max_tokens: int) -> list[dict[str
     backend = LocalBackend(draft="off")
     pipeline = Pipeline(backend, [SkeletonStage(mode="auto")], policies={"sot": "raise"})
     await measure(pipeline, "Say hello.", "off", 8)  # warm-up: first batch, kernels, tokenizer
-    rows = []
+    rows: dict[int, list[dict[str, Any]]] = {budget: [] for budget in budgets}
     for position, question in enumerate(questions):
-        order = ("off", "on") if position % 2 == 0 else ("on", "off")
-        results = {}
-        for mode in order:
-            batches = backend.batches_run
-            results[mode] = await measure(pipeline, question["text"], mode, max_tokens)
-            await asyncio.sleep(0.05)
-            results[mode]["batches"] = backend.batches_run - batches
-        rows.append(
-            {
-                "question_id": question["question_id"],
-                "category": question["category"],
-                "label": question["label"],
-                "normal": results["off"],
-                "sot": results["on"],
-            }
-        )
-        n, s = results["off"], results["on"]
-        print(
-            f"[{position + 1}/{len(questions)}] {question['category']:<14} normal {n['e2e_s']:6.1f}s  "
-            f"sot {s['e2e_s']:6.1f}s ({s['sot_action']}, {s['sot'].get('points', '-')} points)",
-            flush=True,
-        )
+        for budget in budgets:
+            order = ("off", "on") if position % 2 == 0 else ("on", "off")
+            results = {}
+            for mode in order:
+                batches = backend.batches_run
+                results[mode] = await measure(pipeline, question["text"], mode, budget)
+                await asyncio.sleep(0.05)
+                results[mode]["batches"] = backend.batches_run - batches
+            keys = ("question_id", "category", "label")
+            rows[budget].append(
+                {**{k: question[k] for k in keys}, "normal": results["off"], "sot": results["on"]}
+            )
+            n, s = results["off"], results["on"]
+            print(
+                f"[{position + 1}/{len(questions)}] max_tokens={budget} {question['category']:<14} "
+                f"normal {n['e2e_s']:5.1f}s  sot {s['e2e_s']:5.1f}s ({s['sot_action']}, "
+                f"{s['sot'].get('points', '-')} points)",
+                flush=True,
+            )
     await backend.aclose()
     return rows
 
 
-_STOP = frozenset(
-    [
-        "about",
-        "also",
-        "because",
-        "been",
-        "being",
-        "between",
-        "both",
-        "could",
-        "does",
-        "each",
-        "from",
-        "have",
-        "here",
-        "into",
-        "just",
-        "like",
-        "make",
-        "many",
-        "more",
-        "most",
-        "much",
-        "must",
-        "only",
-        "other",
-        "over",
-        "same",
-        "should",
-        "some",
-        "such",
-        "than",
-        "that",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "very",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "will",
-        "with",
-        "would",
-        "your",
-        "you're",
-        "it's",
-        "can't",
-        "don't",
-    ]
+_STOP_WORDS = (
+    "about also because been being between both could does each from have here into just like make many "
+    "more most much must only other over same should some such than that their them then there these they "
+    "this those through very what when where which while will with would your you're it's can't don't"
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 def key_terms(text: str) -> set[str]:
@@ -286,36 +232,45 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def plot(groups: dict[str, dict[str, Any]], path: Any) -> None:
-    """Median end-to-end and first-token latency and the quality proxy per group, both modes."""
+def plot(settings: dict[int, dict[str, dict[str, Any]]], path: Any) -> None:
+    """Per max_tokens (columns): median end-to-end, first-token latency and quality per group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [name for name, group in groups.items() if group.get("questions")]
-    x = range(len(names))
-    fig, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
-    for axis, key, label in zip(
-        axes,
-        ("e2e_s", "ttft_s", "similarity"),
-        ("median end-to-end (s)", "median first token (s)", "median cosine to GPT-3.5"),
-        strict=True,
-    ):
-        axis.bar([i - 0.2 for i in x], [groups[n][f"normal_{key}"] for n in names], 0.4, label="normal")
-        axis.bar([i + 0.2 for i in x], [groups[n][f"sot_{key}"] for n in names], 0.4, label="SoT")
-        axis.set_ylabel(label)
-    axes[0].legend()
-    axes[0].set_title("Skeleton-of-Thought vs normal generation, SmolLM2-135M on CPU (Vicuna-80)")
-    axes[-1].set_xticks(list(x), [f"{n}\n({groups[n]['questions']})" for n in names], rotation=30)
+    rows = (
+        ("e2e_s", "median end-to-end (s)"),
+        ("ttft_s", "median first token (s)"),
+        ("mean_similarity", "mean cosine to GPT-3.5"),
+    )
+    fig, axes = plt.subplots(3, len(settings), figsize=(8 * len(settings), 10), squeeze=False)
+    for column, (budget, groups) in enumerate(settings.items()):
+        names = [name for name, group in groups.items() if group.get("questions")]
+        x = range(len(names))
+        for row, (key, label) in enumerate(rows):
+            axis = axes[row][column]
+            field = key if key != "mean_similarity" else None
+            normal = [
+                groups[n][f"normal_{field}"] if field else groups[n]["normal_mean_similarity"] for n in names
+            ]
+            sot = [groups[n][f"sot_{field}"] if field else groups[n]["sot_mean_similarity"] for n in names]
+            axis.bar([i - 0.2 for i in x], normal, 0.4, label="normal")
+            axis.bar([i + 0.2 for i in x], sot, 0.4, label="SoT")
+            axis.set_ylabel(label)
+            axis.set_xticks(
+                list(x), [f"{n}\n({groups[n]['questions']})" for n in names], rotation=30, fontsize=8
+            )
+        axes[0][column].set_title(f"SoT vs normal, SmolLM2-135M on CPU, Vicuna-80, max_tokens={budget}")
+        axes[0][column].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
-    """Run, print the table, write bench/results/sot.json and sot.png."""
+    """Run, print the tables, write bench/results/sot.json and sot.png."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--max-tokens", type=int, nargs="+", default=[160, 320])
     parser.add_argument("--fraction", type=float, default=0.4, help="share of each category (default 0.4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true", help="all 80 questions")
@@ -326,86 +281,72 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     rows = asyncio.run(run(chosen, args.max_tokens))
-    add_quality_and_length(rows, questions)
     routed_ids = {q["question_id"] for q in questions if q["routed"]}
-    groups = {
-        "all": summarise(rows),
-        "router-selected": summarise([r for r in rows if r["question_id"] in routed_ids]),
-    }
-    for category in sorted({row["category"] for row in rows}):
-        groups[category] = summarise([row for row in rows if row["category"] == category])
-    report(args, router, groups, rows, time.perf_counter() - started, load_before)
+    settings: dict[int, dict[str, Any]] = {}
+    for budget, budget_rows in rows.items():
+        add_quality_and_length(budget_rows, questions)
+        groups = {"all": summarise(budget_rows)}
+        groups["router-selected"] = summarise([r for r in budget_rows if r["question_id"] in routed_ids])
+        for category in sorted({row["category"] for row in budget_rows}):
+            groups[category] = summarise([row for row in budget_rows if row["category"] == category])
+        settings[budget] = groups
+    report(args, router, settings, rows, time.perf_counter() - started, load_before)
+
+
+_COLUMN_NAMES = (
+    "normal_e2e_s sot_e2e_s median_speedup normal_ttft_s sot_ttft_s normal_answer_tokens sot_answer_tokens "
+    "normal_mean_similarity sot_mean_similarity normal_term_recall sot_term_recall sot_fallbacks"
+)
+_COLUMNS = _COLUMN_NAMES.split()
 
 
 def report(
     args: Any,
     router: dict[str, Any],
-    groups: dict[str, Any],
-    rows: list[dict[str, Any]],
+    settings: dict[int, dict[str, Any]],
+    rows: dict[int, Any],
     seconds: float,
     load_before: tuple[float, float, float],
 ) -> None:
-    """Table, goals, JSON and PNG."""
-    headers = [
-        "group",
-        "n",
-        "normal e2e s",
-        "SoT e2e s",
-        "median speed-up",
-        "normal TTFT s",
-        "SoT TTFT s",
-        "normal tokens",
-        "SoT tokens",
-        "normal sim",
-        "SoT sim",
-        "normal terms",
-        "SoT terms",
-        "fallbacks",
-    ]
-    table = print_table(
-        headers,
-        [
-            [
-                name,
-                g["questions"],
-                g["normal_e2e_s"],
-                g["sot_e2e_s"],
-                g["median_speedup"],
-                g["normal_ttft_s"],
-                g["sot_ttft_s"],
-                g["normal_answer_tokens"],
-                g["sot_answer_tokens"],
-                g["normal_mean_similarity"],
-                g["sot_mean_similarity"],
-                g["normal_term_recall"],
-                g["sot_term_recall"],
-                g["sot_fallbacks"],
-            ]
+    """Tables, goals, JSON and PNG."""
+    tables, goals = {}, []
+    for budget, groups in settings.items():
+        print(f"\nmax_tokens={budget}")
+        body = [
+            [name, g["questions"], *(g[c] for c in _COLUMNS)]
             for name, g in groups.items()
             if g.get("questions")
-        ],
-    )
-    selected = groups["router-selected"]
-    goals = [
-        goal(
-            "end-to-end speed-up on router-selected questions (median per question)",
-            ">= 1.8x",
-            selected.get("median_speedup"),
-            lambda v: v is not None and v >= 1.8,
-        ),
-        goal(
-            "quality proxy on router-selected questions: SoT mean cosine >= normal's",
-            "no drop",
-            {"sot": selected.get("sot_mean_similarity"), "normal": selected.get("normal_mean_similarity")},
-            lambda v: v["sot"] is not None and v["sot"] >= v["normal"],
-        ),
+        ]
+        tables[budget] = print_table(["group", "n", *_COLUMNS], body)
+        selected = groups["router-selected"]
+        goals.append(
+            goal(
+                f"median end-to-end speed-up, router-selected, max_tokens={budget}",
+                ">= 1.8x",
+                selected.get("median_speedup"),
+                lambda v: v is not None and v >= 1.8,
+            )
+        )
+        quality = {
+            "sot": selected.get("sot_mean_similarity"),
+            "normal": selected.get("normal_mean_similarity"),
+        }
+        goals.append(
+            goal(
+                f"quality proxy (mean cosine to GPT-3.5), router-selected, max_tokens={budget}",
+                "SoT >= normal",
+                quality,
+                lambda v: v["sot"] is not None and v["sot"] >= v["normal"],
+            )
+        )
+    goals.append(
         goal(
             "router accuracy on Vicuna-80 labels (never trained on)",
             ">= 0.85",
             router["accuracy"],
             lambda v: v >= 0.85,
-        ),
-    ]
+        )
+    )
     print(f"router accuracy {router['accuracy']}; goals met: {[g['met'] for g in goals]}")
     write_results(
         "sot",
@@ -416,20 +357,20 @@ def report(
                 "fraction": 1.0 if args.full else args.fraction,
                 "seed": args.seed,
                 "temperature": 0,
-                "stage": "SkeletonStage defaults",
+                "stage": "SkeletonStage() defaults, mode forced per request",
                 "backend": "LocalBackend(draft='off') (SmolLM2-135M-Instruct, CPU)",
             },
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
             "seconds": round(seconds, 1),
             "router": router,
-            "groups": groups,
+            "by_max_tokens": settings,
             "goals": goals,
-            "table": table,
+            "tables": tables,
             "questions": rows,
         },
     )
-    plot(groups, RESULTS / "sot.png")
+    plot(settings, RESULTS / "sot.png")
 
 
 if __name__ == "__main__":

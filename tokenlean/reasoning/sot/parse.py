@@ -87,10 +87,8 @@ def parse_skeleton(
             else re.sub(r"^(.*)\s\(?\d{1,2}[.)]\s.*$", r"\1", text, flags=re.DOTALL)
         )
     lines = [line.rstrip() for line in text.replace("\r", "").split("\n")]
-    readers = (lambda: _numbered_points(lines), lambda: _bulleted_points(lines), lambda: _inline_points(text))
-    points: tuple[str, ...] = ()
-    for reader in readers:
-        points = _distinct((_title(body) for body in reader()), question)
+    for bodies in (_numbered_points(lines), _bulleted_points(lines), _inline_points(text)):
+        points = _distinct((_title(body) for body in bodies), question)
         if len(points) >= min_points:
             return points[:max_points]
     return None

@@ -110,9 +110,9 @@ def _compose(messages: Sequence[Message], shots: Sequence[tuple[str, str]], text
     """System turns, worked examples as user/assistant turns, the conversation, then ``text``."""
     system = [m for m in messages if m.role in ("system", "developer")]
     rest = [m for m in messages if m.role not in ("system", "developer")]
-    examples = [
-        Message(role, content) for shot in shots for role, content in zip(("user", "assistant"), shot)
-    ]
+    examples: list[Message] = []
+    for question, answer in shots:
+        examples += [Message("user", question), Message("assistant", answer)]
     return (*system, *examples, *_with_last_user(rest, text))
 
 

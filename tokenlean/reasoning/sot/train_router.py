@@ -31,8 +31,12 @@ def train(
 ) -> RouterWeights:
     """Pick ``C`` by cross-validated AUC, refit on everything, return the weights with their scores."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from sklearn.model_selection import (  # type: ignore[import-untyped]
+        StratifiedKFold,
+        cross_val_predict,
+        cross_validate,
+    )
 
     splitter = StratifiedKFold(folds, shuffle=True, random_state=SEED)
     scores: dict[float, dict[str, float]] = {}
@@ -66,7 +70,7 @@ def train(
 def evaluate(weights: RouterWeights, vectors: Any, labels: Any, texts: list[str]) -> dict[str, float]:
     """Accuracy (with and without the guard), balanced accuracy and ROC AUC on held-out labels."""
     import numpy as np
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score  # type: ignore[import-untyped]
 
     labels = np.asarray(labels)
     probabilities = weights.probabilities(vectors)
