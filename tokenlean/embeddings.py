@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tokenlean.errors import MissingDependencyError
+from tokenlean.threads import torch_threads
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "default_embedder_path", "shared_embedder"]
+
+SMALL_BATCH = 32
+"""Up to this many texts (a query, a request's turns) are embedded on one thread: see tokenlean.threads."""
 
 
 @runtime_checkable
@@ -55,7 +60,8 @@ class SentenceTransformerEmbedder:
         """Normalised float32 embeddings of ``texts``."""
         import numpy as np
 
-        with self._lock:
+        scope = torch_threads(1) if len(texts) <= SMALL_BATCH else nullcontext()
+        with self._lock, scope:
             vectors = self._model.encode(
                 texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
             )

@@ -42,6 +42,7 @@ from tokenlean.models import resolve_model_dir
 from tokenlean.reasoning.drafting.model import DraftModel
 from tokenlean.reasoning.drafting.retrieval import DraftDatastore, request_hints
 from tokenlean.reasoning.drafting.session import DraftPolicy, parse_draft_mode
+from tokenlean.threads import decode_threads
 
 __all__ = ["LocalBackend"]
 
@@ -84,6 +85,7 @@ class LocalBackend:
     ``draft_policy`` the draft length and cost figures of the adaptive switch; ``datastore`` the
     retrieval drafter's store of earlier outputs (pass one to share or pre-fill it).
     Prefix reuse: ``prefix_cache_entries`` caches kept (0 turns reuse off), ``prefix_cache_bytes``.
+    ``threads``: torch intra-op threads of the decode thread (default: ``decode_threads``).
     """
 
     capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
@@ -102,6 +104,7 @@ class LocalBackend:
         datastore: DraftDatastore | None = None,
         prefix_cache_entries: int = 8,
         prefix_cache_bytes: int = 512 * 2**20,
+        threads: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,6 +114,7 @@ class LocalBackend:
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_dir))
         self.model: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32).eval()
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.threads = threads if threads is not None else decode_threads(self.model)
         self.max_batch_size = max_batch_size
         self.batch_window = batch_window_ms / 1000
         self.default_max_tokens = default_max_tokens
@@ -251,6 +255,7 @@ class LocalBackend:
     def _work(self) -> None:
         import torch
 
+        torch.set_num_threads(self.threads)  # this thread's intra-op pool only (see decode_threads)
         while True:
             batch = self._collect()
             if batch is None:
