@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenlean.errors import ConfigError, TokenleanError
 
@@ -91,8 +93,29 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
-    return 0
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
+    )
+    server = uvicorn.Server(config)
+    _exit_cleanly_after_draining(server)
+    server.run()
+    return 0 if server.started else 3  # 3: uvicorn's code for a failed start (e.g. port in use)
+
+
+def _exit_cleanly_after_draining(server: Any) -> None:
+    """On SIGTERM/SIGINT uvicorn stops accepting, drains in-flight streams, then re-raises the signal.
+
+    Re-raised into the default handler, a clean, drained shutdown ends with status -15, which
+    systemd, Kubernetes and CI read as a crash. uvicorn restores the handlers it found before
+    re-raising, so the ones installed here receive that signal: they ask the server to exit
+    (a no-op by then; before uvicorn has installed its own, it still stops the server).
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
 
 
 def _api_keys(args: argparse.Namespace) -> list[str]:

@@ -21,25 +21,37 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 WORDS = ["The", " capital", " of", " France", " is", " Paris", "."]
 
 
 class FakeUpstream:
-    """The scenarios, and every request body it received (``calls``)."""
+    """The scenarios, and every request body it received (``calls``).
+
+    ``/metrics`` serves ``metrics_text`` (404 while it is ``None``) after ``metrics_delay_s``.
+    """
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.seen: dict[str, int] = {}
+        self.metrics_text: str | None = None
+        self.metrics_delay_s = 0.0
         self.app = Starlette(
             routes=[
+                Route("/metrics", self.metrics_route, methods=["GET"]),
                 Route("/v1/models", self.models_route, methods=["GET"]),
                 Route("/v1/chat/completions", self.complete_route, methods=["POST"]),
                 Route("/v1/completions", self.complete_route, methods=["POST"]),
             ]
         )
+
+    async def metrics_route(self, request: HTTPRequest) -> Response:
+        await asyncio.sleep(self.metrics_delay_s)
+        if self.metrics_text is None:
+            return PlainTextResponse("not found", status_code=404)
+        return PlainTextResponse(self.metrics_text, media_type="text/plain; version=0.0.4")
 
     async def models_route(self, request: HTTPRequest) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})

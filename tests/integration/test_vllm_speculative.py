@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tokenlean.backends.vllm_launcher import VLLMServer, vllm_python
 from tokenlean.reasoning.drafting.vllm import draft_event, fetch_spec_decode_metrics, speculative_args
@@ -83,3 +85,46 @@ def test_ngram_speculation_keeps_greedy_output_and_reports_acceptance(
     assert event.data["drafted"] > 0 and 0 < event.data["accepted"] <= event.data["drafted"]
     assert (after - before).acceptance_rate > 0.3  # the copy prompt is drafted well
     assert fetch_spec_decode_metrics(plain.url).draft_tokens == 0  # the plain server never drafts
+
+
+def _upstream_series(text: str, upstream: str) -> dict[str, float]:
+    """tokenlean's ``tokenlean_upstream_*`` samples for one upstream, by sample name."""
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("tokenlean_upstream_") and sample.labels.get("upstream") == upstream
+        and sample.labels.get("stream", "false") == "false"
+    }  # fmt: skip
+
+
+async def test_proxy_metrics_relay_the_upstreams_acceptance(servers: tuple[VLLMServer, VLLMServer]) -> None:
+    from tokenlean.backends.openai import OpenAIBackend
+    from tokenlean.middleware.pipeline import Pipeline
+    from tokenlean.proxy.app import create_app
+
+    _, speculative = servers
+    backend = OpenAIBackend(speculative.url, model=NAME)
+    backend.upstream_metrics.scrape_interval = 0.0  # read vLLM's counters on every scrape
+    transport = httpx.ASGITransport(app=create_app(Pipeline(backend)))
+    body = {
+        "model": NAME,
+        "messages": [{"role": "user", "content": _prompts()[0]}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy", timeout=180) as http:
+            before = _upstream_series((await http.get("/metrics")).text, speculative.url + "/")
+            assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+            after = _upstream_series((await http.get("/metrics")).text, speculative.url + "/")
+    finally:
+        await backend.aclose()
+    accepted = "tokenlean_upstream_spec_decode_accepted_tokens_total"
+    assert after[accepted] > before.get(accepted, 0.0)  # the copy prompt drafts and accepts
+    assert 0 < after[accepted] <= after["tokenlean_upstream_spec_decode_draft_tokens_total"]
+    assert 0 < after["tokenlean_upstream_spec_decode_acceptance_rate"] <= 1
+    assert after["tokenlean_upstream_request_seconds_count"] == 1
+    assert (
+        0 < after["tokenlean_upstream_headers_seconds_sum"] <= after["tokenlean_upstream_request_seconds_sum"]
+    )

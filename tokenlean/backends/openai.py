@@ -37,6 +37,7 @@ from tokenlean.backends.openai_wire import (
     sse_data,
 )
 from tokenlean.backends.replicas import Replica, ReplicaSet, Routing
+from tokenlean.backends.upstream_metrics import UpstreamMetrics
 from tokenlean.errors import (
     BackendError,
     BackendTimeoutError,
@@ -120,6 +121,7 @@ class OpenAIBackend:
         if min(connect_timeout, read_timeout, total_timeout) <= 0 or max_retries < 0:
             raise ConfigError("timeouts must be positive and max_retries >= 0", param="timeouts")
         self.replicas = ReplicaSet(urls, routing=routing, prefix_chars=prefix_chars, load_factor=load_factor)
+        self.upstream_metrics = UpstreamMetrics(self.replicas)  # latency, errors, vLLM drafting: /metrics
         self.model = model
         self.total_timeout = total_timeout
         self.max_retries = max_retries
@@ -134,6 +136,7 @@ class OpenAIBackend:
         }
         self._probe_timeout = httpx.Timeout(connect_timeout, read=max(connect_timeout, 5.0))
         self._monitor: asyncio.Task[None] | None = None
+        self._probed_at = float("-inf")  # when the last probe started (monotonic)
 
     def models(self) -> list[str]:
         """The configured model, else what the upstreams listed at their last probe.
@@ -216,6 +219,7 @@ class OpenAIBackend:
 
     def _failed(self, replica: Replica, exc: BaseException) -> BackendError:
         error = _translate(exc, replica.url)
+        self.upstream_metrics.error(replica.url, error)
         if isinstance(error, BackendUnavailableError):
             replica.mark_down(error.message)
         return error
@@ -224,10 +228,19 @@ class OpenAIBackend:
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
     ) -> Response:
         client = self._clients[replica.url]
-        answer = await _within(deadline, client.post(endpoint(request), json=body))
+        timer = self.upstream_metrics.start(replica.url, stream=False)
+        upstream = client.build_request("POST", endpoint(request), json=body)
+        answer = await _within(deadline, client.send(upstream, stream=True))
+        try:
+            timer.headers()
+            await _within(deadline, answer.aread())
+        finally:
+            await answer.aclose()
         if answer.status_code >= 400:
             raise error_from_body(answer.status_code, answer.content)
-        return parse_completion(answer.json())
+        completion = parse_completion(answer.json())
+        timer.done()
+        return completion
 
     async def _stream(self, request: Request, body: dict[str, Any], deadline: float) -> AsyncIterator[Chunk]:
         """Relay one upstream stream; retry on another replica only while nothing was yielded."""
@@ -259,8 +272,10 @@ class OpenAIBackend:
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
     ) -> AsyncIterator[Chunk]:
         client = self._clients[replica.url]
+        timer = self.upstream_metrics.start(replica.url, stream=True)
         upstream = client.build_request("POST", endpoint(request), json=body)
         answer = await _within(deadline, client.send(upstream, stream=True))
+        timer.headers()
         try:
             if answer.status_code >= 400:
                 raise error_from_body(answer.status_code, await _within(deadline, answer.aread()))
@@ -269,23 +284,29 @@ class OpenAIBackend:
                 try:
                     payload = await _within(deadline, events.__anext__())
                 except StopAsyncIteration:
+                    timer.done()
                     return
                 if payload == b"[DONE]":
                     # Read to the end of the body, or httpx closes the connection instead of
                     # pooling it, and every request pays a new TCP connect.
                     await _within(deadline, _drain(events))
+                    timer.done()
                     return
                 data = json.loads(payload)
                 if "error" in data and not data.get("choices"):
                     raise _stream_error(data["error"])
                 for chunk in parse_chunk(data):
+                    timer.first_chunk()
                     yield chunk
         finally:
             await answer.aclose()
 
     async def health(self) -> dict[str, Any]:
-        """Probe every upstream (``GET /v1/models``) now; the result is what ``/health`` shows."""
-        await asyncio.gather(*(self._probe(r) for r in self.replicas.replicas))
+        """What ``/health`` shows: the upstreams as last probed (``GET /v1/models``), probed now only
+        when no probe started within 2 ``health_interval``s (the monitor keeps it fresh): a probe per
+        call made ``/health`` wait seconds behind 200 busy streams (bench/load.py)."""
+        if time.monotonic() - self._probed_at > 2 * self.health_interval:
+            await asyncio.gather(*(self._probe(r) for r in self.replicas.replicas))
         replicas = self.replicas.snapshot()
         up = sum(1 for r in replicas if r["healthy"])
         status = "ok" if up == len(replicas) else ("degraded" if up else "unavailable")
@@ -293,6 +314,7 @@ class OpenAIBackend:
 
     async def _probe(self, replica: Replica) -> None:
         started = time.perf_counter()
+        self._probed_at = time.monotonic()
         try:
             answer = await self._clients[replica.url].get("models", timeout=self._probe_timeout)
             replica.models = _model_ids(answer)
@@ -327,6 +349,7 @@ class OpenAIBackend:
                 with contextlib.suppress(asyncio.CancelledError):
                     await monitor
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+        await self.upstream_metrics.aclose()
 
 
 def _model_ids(answer: httpx.Response) -> list[str]:

@@ -19,19 +19,22 @@ from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response as HTTPResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenlean.errors import BadRequestError, PayloadTooLargeError, TokenleanError, UnknownModelError
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Request, Response
 from tokenlean.proxy.auth import ApiKeys
-from tokenlean.proxy.errors import error_body, error_response, from_validation_error
+from tokenlean.proxy.errors import error_body, error_response, from_validation_error, http_error_response
 from tokenlean.proxy.limits import TenantLimits
 from tokenlean.proxy.metrics import ProxyMetrics
 from tokenlean.proxy.wire import (
     ChatCompletionRequest,
     CompletionRequest,
+    ErrorResponse,
     chat_chunk,
     chat_response,
+    check_json_values,
     completion_chunk,
     completion_response,
     events_json,
@@ -44,6 +47,7 @@ log = logging.getLogger("tokenlean.proxy")
 access_log = logging.getLogger("tokenlean.access")
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_MAX_MESSAGES = 1024
+DEFAULT_MAX_OPTION_BYTES = 256 * 1024
 
 
 def create_app(
@@ -53,12 +57,14 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_messages: int = DEFAULT_MAX_MESSAGES,
     limits: TenantLimits | None = None,
+    max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
 ) -> FastAPI:
     """Build the proxy app around ``pipeline`` (closed when the app shuts down).
 
     ``limits`` sets per-tenant request and token rates (a tenant is an API key, or everyone when
     no keys are configured); bodies over ``max_body_bytes`` and message lists over
-    ``max_messages`` are refused with a 413 naming the limit.
+    ``max_messages`` are refused with a 413 naming the limit, and so are per-call stage options
+    (``tokenlean`` in the body plus ``x-tokenlean-*`` headers) over ``max_option_bytes`` as JSON.
     """
 
     @asynccontextmanager
@@ -67,7 +73,9 @@ def create_app(
         await pipeline.aclose()
 
     app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
-    proxy = _Proxy(pipeline, ApiKeys(api_keys or ()), max_body_bytes, max_messages, limits or TenantLimits())
+    app.add_exception_handler(StarletteHTTPException, http_error_response)  # 404/405 as OpenAI errors
+    proxy = _Proxy(pipeline, ApiKeys(api_keys or ()), max_body_bytes, max_messages, limits or TenantLimits(),
+                   max_option_bytes=max_option_bytes)
     app.state.proxy = proxy
     app.state.metrics = proxy.metrics
     _add_routes(app, proxy)
@@ -75,19 +83,29 @@ def create_app(
 
 
 def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
+    defs: dict[str, Any] = {}
+
     def body_schema(model: type) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")  # type: ignore[attr-defined]
+        defs.update(schema.pop("$defs", {}))  # published under components, where the $refs point
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
-    @app.post("/v1/chat/completions", openapi_extra=body_schema(ChatCompletionRequest))
+    answers: dict[int | str, dict[str, Any]] = {
+        200: {"description": "The answer, or with stream=true an SSE stream", "content": {"text/event-stream": {}}},
+        **{code: {"model": ErrorResponse, "description": "OpenAI error body"} for code in _ERROR_STATUSES},
+    }
+
+    @app.post("/v1/chat/completions", openapi_extra=body_schema(ChatCompletionRequest), responses=answers)
     async def chat_completions(http: HTTPRequest) -> HTTPResponse:
         return await proxy.handle(http, ChatCompletionRequest, "chat")
 
-    @app.post("/v1/completions", openapi_extra=body_schema(CompletionRequest))
+    @app.post("/v1/completions", openapi_extra=body_schema(CompletionRequest), responses=answers)
     async def completions(http: HTTPRequest) -> HTTPResponse:
         return await proxy.handle(http, CompletionRequest, "completion")
 
-    @app.get("/v1/models")
+    _publish_schemas(app, defs)
+
+    @app.get("/v1/models", responses={401: {"model": ErrorResponse, "description": "OpenAI error body"}})
     async def models(http: HTTPRequest) -> HTTPResponse:
         try:
             proxy.keys.tenant(http.headers.get("authorization"))
@@ -104,19 +122,38 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
 
     @app.get("/metrics")
     async def metrics() -> HTTPResponse:
-        return HTTPResponse(proxy.metrics.render(), media_type="text/plain; version=0.0.4")
+        body = await proxy.metrics.scrape(proxy.pipeline.backend)  # + the upstreams' own figures
+        return HTTPResponse(body, media_type="text/plain; version=0.0.4")
+
+
+_ERROR_STATUSES = (400, 401, 404, 413, 429, 500, 502, 503, 504)
+
+
+def _publish_schemas(app: FastAPI, defs: dict[str, Any]) -> None:
+    """Add the request models' nested schemas to the OpenAPI document's ``components``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # caches itself in app.openapi_schema
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class _Proxy:
     """Request handling shared by the chat and text completion routes."""
 
     def __init__(
-        self, pipeline: Pipeline, keys: ApiKeys, max_body_bytes: int, max_messages: int, limits: TenantLimits
+        self, pipeline: Pipeline, keys: ApiKeys, max_body_bytes: int, max_messages: int, limits: TenantLimits,
+        *, max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
     ) -> None:
         self.pipeline = pipeline
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.max_messages = max_messages
+        self.max_option_bytes = max_option_bytes
         self.limits = limits
         self.metrics = ProxyMetrics()
 
@@ -162,13 +199,25 @@ class _Proxy:
             )
         if body.stream_options is not None:
             request = request.replace(extra={**request.extra, "stream_options": body.stream_options.model_dump()})
-        request = request.replace(options=_merge_header_options(http, request.options))
+        request = request.replace(options=self._options(http, request.options))
         if request.model not in self.model_names():
             raise UnknownModelError(
                 f"model {request.model!r} is not served here; available: {', '.join(self.model_names())}",
                 param="model",
             )
         return request
+
+    def _options(self, http: HTTPRequest, body_options: Any) -> dict[str, Any]:
+        """Per-call stage options (body and headers), bounded in size and free of NaN."""
+        options = _merge_header_options(http, body_options)
+        check_json_values(options, "tokenlean")
+        size = len(json.dumps(options, separators=(",", ":")))
+        if size > self.max_option_bytes:
+            raise PayloadTooLargeError(
+                f"tokenlean options are {size} bytes as JSON, over the limit of {self.max_option_bytes}",
+                param="tokenlean",
+            )
+        return options
 
     async def _read_body(self, http: HTTPRequest) -> bytes:
         declared = http.headers.get("content-length")
@@ -299,7 +348,7 @@ def _header_value(value: str) -> Any:
         return False
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack: a plain string
         return value
 
 

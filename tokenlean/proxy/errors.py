@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tokenlean.errors import RateLimitError, TokenleanError
 
-__all__ = ["error_body", "error_response", "from_validation_error"]
+__all__ = ["error_body", "error_response", "from_validation_error", "http_error_response"]
 
 log = logging.getLogger("tokenlean.proxy")
 
@@ -37,6 +37,15 @@ def error_response(exc: Exception, *, request_id: str | None = None) -> JSONResp
     return JSONResponse(body, status_code=500, headers=headers)
 
 
+async def http_error_response(request: Any, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (an unknown path, a wrong method) in OpenAI's shape, not ``{"detail"}``."""
+    status = int(getattr(exc, "status_code", 500))
+    detail = str(getattr(exc, "detail", "") or "error")
+    code = detail.lower().replace(" ", "_") if status < 500 else "internal_error"
+    body = error_body(detail, type="invalid_request_error" if status < 500 else "server_error", code=code)
+    return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
+
+
 def from_validation_error(exc: ValidationError, *, request_id: str | None = None) -> JSONResponse:
     """A 400 naming the first invalid field (``messages.0.role``), as pydantic located it."""
     headers = {"x-request-id": request_id} if request_id else {}
@@ -45,8 +54,22 @@ def from_validation_error(exc: ValidationError, *, request_id: str | None = None
         body = error_body(f"request body is not valid JSON: {first['msg']}", type="invalid_request_error",
                           code="invalid_json")
         return JSONResponse(body, status_code=400, headers=headers)
-    loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
+    same_field = [e for e in exc.errors() if e["loc"][:1] == first["loc"][:1]]  # a union's branches
+    loc, msg = max(((_field_path(e["loc"]), e["msg"]) for e in same_field), key=lambda pair: len(pair[0]))
     param = ".".join(loc) or None
-    message = f"{param}: {first['msg']}" if param else first["msg"]
+    message = f"{param}: {msg}" if param else msg
     body = error_body(message, type="invalid_request_error", code="invalid_value", param=param)
     return JSONResponse(body, status_code=400, headers=headers)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list", "bytes"})
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    """A pydantic location as field names: union branch tags (``str``, ``list[str]``) dropped.
+
+    For ``stop: [null]`` pydantic reports one error per union branch (``stop.str`` and
+    ``stop.list[str].0``); the deepest one, ``stop.0``, is the one that says what is wrong.
+    """
+    parts = [str(part) for part in loc]
+    return [p for p in parts if not (p.startswith("function-") or "[" in p or p in _TYPE_TAGS)]

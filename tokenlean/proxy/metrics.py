@@ -4,15 +4,24 @@ Each app owns its own registry (tests build many apps in one process). Stage eve
 by (stage, action), their time observed per stage, and every numeric field in an event's data
 (tokens_saved, drafted, accepted, cost_saved, ...) is summed per (stage, field): a new stage gets
 its savings on /metrics without touching this module.
+
+A backend that measures its upstreams (``OpenAIBackend.upstream_metrics``: latency, errors,
+vLLM's drafting counters) keeps those collectors itself; ``scrape`` refreshes them (bounded in
+time, never raising) and adds them to this registry, so they render with the proxy's own.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from tokenlean.middleware.types import Event, Usage
 
 __all__ = ["ProxyMetrics"]
+
+log = logging.getLogger("tokenlean.proxy")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -22,6 +31,7 @@ class ProxyMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._sources: dict[int, Any] = {}  # backend collectors registered here, by id (kept alive)
         r = self.registry
         self.requests = Counter("tokenlean_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r)
         self.errors = Counter("tokenlean_errors", "Error responses by error code", ["code"], registry=r)
@@ -61,3 +71,22 @@ class ProxyMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
+
+    async def scrape(self, backend: Any) -> bytes:
+        """``render``, with ``backend``'s upstream figures refreshed and included (when it has any).
+
+        The refresh is bounded by the backend's own scrape timeout; should it fail anyway, the
+        page renders without fresh upstream figures rather than failing.
+        """
+        upstream = getattr(backend, "upstream_metrics", None)
+        if upstream is not None and callable(getattr(upstream, "collect", None)):
+            if id(upstream) not in self._sources:
+                self.registry.register(upstream)
+                self._sources[id(upstream)] = upstream
+            refresh = getattr(upstream, "refresh", None)
+            if refresh is not None:
+                try:
+                    await refresh()
+                except Exception:  # metrics must answer even when an upstream misbehaves
+                    log.warning("could not refresh upstream metrics", exc_info=True)
+        return self.render()

@@ -7,6 +7,7 @@ proxy. Known fields are validated strictly enough that a bad value gets a 400 na
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Literal
 
@@ -18,8 +19,10 @@ from tokenlean.middleware.types import Chunk, Message, Request, Response
 __all__ = [
     "ChatCompletionRequest",
     "CompletionRequest",
+    "ErrorResponse",
     "chat_chunk",
     "chat_response",
+    "check_json_values",
     "completion_chunk",
     "completion_response",
     "to_request",
@@ -27,6 +30,8 @@ __all__ = [
 
 MAX_N = 16
 MAX_STOP = 4
+MAX_TOKENS = 2**31 - 1  # vLLM and torch count tokens in 32-bit ints; larger is never a real request
+MAX_DEPTH = 64  # nesting of pass-through fields and stage options (vLLM's guided_json schemas fit)
 
 
 class _ContentPart(BaseModel):
@@ -56,22 +61,26 @@ class StreamOptions(BaseModel):
     """OpenAI ``stream_options``."""
 
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool = Field(default=False, strict=True)
 
 
 class _SamplingFields(BaseModel):
-    """Fields shared by chat and text completions."""
+    """Fields shared by chat and text completions.
+
+    Numbers and booleans are strict: ``"5"``, ``5.0`` or ``false`` for ``max_tokens`` is the
+    caller's mistake (OpenAI rejects it too), not something to coerce silently.
+    """
 
     model_config = ConfigDict(extra="allow")
     model: str
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, gt=0, le=1, strict=True)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
     stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=MAX_N)
-    stream: bool = False
+    n: int = Field(default=1, ge=1, le=MAX_N, strict=True)
+    stream: bool = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
     user: str | None = None
     tokenlean: dict[str, Any] | None = None  # extra_body={"tokenlean": {...}}: per-call stage options
@@ -90,25 +99,68 @@ class ChatCompletionRequest(_SamplingFields):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: bool = Field(default=False, strict=True)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, strict=True)
 
 
 class CompletionRequest(_SamplingFields):
     """``POST /v1/completions`` (legacy text completion)."""
 
     prompt: str | list[str]
-    logprobs: int | None = Field(default=None, ge=0, le=20)
-    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=20, strict=True)
+    echo: bool = Field(default=False, strict=True)
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI's error object (documents the 4xx/5xx answers in the OpenAPI schema)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: ``{"error": {message, type, param, code}}``."""
+
+    error: ErrorDetail
 
 
 _KNOWN = set(ChatCompletionRequest.model_fields) | set(CompletionRequest.model_fields)
+
+
+def check_json_values(value: Any, param: str) -> None:
+    """Reject what JSON text can carry but no backend can take: NaN/Infinity and deep nesting.
+
+    The JSON parser accepts ``NaN`` and ``1e999`` (infinity) in untyped fields; passed through, they
+    break later and far from the cause (httpx refuses to encode them, so the caller would see a
+    502 for its own input). Nesting is bounded so walking a value never exhausts the stack.
+    Iterative on purpose: the depth check must not itself recurse.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, param, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise BadRequestError(f"{path}: NaN and Infinity are not valid JSON numbers", param=path)
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                field = ".".join(path.split(".")[: param.count(".") + 1 + bool(param)])  # not 64 ".0"s
+                raise BadRequestError(f"{field}: nested deeper than the limit of {MAX_DEPTH} levels", param=field)
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend(
+                (child, f"{path}.{key}" if path else str(key), depth + 1)
+                for key, child in pairs
+                if isinstance(child, (dict, list, tuple, float))
+            )
 
 
 def to_request(body: ChatCompletionRequest | CompletionRequest, *, tenant: str | None, request_id: str) -> Request:
     """Convert a validated wire request into a ``Request`` (unknown fields go to ``extra``)."""
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     extra = {k: v for k, v in (body.model_extra or {}).items() if k not in _KNOWN}
+    check_json_values(extra, "")
+    check_json_values(body.tokenlean or {}, "tokenlean")
+    check_json_values(body.stream_options.model_extra if body.stream_options else {}, "stream_options")
     if isinstance(body, CompletionRequest) and body.echo:
         extra["echo"] = True
     common: dict[str, Any] = dict(

@@ -20,9 +20,11 @@ import json
 import re
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from tokenlean.errors import ConfigError
 from tokenlean.middleware.types import Event
@@ -31,9 +33,11 @@ __all__ = [
     "METHODS",
     "SpecDecodeMetrics",
     "add_vllm_args_command",
+    "afetch_spec_decode_metrics",
     "draft_event",
     "fetch_spec_decode_metrics",
     "main",
+    "metrics_url",
     "parse_spec_decode_metrics",
     "speculative_args",
     "speculative_config",
@@ -107,18 +111,23 @@ _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)
 _POSITION = re.compile(r'position="(\d+)"')
 
 
-def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
-    """Read ``vllm:spec_decode_*`` counters from a Prometheus text exposition (``/metrics``)."""
-    totals = {"drafts": 0.0, "draft_tokens": 0.0, "accepted_tokens": 0.0}
-    positions: dict[int, float] = {}
+def _spec_samples(text: str) -> Iterator[tuple[str, str, float]]:
+    """``(field, labels, value)`` for each ``vllm:spec_decode_num_*`` sample line."""
     for line in text.splitlines():
         match = _SAMPLE.match(line)
         if match is None or not match["name"].startswith("vllm:spec_decode_num_"):
             continue
         field = match["name"].removeprefix("vllm:spec_decode_num_").removesuffix("_total")
-        value = float(match["value"])
+        yield field, match["labels"] or "", float(match["value"])
+
+
+def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
+    """Read ``vllm:spec_decode_*`` counters from a Prometheus text exposition (``/metrics``)."""
+    totals = {"drafts": 0.0, "draft_tokens": 0.0, "accepted_tokens": 0.0}
+    positions: dict[int, float] = {}
+    for field, labels, value in _spec_samples(text):
         if field == "accepted_tokens_per_pos":
-            position = _POSITION.search(match["labels"] or "")
+            position = _POSITION.search(labels)
             if position is not None:
                 index = int(position.group(1))
                 positions[index] = positions.get(index, 0.0) + value
@@ -130,11 +139,35 @@ def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
     )
 
 
+def metrics_url(base_url: str) -> str:
+    """A server's ``/metrics`` address from its OpenAI base URL (with or without ``/v1``)."""
+    return base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+
+
 def fetch_spec_decode_metrics(base_url: str, timeout: float = 10.0) -> SpecDecodeMetrics:
     """Scrape ``/metrics`` of a vLLM server (``base_url`` with or without the ``/v1`` suffix)."""
-    root = base_url.rstrip("/").removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/metrics", timeout=timeout) as answer:
+    with urllib.request.urlopen(metrics_url(base_url), timeout=timeout) as answer:
         return parse_spec_decode_metrics(answer.read().decode())
+
+
+async def afetch_spec_decode_metrics(
+    base_url: str, *, timeout: float = 1.0, client: httpx.AsyncClient | None = None
+) -> SpecDecodeMetrics | None:
+    """Scrape ``/metrics`` without blocking the event loop; ``None`` when no drafting is exported.
+
+    A server launched without ``--speculative-config`` has no ``vllm:spec_decode_*`` series, and
+    "absent" must stay distinguishable from "drafted nothing yet". Raises ``httpx.HTTPError``
+    when the server cannot be reached or answers an error status.
+    """
+    if client is None:
+        async with httpx.AsyncClient(timeout=timeout) as own:
+            return await afetch_spec_decode_metrics(base_url, timeout=timeout, client=own)
+    answer = await client.get(metrics_url(base_url), timeout=timeout)
+    answer.raise_for_status()
+    text = answer.text
+    if next(_spec_samples(text), None) is None:
+        return None
+    return parse_spec_decode_metrics(text)
 
 
 def draft_event(before: SpecDecodeMetrics, after: SpecDecodeMetrics) -> Event:
