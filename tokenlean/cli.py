@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key-file", metavar="PATH", help="file with one accepted bearer key per line")
     serve.add_argument("--requests-per-minute", type=float, help="per-key request rate limit (429 beyond it)")
     serve.add_argument("--tokens-per-minute", type=float, help="per-key token budget (429 beyond it)")
+    serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (413 beyond it; default 8 MiB)")
+    serve.add_argument("--max-messages", type=int, help="most messages in one request (413 beyond it; default 1024)")
+    serve.add_argument(
+        "--max-option-bytes", type=int, help="largest per-call tokenlean options as JSON (413 beyond; default 256 KiB)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_optional_commands(commands)
     return parser
@@ -86,7 +91,9 @@ def _serve(args: argparse.Namespace) -> int:
     keys = _api_keys(args)
     pipeline = _build_pipeline(args)
     limits = TenantLimits(requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute)
-    app = create_app(pipeline, api_keys=keys, limits=limits)
+    sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages,
+             "max_option_bytes": args.max_option_bytes}
+    app = create_app(pipeline, api_keys=keys, limits=limits, **{k: v for k, v in sizes.items() if v is not None})
     print(
         f"tokenlean: pipeline ready in {time.perf_counter() - started:.1f} s; serving "
         f"{', '.join(pipeline.backend.models())} on http://{args.host}:{args.port}/v1",

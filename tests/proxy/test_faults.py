@@ -227,7 +227,7 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(serve) -> None:  # type: 
     upstream = serve(FakeUpstream().app)
     port = free_port()
     command = [sys.executable, "-m", "tokenlean.cli", "serve", "--upstream", upstream.url, "--port", str(port),
-               "--log-level", "warning"]
+               "--log-level", "warning", "--max-messages", "2"]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -238,6 +238,8 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(serve) -> None:  # type: 
         while not _healthy(base, process):
             assert time.monotonic() < deadline, "tokenlean serve did not become healthy within 60 s"
             time.sleep(0.1)
+        too_long = httpx.post(base + CHAT, json={"model": "fake-model", "messages": HI * 3}, timeout=30)
+        assert too_long.status_code == 413 and "limit of 2" in too_long.json()["error"]["message"]  # --max-messages
         with httpx.Client(base_url=base, timeout=30) as client, client.stream("POST", CHAT, json=body) as response:
             seen: list[str] = []
             signalled: float | None = None
