@@ -95,3 +95,15 @@ async def test_health_reports_the_upstreams(upstream, free_port_url: str) -> Non
     upstreams = {u["url"]: u["healthy"] for u in health["backend"]["upstreams"]}
     assert upstreams == {url + "/v1/": True, free_port_url + "/v1/": False}
     assert health["backend"]["status"] == "degraded"
+
+
+async def test_ready_is_503_only_while_no_upstream_can_answer(upstream, free_port_url: str) -> None:
+    _, url = upstream
+    async with client_for(url, free_port_url) as client:
+        degraded = await client._client.get("http://proxy/ready")
+    async with client_for(free_port_url) as client:
+        down = await client._client.get("http://proxy/ready")
+        alive = await client._client.get("http://proxy/health")
+    assert degraded.status_code == 200 and degraded.json()["status"] == "ready"
+    assert down.status_code == 503 and down.json()["backend"]["status"] == "unavailable"
+    assert alive.status_code == 200  # liveness: the proxy itself is fine

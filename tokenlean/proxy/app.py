@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response as HTTPResponse, StreamingR
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenlean.errors import BadRequestError, PayloadTooLargeError, TokenleanError, UnknownModelError
+from tokenlean.errors import PayloadTooLargeError, TokenleanError, UnknownModelError
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Request, Response
 from tokenlean.proxy.auth import ApiKeys
@@ -116,9 +116,16 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        backend_health = getattr(proxy.pipeline.backend, "health", None)
-        detail = await backend_health() if backend_health is not None else {}
-        return {"status": "ok", "models": proxy.model_names(), "backend": detail}
+        """Liveness: the proxy answers (200 even when the upstreams are down; see ``/ready``)."""
+        return {"status": "ok", "models": proxy.model_names(), "backend": await proxy.backend_health()}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness for a load balancer: 503 while no upstream can take a request."""
+        detail = await proxy.backend_health()
+        usable = detail.get("status", "ok") != "unavailable"
+        return JSONResponse({"status": "ready" if usable else "unavailable", "backend": detail},
+                            status_code=200 if usable else 503)
 
     @app.get("/metrics")
     async def metrics() -> HTTPResponse:
@@ -157,6 +164,12 @@ class _Proxy:
         self.limits = limits
         self.metrics = ProxyMetrics()
 
+    async def backend_health(self) -> dict[str, Any]:
+        """The backend's own report (upstreams and their state), or ``{}`` when it has none."""
+        report: Callable[[], Awaitable[dict[str, Any]]] | None
+        report = getattr(self.pipeline.backend, "health", None)
+        return await report() if report is not None else {}
+
     def model_names(self) -> list[str]:
         """Backend models plus names stages answer to (a cascade's ``cascade:<name>``)."""
         names = list(self.pipeline.backend.models())
@@ -177,7 +190,7 @@ class _Proxy:
             return self._failed(kind, from_validation_error(exc, request_id=request_id), "invalid_value", started)
         except TokenleanError as exc:
             return self._failed(kind, error_response(exc, request_id=request_id), exc.code, started)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - anything else is a 500 body, never a stack trace
             return self._failed(kind, error_response(exc, request_id=request_id), "internal_error", started)
         headers = _event_headers(response, request_id)
         if response.is_streaming:
@@ -282,7 +295,7 @@ class _Proxy:
                     seen.add(chunk.index)
                 yield "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
             self._observe(kind, 200, request, final.replace(stream=None), started)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - headers are sent: an error event, then a clean end
             yield "data: " + json.dumps(_stream_error(exc)) + "\n\n"
             self.metrics.errors.labels(getattr(exc, "code", "internal_error")).inc()
         yield "data: [DONE]\n\n"
