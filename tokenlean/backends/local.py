@@ -40,6 +40,7 @@ from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Chunk, Event, Request, Response, Usage
 from tokenlean.models import resolve_model_dir
 from tokenlean.reasoning.drafting.model import DraftModel
+from tokenlean.reasoning.drafting.packed import use_fast_kernels
 from tokenlean.reasoning.drafting.retrieval import DraftDatastore, request_hints
 from tokenlean.reasoning.drafting.session import DraftPolicy, parse_draft_mode
 from tokenlean.threads import decode_threads
@@ -85,6 +86,8 @@ class LocalBackend:
     ``draft_policy`` the draft length and cost figures of the adaptive switch; ``datastore`` the
     retrieval drafter's store of earlier outputs (pass one to share or pre-fill it).
     Prefix reuse: ``prefix_cache_entries`` caches kept (0 turns reuse off), ``prefix_cache_bytes``.
+    ``fast_kernels``: packed CPU weights, grouped attention (``reasoning/drafting/packed.py``):
+    faster decoding, cheap verification of drafts, for twice the linear layers' memory.
     ``threads``: torch intra-op threads of the decode thread (default: ``decode_threads``).
     """
 
@@ -105,6 +108,7 @@ class LocalBackend:
         prefix_cache_entries: int = 8,
         prefix_cache_bytes: int = 512 * 2**20,
         threads: int | None = None,
+        fast_kernels: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -115,6 +119,7 @@ class LocalBackend:
         self.model: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32).eval()
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.threads = threads if threads is not None else decode_threads(self.model)
+        self.fast_kernels = fast_kernels and use_fast_kernels(self.model)
         self.max_batch_size = max_batch_size
         self.batch_window = batch_window_ms / 1000
         self.default_max_tokens = default_max_tokens
@@ -122,9 +127,14 @@ class LocalBackend:
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        policy = DraftPolicy.of(draft_policy)
+        policy = DraftPolicy.of(draft_policy).resolve(fast_kernels=self.fast_kernels)
         self.draft_model = (
-            DraftModel(resolve_model_dir(draft_model), self.tokenizer, cost=policy.draft_model_cost)
+            DraftModel(
+                resolve_model_dir(draft_model),
+                self.tokenizer,
+                cost=policy.draft_model_cost,
+                fast_kernels=fast_kernels,
+            )
             if draft_model
             else None
         )

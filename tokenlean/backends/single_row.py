@@ -132,7 +132,7 @@ class SingleRowDecoder:
 
     def _drafters(self, prompt: list[int], row: RowDecoder, plan: DraftPlan) -> list[Drafter]:
         """The drafters ``plan.mode`` asks for, in order of preference."""
-        mode, drafters = plan.mode, []
+        mode, drafters = plan.mode, list[Drafter]()
         if mode in ("auto", "lookup"):
             drafters.append(
                 PromptLookupDrafter(

@@ -64,6 +64,6 @@ def forward_tokens(model: Any, cache: Any, ids: Sequence[int], keep: int = 1) ->
 
 
 @functools.cache
-def _cache_keyword(model_type: type) -> str:
+def _cache_keyword(model_type: Any) -> str:
     """transformers renamed ``past_key_values`` to ``cache``; use whichever this model takes."""
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"

@@ -13,7 +13,7 @@ The adaptive switch (``adaptive.py``) turns the drafter off for a request when t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["NgramIndex", "PromptLookupDrafter"]
 
@@ -52,23 +52,23 @@ class NgramIndex:
         if len(context) > len(self.tokens):
             self.extend(context[len(self.tokens) :])
 
-    def propose(self, context: Sequence[int], k: int) -> list[int]:
-        """Up to ``k`` indexed tokens that followed the best occurrence of ``context``'s longest suffix n-gram.
+    def match(self, context: Sequence[int]) -> tuple[int, int] | None:
+        """``(start, matched)``: where the best earlier occurrence of ``context``'s suffix continues, and
+        how many tokens of ``context`` it agrees with (the n-gram plus the agreement before it).
 
         ``context`` may be the indexed sequence itself (prompt lookup) or another one (hints).
         """
-        if k <= 0:
-            return []
-        for n in range(self.max_ngram, self.min_ngram - 1, -1):
-            if len(context) < n:
-                continue
+        for n in range(min(self.max_ngram, len(context)), self.min_ngram - 1, -1):
             starts = self._after.get(tuple(context[-n:]))
             if starts:
-                start = max(
-                    reversed(starts[-self.candidates :]), key=lambda s: self._agreement(context, s, n)
-                )
-                return self.tokens[start : start + k]
-        return []
+                agreed, start = max((self._agreement(context, s, n), s) for s in starts[-self.candidates :])
+                return start, n + agreed
+        return None
+
+    def propose(self, context: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` indexed tokens that followed the best occurrence of ``context``'s longest suffix n-gram."""
+        found = self.match(context) if k > 0 else None
+        return self.tokens[found[0] : found[0] + k] if found else []
 
     def _agreement(self, context: Sequence[int], start: int, n: int) -> int:
         """How many tokens before the matched n-gram also agree (up to ``horizon``)."""
@@ -86,16 +86,27 @@ class PromptLookupDrafter:
 
     One instance per request (it indexes that request's tokens). ``cost`` is the drafter's own
     time per drafted token relative to one decode step of the target: a few dict reads, i.e. ~0.
+    Unigram matches are looked up too (``min_ngram=1``): after the model has put in a word of its
+    own, the next token often resumes a copy that only one token can find. They are the least
+    reliable class, and the adaptive switch drafts for them only while they pay.
     """
 
     name = "lookup"
     cost = 0.0
     step_cost = 0.0
 
-    def __init__(self, *, min_ngram: int = 2, max_ngram: int = 4) -> None:
+    def __init__(self, *, min_ngram: int = 1, max_ngram: int = 4) -> None:
         self.index = NgramIndex(min_ngram, max_ngram)
 
-    def propose(self, context: Sequence[int], k: int) -> list[int]:
-        """Draft up to ``k`` tokens to follow ``context`` (prompt + generated tokens)."""
+    def propose(self, context: Sequence[int], budget: Callable[[int], int]) -> tuple[list[int], int]:
+        """A draft to follow ``context`` (prompt + generated tokens) and its match quality.
+
+        ``budget(quality)`` says how many tokens a draft whose source agrees with the last
+        ``quality`` tokens is worth (``adaptive.py``).
+        """
         self.index.sync(context)
-        return self.index.propose(context, k)
+        found = self.index.match(context)
+        if found is None:
+            return [], 0
+        start, matched = found
+        return self.index.tokens[start : start + budget(matched)], matched

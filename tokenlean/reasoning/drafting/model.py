@@ -16,11 +16,12 @@ a GPU. Re-tokenisation at text boundaries can also produce drafts the target nev
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, is_sliding, new_cache
+from tokenlean.reasoning.drafting.packed import use_fast_kernels
 
 __all__ = ["DraftModel", "DraftModelDrafter"]
 
@@ -28,7 +29,14 @@ __all__ = ["DraftModel", "DraftModelDrafter"]
 class DraftModel:
     """A loaded draft model and how it relates to the target (same vocabulary or not)."""
 
-    def __init__(self, model_dir: str | Path, target_tokenizer: Any, *, cost: float | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        target_tokenizer: Any,
+        *,
+        cost: float | None = None,
+        fast_kernels: bool = True,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,6 +45,8 @@ class DraftModel:
         self.model: Any = AutoModelForCausalLM.from_pretrained(
             str(self.model_dir), dtype=torch.float32
         ).eval()
+        if fast_kernels:  # the same kernels as the target (see LocalBackend)
+            use_fast_kernels(self.model)
         self.same_vocab = self.tokenizer.get_vocab() == target_tokenizer.get_vocab()
         self.cost = cost  # draft seconds per token / target seconds per decode step; None until measured
 
@@ -83,8 +93,13 @@ class DraftModelDrafter:
         self.cost = draft.cost or 0.0
         self.step_cost = self.cost  # each proposal first runs the tokens accepted since the last one
 
-    def propose(self, context: Sequence[int], k: int) -> list[int]:
-        """Draft up to ``k`` target tokens to follow ``context`` (prompt + generated)."""
+    def propose(self, context: Sequence[int], budget: Callable[[int], int]) -> tuple[list[int], int]:
+        """Draft ``budget(0)`` target tokens to follow ``context`` (prompt + generated); quality 0
+        (a model draft has no match length, see ``adaptive.py``)."""
+        return self.draft_tokens(context, budget(0)), 0
+
+    def draft_tokens(self, context: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` target tokens to follow ``context``."""
         if k <= 0:
             return []
         if self.draft.same_vocab:

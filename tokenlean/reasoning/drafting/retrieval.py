@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tokenlean.errors import BadRequestError
@@ -76,12 +76,14 @@ class DraftDatastore:
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
         """Up to ``k`` tokens that followed the longest suffix of ``context`` in a stored output."""
-        if k <= 0:
-            return []
+        found = self.match(context) if k > 0 else None
+        return found[0][found[1] : found[1] + k] if found else []
+
+    def match(self, context: Sequence[int]) -> tuple[list[int], int, int] | None:
+        """``(output, start, n)``: a stored output (never changed once stored), where the longest
+        matching suffix of ``context`` continues in it, and that suffix's length."""
         with self._lock:
-            for n in range(self.max_ngram, self.min_ngram - 1, -1):
-                if len(context) < n:
-                    continue
+            for n in range(min(self.max_ngram, len(context)), self.min_ngram - 1, -1):
                 key = tuple(context[-n:])
                 hit = self._index.get(key)
                 if hit is None:
@@ -90,8 +92,8 @@ class DraftDatastore:
                 if doc is None:  # evicted: drop the stale entry
                     del self._index[key]
                     continue
-                return doc[hit[1] : hit[1] + k]
-        return []
+                return doc, hit[1], n
+        return None
 
 
 class RetrievalDrafter:
@@ -114,13 +116,18 @@ class RetrievalDrafter:
         """Whether there is anything to retrieve from."""
         return bool(self.hints) or (self.datastore is not None and len(self.datastore) > 0)
 
-    def propose(self, context: Sequence[int], k: int) -> list[int]:
-        """Draft up to ``k`` tokens from the hints, else from the datastore."""
+    def propose(self, context: Sequence[int], budget: Callable[[int], int]) -> tuple[list[int], int]:
+        """A draft from the hints, else from the datastore, and its match quality (see ``lookup.py``)."""
         for index in self.hints:
-            draft = index.propose(context, k)
-            if draft:
-                return draft
-        return self.datastore.propose(context, k) if self.datastore is not None else []
+            found = index.match(context)
+            if found is not None:
+                start, matched = found
+                return index.tokens[start : start + budget(matched)], matched
+        stored = self.datastore.match(context) if self.datastore is not None else None
+        if stored is None:
+            return [], 0
+        doc, start, matched = stored
+        return doc[start : start + budget(matched)], matched
 
 
 def with_draft_hints(request: Request, texts: Iterable[str]) -> Request:
