@@ -189,20 +189,25 @@ def route_all(questions: list[dict[str, Any]]) -> dict[str, Any]:
     for route, question in zip(routes, questions, strict=True):
         by_category[question["category"]].append(route.suits)
         question["routed"] = route.suits
+    weights = router.weights
+    unguarded = router.probabilities(texts) >= router.threshold
     return {
         "accuracy": round(sum(correct) / len(correct), 4),
         "accuracy_without_guard": round(
-            sum(
-                (p >= 0.5) == bool(q["label"])
-                for p, q in zip(router.probabilities(texts), questions, strict=True)
-            )
-            / len(questions),
-            4,
+            sum(p == bool(q["label"]) for p, q in zip(unguarded, questions, strict=True)) / len(questions), 4
         ),
         "routed_share_by_category": {c: round(sum(v) / len(v), 3) for c, v in by_category.items()},
         "ms_per_request": round(ms, 2),
         "routed": sum(r.suits for r in routes),
         "labelled_suitable": sum(q["label"] for q in questions),
+        "model": {
+            "features": weights.meta.get("features", "all-MiniLM-L6-v2"),
+            "classifier": weights.meta.get("model"),
+            "C": weights.meta.get("C"),
+            "threshold": router.threshold,
+            "chosen_by": weights.meta.get("chosen_by"),
+            "lima_cv": weights.meta.get("cv", {}).get("chosen"),
+        },
     }
 
 
@@ -229,6 +234,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     expanded = [row["sot"]["sot"] for row in rows if row["sot"]["sot_action"] == "expanded"]
     for key in ("skeleton_ms", "skeleton_tokens", "expansion_ms", "expansion_tokens", "points"):
         out[f"sot_median_{key}"] = median([e[key] for e in expanded]) if expanded else None
+    out["sot_with_opening_line"] = sum(bool(e.get("lead")) for e in expanded)
     return out
 
 

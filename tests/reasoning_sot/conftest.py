@@ -14,6 +14,7 @@ from tokenlean.middleware.types import Request, Response
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "sot_questions"
 
+LEAD = "Managing time starts with a plan."
 SKELETON = "Sure, here is the outline:\n1. Plan the week\n2. Set priorities\n3. Avoid distractions\n"
 
 
@@ -24,12 +25,15 @@ def phase(request: Request) -> str:
 
 
 def scripted(skeleton: str = SKELETON) -> Callable[[Request], str]:
-    """Replies: the skeleton text, ``body of point N`` for point N, ``normal answer`` otherwise."""
+    """Replies: the skeleton text, ``body of point N`` for point N, an opening sentence for the
+    lead, ``normal answer`` otherwise."""
 
     def reply(request: Request) -> str:
         kind = phase(request)
         if kind == "skeleton":
             return skeleton
+        if kind == "lead":
+            return LEAD
         if kind.startswith("point"):
             return f"{kind[len('point') :]}. body of point {kind[len('point') :]}"
         return "normal answer"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenlean.reasoning.sot import clean_expansion, parse_skeleton
-from tokenlean.reasoning.sot.parse import drop_restated_opening, trim_to_sentence
+from tokenlean.reasoning.sot.parse import clean_lead, drop_restated_opening, trim_to_sentence
 
 CASES = [
     # SmolLM2: a clean list followed by a stray remark
@@ -138,3 +138,29 @@ def test_an_opening_that_restates_the_question_is_dropped() -> None:
         == "By using a calendar, you plan ahead."
     )
     assert drop_restated_opening("Time management matters", question) == "Time management matters"
+
+
+@pytest.mark.parametrize(
+    ("raw", "truncated", "lead"),
+    [
+        ("Saving money takes a few habits.\n1. Cook at home", False, "Saving money takes a few habits."),
+        ('**"Stress can be tamed with habits."**', False, "Stress can be tamed with habits."),
+        (
+            "In the future, AI could change how care is delivered, with chatbots helping",
+            True,
+            "In the future, AI could change how care is delivered.",
+        ),
+        ("Trains shaped cities. They also changed how people", True, ""),  # three words left
+        (
+            "Trains shaped modern cities a lot. They also changed how people",
+            True,
+            "Trains shaped modern cities a lot.",
+        ),
+        ("1. Plan the week\n2. Set priorities", False, ""),
+        ("- a bullet is no opening line", False, ""),
+        ("Hello there.", False, ""),
+        ("A run-on opening without any clause break at all", True, ""),
+    ],
+)
+def test_an_opening_line_is_one_whole_sentence_or_nothing(raw: str, truncated: bool, lead: str) -> None:
+    assert clean_lead(raw, truncated=truncated) == lead

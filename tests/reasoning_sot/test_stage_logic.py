@@ -11,7 +11,7 @@ from tokenlean.middleware.types import Message, Request
 from tokenlean.reasoning.sot import SkeletonStage
 from tokenlean.reasoning.sot.router import Route
 
-from .conftest import SlowFake, phase, scripted
+from .conftest import LEAD, SlowFake, phase, scripted
 
 QUESTION = (Message("system", "Be helpful."), Message("user", "How can I manage my time better?"))
 
@@ -29,7 +29,9 @@ class FixedRouter:
 
 
 def pipeline(backend: SlowFake, **options: object) -> Pipeline:
+    """SoT forced on; without the opening line unless asked (its own tests are below)."""
     options.setdefault("mode", "on")
+    options.setdefault("lead_max_tokens", 0)
     return Pipeline(backend, [SkeletonStage(**options)], policies={"sot": "raise"})  # type: ignore[arg-type]
 
 
@@ -79,6 +81,61 @@ async def test_streaming_gives_the_same_answer_point_by_point() -> None:
     assert [e.action for e in chunks[-1].events] == ["expanded"]
     complete = await pipeline(SlowFake(scripted()))(Request(messages=QUESTION, max_tokens=200))
     assert "".join(texts) == complete.text
+
+
+POINTS = "1. Plan the week: body of point 1\n2. Set priorities: body of point 2\n3. Avoid distractions: body of point 3"
+
+
+async def test_an_opening_line_is_written_in_the_same_wave_as_the_points() -> None:
+    backend = SlowFake(scripted())
+    response = await pipeline(backend, lead_max_tokens=24)(Request(messages=QUESTION, max_tokens=200))
+    assert response.text == f"{LEAD}\n{POINTS}"
+    assert sorted(phase(r) for r in backend.requests[1:]) == ["lead", "point1", "point2", "point3"]
+    assert backend.max_in_flight == 4  # the opening line is decoded alongside the points
+    lead = next(r for r in backend.requests if phase(r) == "lead")
+    assert lead.max_tokens == 24 and lead.messages[0] == Message("system", "Be helpful.")
+    assert "manage my time" in lead.messages[-1].content
+    [event] = sot_events(response)
+    assert event.data["lead"] is True and event.data["lead_tokens"] == len(LEAD.split())
+    assert response.usage.completion_tokens == sum(len(backend.reply(r).split()) for r in backend.requests)
+    assert event.data["expansion_tokens"] + event.data["skeleton_tokens"] == response.usage.completion_tokens
+    streamed = await pipeline(SlowFake(scripted()), lead_max_tokens=24)(
+        Request(messages=QUESTION, max_tokens=200, stream=True)
+    )
+    texts = [c.text async for c in streamed.stream if c.text]  # type: ignore[union-attr]
+    assert texts[:2] == [f"{LEAD}\n", "1. Plan the week"] and "".join(texts) == response.text
+
+
+async def test_a_failed_or_unusable_opening_line_leaves_the_points_alone() -> None:
+    backend = SlowFake(scripted(), fail={"lead": 2})
+    response = await pipeline(backend, lead_max_tokens=24)(Request(messages=QUESTION, max_tokens=200))
+    assert response.text == POINTS and sot_events(response)[0].data["lead"] is False
+    assert [phase(r) for r in backend.requests].count("lead") == 2  # one retry, no more
+
+    def listing(request: Request) -> str:  # a "lead" that is really the list again
+        return "1. Plan the week\n2. More" if phase(request) == "lead" else scripted()(request)
+
+    response = await pipeline(SlowFake(listing), lead_max_tokens=24)(
+        Request(messages=QUESTION, max_tokens=200)
+    )
+    assert response.text == POINTS
+
+
+async def test_the_opening_line_shares_max_tokens_and_yields_to_the_points() -> None:
+    backend = SlowFake(scripted())
+    await pipeline(backend, lead_max_tokens=24, point_max_tokens=500)(
+        Request(messages=QUESTION, max_tokens=100)
+    )
+    skeleton_tokens = len(backend.reply(backend.requests[0]).split())
+    budgets = {phase(r): r.max_tokens for r in backend.requests[1:]}
+    room = 100 - skeleton_tokens
+    assert budgets["lead"] == min(24, room // 4 - 1)  # at most an equal share of what is left
+    assert skeleton_tokens + sum(budgets.values()) + len(budgets) <= 100  # type: ignore[arg-type]
+    backend = SlowFake(scripted("1. A\n2. B\n3. C\n"))
+    await pipeline(backend, lead_max_tokens=24, min_point_tokens=8)(Request(messages=QUESTION, max_tokens=40))
+    assert "lead" not in [phase(r) for r in backend.requests]  # too little room: points only
+    with pytest.raises(ConfigError):
+        SkeletonStage(lead_max_tokens=-1)
 
 
 async def test_a_point_is_sent_only_when_all_before_it_are_done() -> None:
@@ -225,6 +282,8 @@ def test_the_stage_is_built_from_a_pipeline_spec() -> None:
                         "max_points": 4,
                         "point_max_tokens": 64,
                         "skeleton_examples": [["Why exercise?", "1. Health\n2. Mood"]],
+                        "lead_max_tokens": 16,
+                        "lead_examples": [["Why exercise?", "Exercise pays off in many ways."]],
                     },
                 }
             ],
@@ -233,10 +292,14 @@ def test_the_stage_is_built_from_a_pipeline_spec() -> None:
     stage = spec.build().stage("sot")
     assert isinstance(stage, SkeletonStage) and stage.max_points == 4
     assert stage.prompts.skeleton_examples == (("Why exercise?", "1. Health\n2. Mood"),)
+    assert stage.lead_max_tokens == 16
+    assert stage.prompts.lead_examples == (("Why exercise?", "Exercise pays off in many ways."),)
     for bad in (
         {"mode": "maybe"},
         {"min_points": 1},
         {"skeleton_examples": [["only a question"]]},
+        {"lead_examples": [["only a question"]]},
+        {"lead_max_tokens": -1},
         {"colour": 1},
     ):
         with pytest.raises(ConfigError):

@@ -9,7 +9,8 @@ and SoT is slower than normal generation.
 
 An expansion that fails is retried once; if it fails again the point keeps only its title and
 the others are kept (``PointResult.error`` records why). Only if every point failed does the
-failure propagate, because then there is no answer left to give.
+failure propagate, because then there is no answer left to give. The opening line (``lead``)
+is one more request in the same batch; if it fails twice the answer simply has none.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokenlean.middleware.stage import Handler
-from tokenlean.middleware.types import Message, Request, Usage
+from tokenlean.middleware.types import Message, Request, Response, Usage
 from tokenlean.reasoning.sot.parse import (
     clean_expansion,
+    clean_lead,
     drop_restated_opening,
     parse_skeleton,
     trim_to_sentence,
@@ -35,7 +37,9 @@ __all__ = [
     "assemble",
     "expand_all",
     "expand_point",
+    "lead_text",
     "point_text",
+    "write_lead",
     "write_skeleton",
 ]
 
@@ -106,6 +110,17 @@ async def write_skeleton(
     )
 
 
+async def _twice(call_next: Handler, request: Request) -> tuple[Response | None, int, BaseException | None]:
+    """The response to ``request``, asking a second time if the first call fails."""
+    error: BaseException | None = None
+    for attempt in (1, 2):
+        try:
+            return await (await call_next(request)).aread(), attempt, None
+        except Exception as exc:  # noqa: BLE001  # any failure of one part: retried, then given up
+            error = exc
+    return None, 2, error
+
+
 async def expand_point(
     request: Request,
     call_next: Handler,
@@ -118,22 +133,31 @@ async def expand_point(
     point_request = sub_request(
         request, prompts.point(request, points, index), max_tokens, f"point{index + 1}"
     )
+    response, attempts, error = await _twice(call_next, point_request)
+    if response is None:
+        return PointResult(index, points[index], "", Usage(), attempts, None, error)
     others = [p for i, p in enumerate(points) if i != index]
-    error: BaseException | None = None
-    for attempt in (1, 2):
-        try:
-            response = await (await call_next(point_request)).aread()
-        except Exception as exc:  # noqa: BLE001  # any failure of one point: retried, then its title alone
-            error = exc
-            continue
-        finish = response.choices[0].finish_reason if response.choices else None
-        text = drop_restated_opening(
-            clean_expansion(response.text, points[index], others), request.last_user_text
-        )
-        if finish == "length":
-            text = trim_to_sentence(text)
-        return PointResult(index, points[index], text, response.usage, attempt, finish)
-    return PointResult(index, points[index], "", Usage(), 2, None, error)
+    finish = response.choices[0].finish_reason if response.choices else None
+    text = drop_restated_opening(
+        clean_expansion(response.text, points[index], others), request.last_user_text
+    )
+    if finish == "length":
+        text = trim_to_sentence(text)
+    return PointResult(index, points[index], text, response.usage, attempts, finish)
+
+
+async def write_lead(
+    request: Request, call_next: Handler, prompts: SkeletonPrompts, max_tokens: int
+) -> PointResult:
+    """The answer's opening sentence (``index`` -1); one retry, then none (``text`` empty)."""
+    response, attempts, error = await _twice(
+        call_next, sub_request(request, prompts.lead(request), max_tokens, "lead")
+    )
+    if response is None:
+        return PointResult(-1, "", "", Usage(), attempts, None, error)
+    finish = response.choices[0].finish_reason if response.choices else None
+    text = clean_lead(response.text, truncated=finish == "length")
+    return PointResult(-1, "", text, response.usage, attempts, finish)
 
 
 async def expand_all(
@@ -153,6 +177,11 @@ def point_text(index: int, title: str, body: str | None) -> tuple[str, str]:
     return head, (f": {body}" if body else "")
 
 
-def assemble(results: Sequence[PointResult]) -> str:
-    """The whole answer: every point's head and tail, in order."""
-    return "".join("".join(point_text(r.index, r.title, r.text)) for r in results)
+def lead_text(lead: PointResult | None) -> str:
+    """The opening line as sent before the first point (with its line break), or ``""``."""
+    return f"{lead.text}\n" if lead is not None and lead.text else ""
+
+
+def assemble(results: Sequence[PointResult], lead: PointResult | None = None) -> str:
+    """The whole answer: the opening line, then every point's head and tail, in order."""
+    return lead_text(lead) + "".join("".join(point_text(r.index, r.title, r.text)) for r in results)

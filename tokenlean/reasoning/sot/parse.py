@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["clean_expansion", "drop_restated_opening", "parse_skeleton", "trim_to_sentence"]
+__all__ = ["clean_expansion", "clean_lead", "drop_restated_opening", "parse_skeleton", "trim_to_sentence"]
 
 _NUMBERED = re.compile(
     r"^(?P<indent>\s*)(?:#{1,6}\s*)?(?:\*\*)?(?:(?:point|step|item)\s*)?\(?(?P<num>\d{1,2})\s*(?:[.):\]]|-(?=\s))(?:\*\*)?\s+(?P<text>.+)$",
@@ -208,6 +208,29 @@ def trim_to_sentence(text: str) -> str:
     budget reads better one sentence shorter than ending mid-word."""
     ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]*(?=\s+[A-Z0-9\"'(*]|\s*$)", text)]
     return text[: ends[-1]].rstrip() if ends else text
+
+
+def clean_lead(text: str, *, truncated: bool = False) -> str:
+    """The opening sentence the model wrote for an answer, or ``""`` when there is none.
+
+    Only the first line counts (a model that goes on into a list of its own is cut there); a
+    first line that is itself a list item is no opening. A lead cut by its token cap ends at its
+    last full sentence or, without one, at its last clause (``", and so on"`` is dropped and a
+    full stop added); fewer than four words left is no lead at all.
+    """
+    line = next((line.strip() for line in text.strip().split("\n") if line.strip()), "")
+    line = re.sub(r"[*_`#]+", "", line).strip().strip("\"'").strip()
+    if not line or _NUMBERED.match(line) or _BULLET.match(line):
+        return ""
+    if truncated or not re.search(r"[.!?][\"')\]]*$", line):
+        whole = trim_to_sentence(line)
+        if whole != line or re.search(r"[.!?][\"')\]]*$", whole):
+            line = whole
+        elif "," in line:
+            line = line.rsplit(",", 1)[0].rstrip(" ;:-\u2013\u2014") + "."
+        else:
+            return ""
+    return line if len(line.split()) >= 4 else ""
 
 
 def drop_restated_opening(text: str, question: str) -> str:

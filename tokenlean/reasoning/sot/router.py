@@ -4,12 +4,12 @@ Skeleton-of-Thought (Ning et al., ICLR 2024, arXiv 2307.15337) helps where an an
 of independent points (advice, comparisons, consequences) and hurts where each step needs the
 previous one (maths, code, step-by-step reasoning), where the answer is short, or where it must
 read as one piece (role-play, stories). The paper's trained router is a RoBERTa classifier on
-labelled LIMA requests; ours is a logistic regression over the embedded MiniLM sentence vectors,
-trained on the same labels (``python -m tokenlean.reasoning.sot.train_router``), shipped as a
-few kilobytes of weights (``router.npz``) and applied with numpy alone. In front of it sits a
-guard for the two kinds the paper names as unsuitable and that a sentence embedding blurs:
-requests that contain a formula or code (or ask to write a program) are never routed; on LIMA's
-cross-validation the guard lifts accuracy from 76.7 % to 78.6 %.
+labelled LIMA requests; ours is a logistic regression over the embedded MiniLM sentence vector
+plus a few lexical cues for the request's form (``features.py``), trained on the same labels
+(``python -m tokenlean.reasoning.sot.train_router``), shipped as a few kilobytes of weights
+(``router.npz``) and applied with numpy alone. In front of it sits a guard for kinds the paper
+names as unsuitable and that a sentence embedding blurs: requests that contain a formula or code,
+ask to write a program, or ask for step-by-step reasoning are never routed.
 
 Known failure mode: LIMA's requests are long StackExchange/wikiHow posts, the traffic it routes
 is often short chat questions; the shift moves the calibration more than the ranking, so a
@@ -55,12 +55,22 @@ _CODE = re.compile(
 )
 
 
+# asks for a chain of dependent steps (the paper: step-by-step reasoning does not suit SoT)
+_STEPWISE = re.compile(
+    r"step[- ]by[- ]step|explain your (?:answer|reasoning)|through your reasoning|show your work",
+    re.IGNORECASE,
+)
+
+
 def maths_or_code(text: str) -> str | None:
-    """``"maths"`` or ``"code"`` when ``text`` holds a formula or code or asks for a program."""
+    """``"maths"``, ``"code"`` or ``"step-by-step"`` when ``text`` holds a formula or code, asks
+    for a program, or asks for its reasoning step by step; ``None`` otherwise."""
     if _FORMULA.search(text):
         return "maths"
     if _CODE.search(text):
         return "code"
+    if _STEPWISE.search(text):
+        return "step-by-step"
     return None
 
 
@@ -75,12 +85,18 @@ class Route:
 
 @dataclass(frozen=True, eq=False)
 class RouterWeights:
-    """A logistic regression over unit-norm sentence vectors: ``sigmoid(x @ coef + intercept)``."""
+    """A logistic regression: ``sigmoid(features @ coef + intercept)``.
+
+    The features are the unit-norm sentence vector, followed, when ``lexical`` is a cue-list
+    version (``features.VERSION``), by that version's lexical cues; ``lexical=0`` means the
+    vector alone (weights written before the cues existed).
+    """
 
     coef: np.ndarray
     intercept: float
     threshold: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)
+    lexical: int = 0
 
     def save(self, path: str | Path) -> None:
         """Write the weights (float32) and their provenance to an ``.npz`` file."""
@@ -91,6 +107,7 @@ class RouterWeights:
             coef=np.asarray(self.coef, dtype=np.float32),
             intercept=np.float32(self.intercept),
             threshold=np.float32(self.threshold),
+            lexical=np.int32(self.lexical),
             meta=np.array(json.dumps(self.meta, sort_keys=True)),
         )
 
@@ -99,24 +116,46 @@ class RouterWeights:
         """Read weights written by ``save``; ``ConfigError`` if the file is missing or malformed."""
         import numpy as np
 
+        from tokenlean.reasoning.sot.features import VERSION
+
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(
+                weights = cls(
                     coef=data["coef"].astype(np.float32),
                     intercept=float(data["intercept"]),
                     threshold=float(data["threshold"]),
                     meta=json.loads(str(data["meta"])),
+                    lexical=int(data["lexical"]) if "lexical" in data.files else 0,
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(
                 f"cannot read SoT router weights {path}: {exc}", param="router_weights"
             ) from exc
+        if weights.lexical not in (0, VERSION):
+            raise ConfigError(
+                f"SoT router weights {path} use lexical cues v{weights.lexical}, this tokenlean has "
+                f"v{VERSION}: retrain them with train_router",
+                param="router_weights",
+            )
+        return weights
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        """P(suits SoT) for each row of ``vectors``."""
+    def features(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        """The rows the classifier reads: ``vectors``, plus the lexical cues of ``texts`` if used."""
         import numpy as np
 
-        logits = vectors @ self.coef + self.intercept
+        if not self.lexical:
+            return vectors
+        if texts is None or len(texts) != len(vectors):
+            raise ValueError("these router weights need the texts as well as their vectors")
+        from tokenlean.reasoning.sot.features import lexical_features
+
+        return np.hstack([vectors, lexical_features(texts)])
+
+    def probabilities(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        """P(suits SoT) for each row of ``vectors`` (``texts``: the requests they embed)."""
+        import numpy as np
+
+        logits = self.features(vectors, texts) @ self.coef + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
 
 
@@ -157,7 +196,7 @@ class SkeletonRouter:
             from tokenlean.embeddings import shared_embedder
 
             self._embedder = shared_embedder()
-        return self.weights.probabilities(self._embedder.embed(texts))
+        return self.weights.probabilities(self._embedder.embed(texts), texts)
 
     def probability(self, text: str) -> float:
         """P(``text`` suits SoT) by the classifier alone."""
