@@ -12,11 +12,20 @@ from collections.abc import Iterable
 
 from tokenlean.errors import AuthenticationError
 
-__all__ = ["ApiKeys"]
+__all__ = ["ApiKeys", "tenant_id"]
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def tenant_id(key: str) -> str:
+    """The tenant id of an API key, as stages, logs and pool scopes (``demos.tenants``) see it."""
+    return _tenant(_digest(key))
+
+
+def _tenant(digest: bytes) -> str:
+    return "key-" + digest.hex()[:16]
 
 
 class ApiKeys:
@@ -43,4 +52,4 @@ class ApiKeys:
             matched |= hmac.compare_digest(known, digest)
         if not matched:
             raise AuthenticationError("invalid API key")
-        return "key-" + digest.hex()[:16]
+        return _tenant(digest)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -45,7 +45,9 @@ class DemoStage:
     set ``pool``, ``k``, ``budget``, ``method``, ``mmr_lambda``, ``balance``, ``placement`` or
     ``enabled`` (``False`` turns the stage off for that request); a request's ``k`` is capped at
     ``max_k``. ``budget`` is in tokens of ``tokenizer`` (a model folder; default: the embedded
-    model's), template tokens included.
+    model's), template tokens included. ``tenants`` scopes pools to API keys: ``{pool: [tenant
+    ids]}`` (``tokenlean.proxy.auth.tenant_id(key)``); a listed pool is invisible to every other
+    tenant (an unknown pool if named, skipped if it is the default), unlisted pools are shared.
     """
 
     name: ClassVar[str] = "demos"
@@ -69,8 +71,10 @@ class DemoStage:
         pair_overhead: int | None = None,
         tokenizer: str | None = None,
         embedder: Embedder | None = None,
+        tenants: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._entries: dict[str, Any] = dict(pools or {})
+        self._scopes = _pool_scopes(tenants or {}, self._entries)
         self.max_k = max_k
         if pool is not None and pool not in self._entries:
             raise ConfigError(
@@ -107,16 +111,30 @@ class DemoStage:
         """Every pool this stage can use."""
         return sorted(self._entries)
 
-    def add_pool(self, name: str, pool: DemoPool | Any) -> None:
-        """Make ``pool`` (or a path/dict entry, loaded on first use) available under ``name``."""
+    def add_pool(self, name: str, pool: DemoPool | Any, *, tenants: Sequence[str] | None = None) -> None:
+        """Make ``pool`` (or a path/dict entry, loaded on first use) available under ``name``,
+        to ``tenants`` only when given."""
         with self._load_lock:
             self._entries[name] = pool
             self._pools.pop(name, None)
+            self._scopes.pop(name, None)
+            if tenants is not None:
+                self._scopes.update(_pool_scopes({name: tenants}, self._entries))
 
-    def _known(self, name: str) -> None:
-        if name not in self._entries:
+    def visible_pools(self, tenant: str | None) -> list[str]:
+        """The pools ``tenant`` may use: the shared ones and those scoped to it."""
+        return [name for name in self.pool_names if self._visible(name, tenant)]
+
+    def _visible(self, name: str, tenant: str | None) -> bool:
+        scope = self._scopes.get(name)
+        return name in self._entries and (scope is None or tenant in scope)
+
+    def _known(self, name: str, tenant: str | None = None, *, scoped: bool = False) -> None:
+        visible = self._visible(name, tenant) if scoped else name in self._entries
+        if not visible:
+            known = self.visible_pools(tenant) if scoped else self.pool_names
             raise BadRequestError(
-                f"unknown demonstration pool {name!r}; known: {', '.join(self.pool_names) or 'none'}",
+                f"unknown demonstration pool {name!r}; known: {', '.join(known) or 'none'}",
                 param="tokenlean.demos.pool",
             )
 
@@ -138,7 +156,10 @@ class DemoStage:
         if settings is None:
             return await call_next(request)
         pool_name, config, placement = settings
-        self._known(pool_name)  # an unknown pool is the caller's error even when nothing would be added
+        if not self._visible(pool_name, request.tenant) and not _names_pool(request.option(self.name)):
+            return await call_next(request)  # the default pool is another tenant's: no demonstrations
+        # an unknown (or another tenant's) pool is the caller's error even when nothing would be added
+        self._known(pool_name, request.tenant, scoped=True)
         query = request.last_user_text
         if not query.strip():
             return await call_next(request)
@@ -212,6 +233,23 @@ class DemoStage:
         last = messages[start - 1]
         messages[start - 1] = Message(last.role, f"{last.content}\n\n{block}", last.name)
         return request.replace(messages=messages), self.counter.count(block) + 1
+
+
+def _pool_scopes(tenants: Mapping[str, Sequence[str]], entries: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Validate ``{pool: [tenant ids]}`` against the pools; a typo must fail at startup."""
+    scopes: dict[str, frozenset[str]] = {}
+    for name, ids in tenants.items():
+        if name not in entries:
+            raise ConfigError(f"tenants: no pool named {name!r}; pools: {sorted(entries)}", param=f"tenants.{name}")
+        if isinstance(ids, str) or not all(isinstance(i, str) and i for i in ids):
+            raise ConfigError(f"tenants.{name}: give a list of tenant ids", param=f"tenants.{name}")
+        scopes[name] = frozenset(ids)
+    return scopes
+
+
+def _names_pool(options: Any) -> bool:
+    """Whether the caller chose the pool (rather than getting the stage's default)."""
+    return isinstance(options, Mapping) and options.get("pool") is not None
 
 
 def _measured_pair_overhead(counter: TokenCounter) -> int:
