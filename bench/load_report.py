@@ -15,7 +15,7 @@ SLOPE_LIMIT_MB_PER_MIN = 1.0
 END_LIMIT_RATIO = 1.10
 
 
-LEASING = "fast upstream, leasing transport (proposed)"
+HTTPX_POOL = "fast upstream, httpx pool (previous default)"
 
 
 def _parts(fast: dict[str, Any] | None, vllm: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
@@ -52,18 +52,21 @@ def goals(fast: dict[str, Any] | None, vllm: dict[str, Any] | None) -> list[dict
 
 
 def compare_transports(fast: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Per level: tokenlean as shipped vs the proposed leasing transport (bench/load_leasing.py)."""
-    if not fast or not fast.get("leasing_rows"):
+    """Per level: tokenlean as shipped (leasing) vs httpx's own pool (bench/load_httpx_pool.py).
+
+    ``throughput_ratio`` is stock / httpx-pool requests per second.
+    """
+    if not fast or not fast.get("httpx_pool_rows"):
         return []
     out = []
-    for stock, leasing in zip(fast["rows"], fast["leasing_rows"]):
+    for stock, pool in zip(fast["rows"], fast["httpx_pool_rows"]):
         row: dict[str, Any] = {"clients": stock["concurrency"]}
         for key in ("requests_per_s", "ttft_p50_ms", "ttft_p99_ms", "cpu_proxy_avg_pct", "health_p99_ms"):
-            row[key] = {"stock": round(stock[key], 2), "leasing": round(leasing[key], 2)}
-        row["throughput_ratio"] = round(leasing["requests_per_s"] / stock["requests_per_s"], 3)
+            row[key] = {"stock": round(stock[key], 2), "httpx-pool": round(pool[key], 2)}
+        row["throughput_ratio"] = round(stock["requests_per_s"] / pool["requests_per_s"], 3)
         row["proxy_cpu_ms_per_request"] = {
             name: round(10 * r["cpu_proxy_avg_pct"] / r["requests_per_s"], 2)
-            for name, r in (("stock", stock), ("leasing", leasing))
+            for name, r in (("stock", stock), ("httpx-pool", pool))
         }
         out.append(row)
     return out
@@ -76,10 +79,10 @@ def table(fast: dict[str, Any] | None, vllm: dict[str, Any] | None) -> str:
                "/health p50/p99/max ms"]  # fmt: skip
     rows = []
     parts = _parts(fast, vllm)
-    if fast and fast.get("leasing_rows"):
-        parts.insert(1, (LEASING, {"rows": fast["leasing_rows"]}))
+    if fast and fast.get("httpx_pool_rows"):
+        parts.insert(1, (HTTPX_POOL, {"rows": fast["httpx_pool_rows"]}))
     if fast and fast.get("counted_rows"):  # a diagnosis run (--transports counted)
-        parts.insert(1, ("fast upstream, stock with pool counters", {"rows": fast["counted_rows"]}))
+        parts.insert(1, ("fast upstream, httpx pool with counters", {"rows": fast["counted_rows"]}))
     for label, part in parts:
         for r in part["rows"]:
             rows.append([
@@ -151,12 +154,12 @@ def _series(ax: Any, rows: list[dict[str, Any]], key: str, style: str, label: st
     ax.plot([r["concurrency"] for r in rows], [r[key] for r in rows], style, label=label, **kw)
 
 
-def _overlay_leasing(rows: list[dict[str, Any]], axes: tuple[Any, Any, Any, Any]) -> None:
-    """The proposed transport, dotted black, beside tokenlean as shipped."""
+def _overlay_httpx_pool(rows: list[dict[str, Any]], axes: tuple[Any, Any, Any, Any]) -> None:
+    """httpx's own pool (the previous default), dotted black, beside tokenlean as shipped."""
     keys = ("ttft_p50_ms", "requests_per_s", "health_p99_ms", "cpu_proxy_avg_pct")
     names = ("ttft p50", "requests/s", "/health p99", "proxy CPU")
     for ax, key, name in zip(axes, keys, names):
-        _series(ax, rows, key, "o:", f"{name}, leasing (proposed)", color="black")
+        _series(ax, rows, key, "o:", f"{name}, httpx pool (before)", color="black")
 
 
 def _style(label: str, axes: tuple[Any, Any, Any, Any]) -> None:
@@ -180,8 +183,8 @@ def _style(label: str, axes: tuple[Any, Any, Any, Any]) -> None:
 def plot_load(fast: dict[str, Any] | None, vllm: dict[str, Any] | None, name: str = "load") -> None:
     """bench/results/load.png: latency, throughput, /health, proxy CPU/RSS against clients.
 
-    One row per upstream; on the fast upstream's row the proposed leasing transport is drawn
-    dotted in black beside tokenlean as shipped.
+    One row per upstream; on the fast upstream's row httpx's own pool (the previous default) is
+    drawn dotted in black beside tokenlean as shipped (leasing).
     """
     import matplotlib
 
@@ -206,8 +209,8 @@ def plot_load(fast: dict[str, Any] | None, vllm: dict[str, Any] | None, name: st
             _series(health, rows, f"health_{key}_ms", "o-", f"/health {key}")
         _series(proxy, rows, "cpu_proxy_avg_pct", "o-", "proxy CPU avg", color="tab:blue")
         _series(proxy, rows, "cpu_loadgen_avg_pct", "o--", "load generator CPU", color="tab:grey")
-        if label == "fast upstream" and fast and fast.get("leasing_rows"):
-            _overlay_leasing(fast["leasing_rows"], (latency, rate, health, proxy))
+        if label == "fast upstream" and fast and fast.get("httpx_pool_rows"):
+            _overlay_httpx_pool(fast["httpx_pool_rows"], (latency, rate, health, proxy))
         health.axhline(HEALTH_GOAL_MS, color="red", linestyle="--", label="goal 50 ms")
         memory = proxy.twinx()
         _series(memory, rows, "rss_peak_mb", "s-", "proxy RSS peak", color="tab:orange")

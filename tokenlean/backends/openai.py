@@ -1,8 +1,10 @@
 """``OpenAIBackend``: any OpenAI-compatible server, first of all ``vllm serve``, over httpx.
 
-One pooled ``httpx.AsyncClient`` per upstream. Non-streamed answers are parsed whole; streamed
-ones are relayed chunk by chunk as each server-sent event arrives (nothing is buffered). Several
-upstream URLs are replicas of one model, routed with prefix affinity (``replicas.py``).
+One ``httpx.AsyncClient`` per upstream on a ``LeasingTransport`` (``leasing.py``: one connection
+per in-flight request; httpx's own pool thrashed under 200 streams). Non-streamed answers are
+parsed whole; streamed ones are relayed chunk by chunk as each server-sent event arrives
+(nothing is buffered). Several upstream URLs are replicas of one model, routed with prefix
+affinity (``replicas.py``).
 
 Retries happen only before the caller has received anything: for a stream, only until the first
 chunk is yielded. After that a failure surfaces as an error from the stream, because replaying a
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tokenlean.backends.leasing import leased_client
 from tokenlean.backends.openai_wire import (
     endpoint,
     error_from_body,
@@ -127,13 +130,9 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.health_interval = health_interval
         timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._listed = False
-        self._clients = {
-            r.url: httpx.AsyncClient(base_url=r.url, timeout=timeout, limits=limits, headers=self._headers)
-            for r in self.replicas.replicas
-        }
+        self._clients = {url: leased_client(url, timeout, self._headers, max_connections) for url in urls}
         self._probe_timeout = httpx.Timeout(connect_timeout, read=max(connect_timeout, 5.0))
         self._monitor: asyncio.Task[None] | None = None
         self._probed_at = float("-inf")  # when the last probe started (monotonic)
