@@ -65,6 +65,9 @@ class FakeUpstream:
         attempt = self.seen[scenario] = self.seen.get(scenario, 0) + 1
         if scenario.startswith("status-"):
             return _error(int(scenario.split("-")[1]))
+        if scenario == "echo-auth":  # a careless upstream that quotes the credentials it was sent
+            message = f"rejected credentials {request.headers.get('authorization')}"
+            return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, 400)
         if scenario.startswith("flaky-") and attempt == 1:
             return _error(int(scenario.split("-")[1]))
         if scenario == "slow":

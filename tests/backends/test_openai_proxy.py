@@ -107,3 +107,21 @@ async def test_ready_is_503_only_while_no_upstream_can_answer(upstream, free_por
     assert degraded.status_code == 200 and degraded.json()["status"] == "ready"
     assert down.status_code == 503 and down.json()["backend"]["status"] == "unavailable"
     assert alive.status_code == 200  # liveness: the proxy itself is fine
+
+
+async def test_upstream_credentials_are_never_echoed(upstream, free_port_url: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    _, url = upstream
+    secret_url = free_port_url.replace("http://", "http://admin:hunter2@")
+    caplog.set_level("DEBUG")
+    async with client_for(url, api_key="sk-upstream-secret") as client:
+        with pytest.raises(openai.BadRequestError) as echoed:
+            await client.chat.completions.create(model="fake-model", messages=HI, extra_body={"scenario": "echo-auth"})
+    async with client_for(secret_url) as client:
+        with pytest.raises(openai.InternalServerError) as down:
+            await client.chat.completions.create(model="fake-model", messages=HI)
+        health = (await client._client.get("http://proxy/health")).text
+        metrics = (await client._client.get("http://proxy/metrics")).text
+    assert "rejected credentials Bearer ***" in echoed.value.body["message"]  # the upstream's words, masked
+    assert "admin:hunter2" not in down.value.body["message"] and "***@" in down.value.body["message"]
+    seen = " ".join([str(echoed.value.body), str(down.value.body), health, metrics, caplog.text])
+    assert "sk-upstream-secret" not in seen and "hunter2" not in seen

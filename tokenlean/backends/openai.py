@@ -36,10 +36,11 @@ from tokenlean.backends.openai_wire import (
     error_from_body,
     parse_chunk,
     parse_completion,
+    redact_error,
     request_body,
     sse_data,
 )
-from tokenlean.backends.replicas import Replica, ReplicaSet, Routing
+from tokenlean.backends.replicas import Replica, ReplicaSet, Routing, url_secrets
 from tokenlean.backends.upstream_metrics import UpstreamMetrics
 from tokenlean.errors import (
     BackendError,
@@ -131,6 +132,7 @@ class OpenAIBackend:
         self.health_interval = health_interval
         timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._secrets = [s for s in [api_key or "", *(x for u in urls for x in url_secrets(u))] if s]
         self._listed = False
         self._clients = {url: leased_client(url, timeout, self._headers, max_connections) for url in urls}
         self._probe_timeout = httpx.Timeout(connect_timeout, read=max(connect_timeout, 5.0))
@@ -217,7 +219,7 @@ class OpenAIBackend:
         await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
 
     def _failed(self, replica: Replica, exc: BaseException) -> BackendError:
-        error = _translate(exc, replica.url)
+        error = redact_error(_translate(exc, replica.url), self._secrets)
         self.upstream_metrics.error(replica.url, error)
         if isinstance(error, BackendUnavailableError):
             replica.mark_down(error.message)

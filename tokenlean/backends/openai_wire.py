@@ -14,10 +14,10 @@ stages see one form.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from tokenlean.errors import UpstreamStatusError
+from tokenlean.errors import BackendError, UpstreamStatusError
 from tokenlean.middleware.types import Choice, Chunk, Message, Request, Response, Usage
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "error_from_body",
     "parse_chunk",
     "parse_completion",
+    "redact_error",
     "request_body",
     "sse_data",
 ]
@@ -148,6 +149,16 @@ def parse_chunk(data: Mapping[str, Any]) -> list[Chunk]:
     if usage is not None:
         out.append(Chunk(usage=usage))
     return out
+
+
+def redact_error(error: BackendError, secrets: Sequence[str]) -> BackendError:
+    """``error`` with the upstream's credentials masked: its message reaches clients and logs."""
+    message = error.message
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    if message != error.message:
+        error.message, error.args = message, (message,)
+    return error
 
 
 def error_from_body(status: int, body: bytes) -> UpstreamStatusError:

@@ -31,11 +31,29 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from tokenlean.errors import ConfigError
 from tokenlean.middleware.types import Request
 
-__all__ = ["Replica", "ReplicaSet", "Routing", "prefix_key"]
+__all__ = ["Replica", "ReplicaSet", "Routing", "prefix_key", "public_url", "url_secrets"]
+
+
+def public_url(url: str) -> str:
+    """``url`` without ``user:password@``: what /health, /metrics and error messages may show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials written into ``url`` (its ``user:password`` and the password alone)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return []
+    userinfo = parts.netloc.rsplit("@", 1)[0]
+    return [userinfo, *(p for p in userinfo.split(":", 1)[1:] if p)]
 
 Routing = Literal["affinity", "round_robin", "least_loaded"]
 _ROUTINGS = ("affinity", "round_robin", "least_loaded")
@@ -183,7 +201,7 @@ class ReplicaSet:
         """Per-replica state for ``/health``."""
         return [
             {
-                "url": r.url,
+                "url": public_url(r.url),
                 "healthy": r.healthy,
                 "inflight": r.inflight,
                 "routed": r.routed,

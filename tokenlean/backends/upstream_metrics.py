@@ -21,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from tokenlean.backends.replicas import ReplicaSet
+from tokenlean.backends.replicas import ReplicaSet, public_url
 from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, UpstreamStatusError
 from tokenlean.reasoning.drafting.vllm import SpecDecodeMetrics, afetch_spec_decode_metrics
 
@@ -36,12 +35,8 @@ __all__ = ["UpstreamMetrics", "UpstreamTimer", "upstream_label"]
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
-def upstream_label(url: str) -> str:
-    """The URL as a label value: ``user:password@`` removed (credentials never reach /metrics)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+upstream_label = public_url
+"""The URL as a label value: ``user:password@`` removed (credentials never reach /metrics)."""
 
 
 def error_type(error: BackendError) -> tuple[str, str]:
