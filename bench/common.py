@@ -6,13 +6,16 @@ list whose ``met`` is computed from the figures, never typed in) and ``bench/res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -96,3 +99,30 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+@contextlib.contextmanager
+def started_process(
+    argv: list[str], ready_url: str, log: Path | None = None, timeout: float = 90.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` (output to ``log``, or discarded) until the block ends; wait for ``ready_url`` first."""
+    with open(log or os.devnull, "wb") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{argv[:5]} did not come up; log: {log}") from None
+                time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

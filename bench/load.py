@@ -40,13 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import environment, write_results
+from bench.common import environment, started_process, write_results
 from bench.load_monitor import Monitor
 from bench.load_report import (
     compare_transports,
@@ -60,33 +59,6 @@ from bench.load_report import (
 from tokenlean.backends.vllm_launcher import VLLMServer, free_port, vllm_python
 
 FAST_MODEL, VLLM_MODEL = "fake-model", "smollm2"
-
-
-@contextlib.contextmanager
-def started(
-    argv: list[str], ready_url: str, log: Path, timeout: float = 90.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` (output to ``log``) until the block ends; wait for ``ready_url`` first."""
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(ready_url, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv[:5]} did not come up; log: {log}")
-                time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @dataclass
@@ -109,7 +81,7 @@ def proxy(
     port = free_port()
     argv = [sys.executable, "-m", *module, "serve", "--upstream", upstream, "--port", str(port)]
     argv += ["--log-level", args.proxy_log_level]
-    with started(argv, f"http://127.0.0.1:{port}/health", log) as proc:
+    with started_process(argv, f"http://127.0.0.1:{port}/health", log) as proc:
         yield f"http://127.0.0.1:{port}/v1", port, proc.pid
 
 
@@ -131,7 +103,7 @@ def fast_targets(
         "counted": ("bench.load_httpx_pool", "--count-pool"),
     }
     with contextlib.ExitStack() as stack:
-        upstream_proc = stack.enter_context(started(argv, upstream + "/models", logs / "upstream.log"))
+        upstream_proc = stack.enter_context(started_process(argv, upstream + "/models", logs / "upstream.log"))
         targets = {}
         for transport in transports:
             log = logs / f"proxy-{name}-{transport}.log"

@@ -28,7 +28,6 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import environment, median, percentile, write_results
+from bench.common import environment, median, percentile, started_process, write_results
 from bench.proxy_overhead_report import goals, plot, table
 from tokenlean.backends.vllm_launcher import VLLMServer, free_port, vllm_python
 
@@ -56,35 +55,13 @@ class Sample:
 
 
 @contextmanager
-def process(argv: list[str], ready_url: str, timeout: float = 90.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` until the block ends; wait for ``ready_url`` to answer first."""
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(ready_url, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv[:4]} did not come up")
-                time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-@contextmanager
 def proxy_in_front_of(*upstreams: str) -> Iterator[tuple[str, int]]:
     """``tokenlean serve --upstream ...`` with no stages; yields its ``/v1`` URL and process id."""
     port = free_port()
     argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--log-level", "warning"]
     for url in upstreams:
         argv += ["--upstream", url]
-    with process(argv, f"http://127.0.0.1:{port}/health") as proc:
+    with started_process(argv, f"http://127.0.0.1:{port}/health") as proc:
         yield f"http://127.0.0.1:{port}/v1", proc.pid
 
 
@@ -263,8 +240,8 @@ def fake_part(args: argparse.Namespace) -> dict[str, Any]:
     plan = [(1, args.requests_1, 3), (16, 4, 3), (64, 4, 3)]
     direct = f"http://127.0.0.1:{port}/v1"
     with (
-        process(upstream, direct + "/models"),
-        process(relay, f"http://127.0.0.1:{relay_port}/v1/models") as relay_proc,
+        started_process(upstream, direct + "/models"),
+        started_process(relay, f"http://127.0.0.1:{relay_port}/v1/models") as relay_proc,
         proxy_in_front_of(direct) as (proxy, proxy_pid),
     ):
         paths = {"direct": direct, "relay": f"http://127.0.0.1:{relay_port}/v1", "proxy": proxy}

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import environment, median, print_table, write_results, RESULTS
+from bench.common import RESULTS, environment, median, print_table, write_results
 
 PROMPTS = [
     "Explain why the sky is blue.",
