@@ -58,15 +58,15 @@ async def through_proxy(port: int, model: str, prompt: str, max_tokens: int) -> 
         "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
     }
     started, first, tokens = time.perf_counter(), None, 0
-    async with httpx.AsyncClient(timeout=300) as client:
-        async with client.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=payload) as response:
-            async for line in response.aiter_lines():
-                if first is None and '"content"' in line:
-                    first = time.perf_counter() - started
-                if '"usage"' in line and '"completion_tokens"' in line:
-                    import json
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=300) as client, client.stream("POST", url, json=payload) as response:
+        async for line in response.aiter_lines():
+            if first is None and '"content"' in line:
+                first = time.perf_counter() - started
+            if '"usage"' in line and '"completion_tokens"' in line:
+                import json
 
-                    tokens = json.loads(line[len("data: "):])["usage"]["completion_tokens"]
+                tokens = json.loads(line[len("data: "):])["usage"]["completion_tokens"]
     return first or float("nan"), time.perf_counter() - started, tokens
 
 
