@@ -63,26 +63,28 @@ FAST_MODEL, VLLM_MODEL = "fake-model", "smollm2"
 
 @dataclass
 class Target:
-    """A running proxy in front of an upstream: its /v1 URL, port, and the pids to watch."""
+    """A running proxy in front of an upstream: its /v1 URL, port, pids to watch, liveness port."""
 
     url: str
     port: int
     pids: dict[str, int]
+    health_port: int | None = None
 
 
 @contextlib.contextmanager
 def proxy(
     upstream: str, args: argparse.Namespace, log: Path, module: tuple[str, ...] = ("tokenlean.cli",)
-) -> Iterator[tuple[str, int, int]]:
-    """A real ``tokenlean serve --upstream`` process (no stages); yields (/v1 URL, port, pid).
+) -> Iterator[tuple[str, int, int, int]]:
+    """A real ``tokenlean serve --upstream`` process (no stages, a ``--health-port`` listener);
+    yields (/v1 URL, port, pid, health port).
 
     ``module`` ``bench.load_httpx_pool`` runs the same command on httpx's own upstream pool.
     """
-    port = free_port()
+    port, health_port = free_port(), free_port()
     argv = [sys.executable, "-m", *module, "serve", "--upstream", upstream, "--port", str(port)]
-    argv += ["--log-level", args.proxy_log_level]
+    argv += ["--log-level", args.proxy_log_level, "--health-port", str(health_port)]
     with started_process(argv, f"http://127.0.0.1:{port}/health", log) as proc:
-        yield f"http://127.0.0.1:{port}/v1", port, proc.pid
+        yield f"http://127.0.0.1:{port}/v1", port, proc.pid, health_port
 
 
 @contextlib.contextmanager
@@ -107,8 +109,8 @@ def fast_targets(
         targets = {}
         for transport in transports:
             log = logs / f"proxy-{name}-{transport}.log"
-            url, proxy_port, pid = stack.enter_context(proxy(upstream, args, log, modules[transport]))
-            targets[transport] = Target(url, proxy_port, {"proxy": pid, "upstream": upstream_proc.pid})
+            url, proxy_port, pid, health_port = stack.enter_context(proxy(upstream, args, log, modules[transport]))
+            targets[transport] = Target(url, proxy_port, {"proxy": pid, "upstream": upstream_proc.pid}, health_port)
         yield targets
 
 
@@ -128,8 +130,8 @@ def vllm_target(args: argparse.Namespace, logs: Path) -> Iterator[Target]:
     try:
         server.wait_ready()
         assert server.process is not None
-        with proxy(server.url, args, logs / "proxy-vllm.log") as (url, port, pid):
-            yield Target(url, port, {"proxy": pid, "upstream": server.process.pid})
+        with proxy(server.url, args, logs / "proxy-vllm.log") as (url, port, pid, health_port):
+            yield Target(url, port, {"proxy": pid, "upstream": server.process.pid}, health_port)
     finally:
         server.stop()
 
@@ -150,7 +152,7 @@ def run_level(
         if client.stdout.readline().strip() != "go":
             raise RuntimeError(f"load generator did not start (exit {client.wait()})")
         pids = {**target.pids, "loadgen": client.pid}
-        monitor = Monitor(target.port, pids, sample_every=sample_every).start()
+        monitor = Monitor(target.port, pids, sample_every=sample_every, health_port=target.health_port).start()
         client.wait(duration + 600)
         watched = monitor.stop()
     finally:
@@ -165,7 +167,8 @@ def run_level(
         f"  {concurrency:>3} clients: {result['completed']} done, {result['errors']} errors, "
         f"TTFT p50/p99 {result['ttft_p50_ms']:.0f}/{result['ttft_p99_ms']:.0f} ms, "
         f"proxy CPU {result['cpu_proxy_avg_pct']:.0f}%, RSS {result['rss_peak_mb']:.0f} MB, "
-        f"/health p99 {result['health_p99_ms']:.1f} ms (max {result['health_max_ms']:.1f})",
+        f"/health p99 {result['health_p99_ms']:.1f} ms (max {result['health_max_ms']:.1f}), "
+        f"--health-port p99 {result.get('health_port_p99_ms', float('nan')):.1f} ms",
         flush=True,
     )
     return result

@@ -31,9 +31,13 @@ class Monitor:
     """Probe ``/health`` and sample ``pids`` (``{"proxy": pid, ...}``) from ``start`` to ``stop``."""
 
     def __init__(
-        self, port: int, pids: dict[str, int], probe_every: float = 0.2, sample_every: float = 1.0
-    ) -> None:
+        self, port: int, pids: dict[str, int], probe_every: float = 0.2, sample_every: float = 1.0,
+        health_port: int | None = None,
+    ) -> None:  # fmt: skip
         self.port = port
+        self.health_port = health_port  # ``tokenlean serve --health-port``: probed beside the main port
+        self.side_ms: list[float] = []
+        self.side_failures: dict[str, int] = {}
         self.probe_every = probe_every
         self.sample_every = sample_every
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
@@ -72,6 +76,8 @@ class Monitor:
         next_at = time.perf_counter()
         while not self._stop.is_set():
             self._probe()
+            if self.health_port is not None:
+                self._probe_side(self.health_port)
             next_at += self.probe_every
             self._stop.wait(max(0.0, next_at - time.perf_counter()))
 
@@ -100,6 +106,20 @@ class Monitor:
             except ValueError:
                 status = "unparsable body"
         self.health_status[status] = self.health_status.get(status, 0) + 1
+
+    def _probe_side(self, port: int) -> None:
+        """``GET /health`` on the separate liveness port: latency and failures only."""
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", "/health")
+            connection.getresponse().read()
+        except OSError as exc:
+            self.side_failures[type(exc).__name__] = self.side_failures.get(type(exc).__name__, 0) + 1
+            return
+        finally:
+            connection.close()
+        self.side_ms.append((time.perf_counter() - started) * 1000)
 
     def _sample_loop(self) -> None:
         while not self._stop.wait(self.sample_every):
@@ -135,6 +155,10 @@ class Monitor:
             "health_failures": self.health_failures,
             "health_status": self.health_status,
         }
+        if self.health_port is not None:
+            side = self.side_ms
+            out.update(health_port_p50_ms=median(side), health_port_p99_ms=percentile(side, 99))
+            out.update(health_port_max_ms=max(side, default=float("nan")), health_port_failures=self.side_failures)
         for name, process in self.processes.items():
             try:
                 used, span = _cpu_seconds(process) - self._cpu_before[name], wall

@@ -48,6 +48,18 @@ def goals(fast: dict[str, Any] | None, vllm: dict[str, Any] | None) -> list[dict
                 lambda a: a["p99_ms"] < HEALTH_GOAL_MS and a["failed_probes"] == 0,
             )
         )
+        if "health_port_p99_ms" in top:
+            side = {"p99_ms": round(top["health_port_p99_ms"], 2), "max_ms": round(top["health_port_max_ms"], 2)}
+            side["failed_probes"] = sum(top["health_port_failures"].values())
+            out.append(
+                goal(
+                    f"/health on the --health-port listener, p99 while saturated ({top['concurrency']} clients), "
+                    f"{label}",
+                    f"< {HEALTH_GOAL_MS:g} ms, no failed probe",
+                    side,
+                    lambda a: a["p99_ms"] < HEALTH_GOAL_MS and a["failed_probes"] == 0,
+                )
+            )
     return out
 
 

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-option-bytes", type=int, help="largest per-call tokenlean options as JSON (413 beyond; default 256 KiB)"
     )
+    serve.add_argument(
+        "--health-port", type=int, help="also answer GET /health on this port from its own thread (busy-proof probes)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_optional_commands(commands)
     return parser
@@ -85,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tokenlean.proxy.app import create_app
+    from tokenlean.proxy.health_port import HealthListener
     from tokenlean.proxy.limits import TenantLimits
 
     started = time.perf_counter()
@@ -93,7 +97,10 @@ def _serve(args: argparse.Namespace) -> int:
     limits = TenantLimits(requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute)
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages,
              "max_option_bytes": args.max_option_bytes}
-    app = create_app(pipeline, api_keys=keys, limits=limits, **{k: v for k, v in sizes.items() if v is not None})
+    health = HealthListener(args.host, args.health_port) if args.health_port is not None else None
+    app = create_app(
+        pipeline, api_keys=keys, limits=limits, health=health, **{k: v for k, v in sizes.items() if v is not None}
+    )
     print(
         f"tokenlean: pipeline ready in {time.perf_counter() - started:.1f} s; serving "
         f"{', '.join(pipeline.backend.models())} on http://{args.host}:{args.port}/v1",

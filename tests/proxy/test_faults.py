@@ -225,9 +225,9 @@ async def test_client_disconnect_stops_the_embedded_model(  # type: ignore[no-un
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_streams_then_exits_0(serve) -> None:  # type: ignore[no-untyped-def]
     upstream = serve(FakeUpstream().app)
-    port = free_port()
+    port, health_port = free_port(), free_port()
     command = [sys.executable, "-m", "tokenlean.cli", "serve", "--upstream", upstream.url, "--port", str(port),
-               "--log-level", "warning", "--max-messages", "2"]
+               "--log-level", "warning", "--max-messages", "2", "--health-port", str(health_port)]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -240,6 +240,8 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(serve) -> None:  # type: 
             time.sleep(0.1)
         too_long = httpx.post(base + CHAT, json={"model": "fake-model", "messages": HI * 3}, timeout=30)
         assert too_long.status_code == 413 and "limit of 2" in too_long.json()["error"]["message"]  # --max-messages
+        liveness = httpx.get(f"http://127.0.0.1:{health_port}/health", timeout=5)  # --health-port
+        assert liveness.status_code == 200 and liveness.json()["status"] == "ok"
         with httpx.Client(base_url=base, timeout=30) as client, client.stream("POST", CHAT, json=body) as response:
             seen: list[str] = []
             signalled: float | None = None

@@ -7,6 +7,7 @@ convert the ``Response`` back (JSON, or SSE ending in ``data: [DONE]``). Stage e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,7 +18,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response as HTTPResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response as HTTPResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +28,7 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Request, Response
 from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.errors import error_body, error_response, from_validation_error, http_error_response
+from tokenlean.proxy.health_port import HealthListener
 from tokenlean.proxy.limits import TenantLimits
 from tokenlean.proxy.metrics import ProxyMetrics
 from tokenlean.proxy.wire import (
@@ -58,6 +61,7 @@ def create_app(
     max_messages: int = DEFAULT_MAX_MESSAGES,
     limits: TenantLimits | None = None,
     max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
+    health: HealthListener | None = None,
 ) -> FastAPI:
     """Build the proxy app around ``pipeline`` (closed when the app shuts down).
 
@@ -65,12 +69,21 @@ def create_app(
     no keys are configured); bodies over ``max_body_bytes`` and message lists over
     ``max_messages`` are refused with a 413 naming the limit, and so are per-call stage options
     (``tokenlean`` in the body plus ``x-tokenlean-*`` headers) over ``max_option_bytes`` as JSON.
+    ``health`` (a ``HealthListener``) serves liveness on its own port while the app runs.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await pipeline.aclose()
+        beat = asyncio.create_task(health.beat()) if health is not None else None
+        if health is not None:
+            health.start()
+        try:
+            yield
+        finally:
+            if beat is not None and health is not None:
+                beat.cancel()
+                health.stop()
+            await pipeline.aclose()
 
     app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, http_error_response)  # 404/405 as OpenAI errors
