@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import unavailable
+
 
 @pytest.fixture(scope="session")
 def embedder() -> Any:
@@ -38,9 +40,7 @@ class RedisServer:
     def __init__(self, folder: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is not installed (scripts/setup-redis.sh installs it)")
-            pytest.skip("redis-server is not installed")
+            unavailable("redis-server is not installed (scripts/setup-redis.sh installs it)")
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         folder.mkdir(parents=True, exist_ok=True)

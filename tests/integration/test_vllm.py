@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import unavailable
 from tokenlean.backends.openai import OpenAIBackend
 from tokenlean.backends.vllm_launcher import VLLMServer, free_port, vllm_python
 from tokenlean.middleware.pipeline import Pipeline
@@ -43,9 +44,7 @@ def replicas() -> Iterator[list[VLLMServer]]:
     """Two vLLM servers on loopback, started in parallel, stopped after the module."""
     reason = _vllm_missing()
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs vLLM: {reason}")
-        pytest.skip(reason)
+        unavailable(reason)
     from tokenlean.models import default_model_dir
 
     model = default_model_dir()

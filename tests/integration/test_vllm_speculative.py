@@ -20,6 +20,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import unavailable
 from tokenlean.backends.vllm_launcher import VLLMServer, vllm_python
 from tokenlean.reasoning.drafting.vllm import draft_event, fetch_spec_decode_metrics, speculative_args
 
@@ -34,10 +35,7 @@ def servers() -> Iterator[tuple[VLLMServer, VLLMServer]]:
     """(plain, speculative) vLLM servers on loopback, one CPU core each, stopped after the module."""
     python = vllm_python(ROOT)
     if not python.exists():
-        reason = f"{python} not found: run scripts/setup-vllm.sh to create the vLLM environment"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs vLLM: {reason}")
-        pytest.skip(reason)
+        unavailable(f"{python} not found: run scripts/setup-vllm.sh to create the vLLM environment")
     from tokenlean.models import default_model_dir
 
     model = default_model_dir()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
 from tokenlean.errors import ConfigError
 from tokenlean.middleware import registry
 
@@ -91,7 +92,7 @@ def test_documented_examples_run(path: Path, heading: str) -> None:
     code = "\n\n".join(blocks)
     missing = _missing_stage_modules(code)
     if missing:
-        pytest.skip(f"the examples use stages not installed yet: {', '.join(missing)}")
+        unavailable(f"the examples use stages not installed: {', '.join(missing)}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(
         [sys.executable, "-c", code],

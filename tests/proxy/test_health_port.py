@@ -34,7 +34,7 @@ async def test_answers_while_the_loop_is_blocked_and_reports_the_lag() -> None:
 
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             early, late = pool.submit(probe_at, 0.1), pool.submit(probe_at, 0.9)
-            time.sleep(1.2)  # the event loop is blocked: nothing on it can run, the listener still answers
+            time.sleep(1.2)  # noqa: ASYNC251 - blocking the loop on purpose: the listener must still answer
             answers = [early.result(timeout=5), late.result(timeout=5)]
         assert all(ms < 200 for _, _, ms in answers), answers  # answered during the block, not after it
         assert answers[0][0] == 200 and answers[0][1]["loop_lag_ms"] < 500

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import pytest
 
+from tests.conftest import unavailable
 from tokenlean.backends.fake import FakeBackend
 from tokenlean.errors import BackendUnavailableError
 from tokenlean.middleware.types import Choice, Request, Response
@@ -54,7 +55,7 @@ def replying(text: str, model: str) -> FakeBackend:
 @pytest.fixture
 def gsm8k_csv() -> Path:
     if not GSM8K_RESPONSES.exists():
-        pytest.skip(f"shared data not found at {GSM8K_RESPONSES}")
+        unavailable(f"shared data not found at {GSM8K_RESPONSES}")
     return GSM8K_RESPONSES
 
 

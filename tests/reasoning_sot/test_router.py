@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import unavailable
 from tokenlean.embeddings import shared_embedder
 from tokenlean.errors import ConfigError
 from tokenlean.reasoning.sot import RouterWeights, SkeletonRouter, read_router_csv
@@ -23,7 +24,7 @@ VICUNA = DATA / "sot" / "vicuna" / "router.csv"
 
 def need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
+        unavailable(f"shared data not found at {path}")
     return path
 
 
