@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokenlean.backends.openai import OpenAIBackend
-from tokenlean.backends.upstream_metrics import upstream_label
+from tokenlean.backends.replicas import public_url
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.reasoning.drafting.vllm import afetch_spec_decode_metrics
 
@@ -202,5 +202,5 @@ async def test_afetch_reports_absent_drafting_as_none_and_labels_drop_credential
     fake.metrics_text = None
     with pytest.raises(httpx.HTTPStatusError):
         await afetch_spec_decode_metrics(url)
-    assert upstream_label("http://user:secret@vllm:8000/v1/") == "http://vllm:8000/v1/"
-    assert upstream_label("http://vllm:8000/v1/") == "http://vllm:8000/v1/"
+    assert public_url("http://user:secret@vllm:8000/v1/") == "http://vllm:8000/v1/"
+    assert public_url("http://vllm:8000/v1/") == "http://vllm:8000/v1/"

@@ -128,17 +128,10 @@ class LocalBackend:
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         policy = DraftPolicy.of(draft_policy).resolve(fast_kernels=self.fast_kernels)
-        self.draft_model = (
-            DraftModel(
-                resolve_model_dir(draft_model),
-                self.tokenizer,
-                cost=policy.draft_model_cost,
-                fast_kernels=fast_kernels,
-            )
-            if draft_model
-            else None
-        )
-        if self.draft_model is not None:
+        self.draft_model: DraftModel | None = None
+        if draft_model:
+            folder, cost = resolve_model_dir(draft_model), policy.draft_model_cost
+            self.draft_model = DraftModel(folder, self.tokenizer, cost=cost, fast_kernels=fast_kernels)
             self.draft_model.calibrate(self.model)
         try:
             self.draft_mode = parse_draft_mode(draft, "auto", has_model=self.draft_model is not None)

@@ -30,13 +30,9 @@ from tokenlean.backends.replicas import ReplicaSet, public_url
 from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, UpstreamStatusError
 from tokenlean.reasoning.drafting.vllm import SpecDecodeMetrics, afetch_spec_decode_metrics
 
-__all__ = ["UpstreamMetrics", "UpstreamTimer", "upstream_label"]
+__all__ = ["UpstreamMetrics", "UpstreamTimer"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-
-
-upstream_label = public_url
-"""The URL as a label value: ``user:password@`` removed (credentials never reach /metrics)."""
 
 
 def error_type(error: BackendError) -> tuple[str, str]:
@@ -108,7 +104,7 @@ class UpstreamMetrics:
             "tokenlean_upstream_errors", "Failed upstream attempts (retried ones too) by type and HTTP status",
             ["upstream", "type", "status"], registry=r,
         )  # fmt: skip
-        self._labels = {rep.url: upstream_label(rep.url) for rep in replicas.replicas}
+        self._labels = {rep.url: public_url(rep.url) for rep in replicas.replicas}
         self._spec: dict[str, SpecDecodeMetrics | None] = {}
         self._refreshed = float("-inf")
         self._client: httpx.AsyncClient | None = None  # built once (≈20 ms of SSL set-up), per loop
@@ -116,12 +112,12 @@ class UpstreamMetrics:
 
     def start(self, url: str, *, stream: bool) -> UpstreamTimer:
         """Time one attempt on the upstream ``url``."""
-        return UpstreamTimer(self, self._labels.get(url) or upstream_label(url), stream)
+        return UpstreamTimer(self, self._labels.get(url) or public_url(url), stream)
 
     def error(self, url: str, error: BackendError) -> None:
         """Count one failed attempt on ``url``."""
         kind, status = error_type(error)
-        self.errors.labels(self._labels.get(url) or upstream_label(url), kind, status).inc()
+        self.errors.labels(self._labels.get(url) or public_url(url), kind, status).inc()
 
     async def refresh(self) -> None:
         """Re-read every upstream's drafting counters unless the last read is recent.

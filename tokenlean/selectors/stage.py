@@ -129,10 +129,10 @@ class DemoStage:
         scope = self._scopes.get(name)
         return name in self._entries and (scope is None or tenant in scope)
 
-    def _known(self, name: str, tenant: str | None = None, *, scoped: bool = False) -> None:
-        visible = self._visible(name, tenant) if scoped else name in self._entries
-        if not visible:
-            known = self.visible_pools(tenant) if scoped else self.pool_names
+    @staticmethod
+    def _known(name: str, known: list[str]) -> None:
+        """``BadRequestError`` naming the pools the caller may use, unless ``name`` is one of them."""
+        if name not in known:
             raise BadRequestError(
                 f"unknown demonstration pool {name!r}; known: {', '.join(known) or 'none'}",
                 param="tokenlean.demos.pool",
@@ -140,7 +140,7 @@ class DemoStage:
 
     def pool(self, name: str) -> DemoPool:
         """The pool called ``name``, loading (and embedding, for a plain file) it on first use."""
-        self._known(name)
+        self._known(name, self.pool_names)
         with self._load_lock:
             if name not in self._pools:
                 self._pools[name] = pool_from_entry(name, self._entries[name], embedder=self._embedder)
@@ -159,7 +159,7 @@ class DemoStage:
         if not self._visible(pool_name, request.tenant) and not _names_pool(request.option(self.name)):
             return await call_next(request)  # the default pool is another tenant's: no demonstrations
         # an unknown (or another tenant's) pool is the caller's error even when nothing would be added
-        self._known(pool_name, request.tenant, scoped=True)
+        self._known(pool_name, self.visible_pools(request.tenant))
         query = request.last_user_text
         if not query.strip():
             return await call_next(request)
