@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["TokenCounter", "HFTokenCounter", "shared_token_counter"]
+__all__ = ["HFTokenCounter", "TokenCounter", "shared_token_counter"]
 
 
 class TokenCounter(Protocol):

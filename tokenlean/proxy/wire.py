@@ -163,20 +163,20 @@ def to_request(body: ChatCompletionRequest | CompletionRequest, *, tenant: str |
     check_json_values(body.stream_options.model_extra if body.stream_options else {}, "stream_options")
     if isinstance(body, CompletionRequest) and body.echo:
         extra["echo"] = True
-    common: dict[str, Any] = dict(
-        model=body.model,
-        max_tokens=body.max_tokens if body.max_tokens is not None else body.max_completion_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-        stop=stop,
-        n=body.n,
-        stream=body.stream,
-        extra=extra,
-        options=body.tokenlean or {},
-        tenant=tenant,
-        request_id=request_id,
-    )
+    common: dict[str, Any] = {
+        "model": body.model,
+        "max_tokens": body.max_tokens if body.max_tokens is not None else body.max_completion_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "seed": body.seed,
+        "stop": stop,
+        "n": body.n,
+        "stream": body.stream,
+        "extra": extra,
+        "options": body.tokenlean or {},
+        "tenant": tenant,
+        "request_id": request_id,
+    }
     if isinstance(body, ChatCompletionRequest):
         messages = tuple(Message(m.role, m.text(), m.name) for m in body.messages)
         return Request(messages=messages, logprobs=body.logprobs, top_logprobs=body.top_logprobs, **common)
