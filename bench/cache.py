@@ -78,8 +78,12 @@ def load_data(full: bool, size: int) -> dict[str, list[tuple[str, str]]]:
                     mrpc0_test.append((first, second))
             elif "test" in name:
                 mrpc1.append((first, second))
-    return {"qqp": [(qqp[i]["origin"], qqp[i]["similar"]) for i in held_out], "mrpc0": mrpc0,
-            "mrpc0_test": mrpc0_test, "mrpc1": mrpc1}
+    return {
+        "qqp": [(qqp[i]["origin"], qqp[i]["similar"]) for i in held_out],
+        "mrpc0": mrpc0,
+        "mrpc0_test": mrpc0_test,
+        "mrpc1": mrpc1,
+    }
 
 
 def flip_probes(qqp: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
@@ -89,12 +93,30 @@ def flip_probes(qqp: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     for origin, _ in qqp:
         match = re.search(r"\b\d+\b", origin)
         if match and len(numbers) < 150:
-            numbers.append((origin, origin[: match.start()] + str(int(match.group()) + 1) + origin[match.end() :]))
+            numbers.append(
+                (origin, origin[: match.start()] + str(int(match.group()) + 1) + origin[match.end() :])
+            )
         aux = re.search(r"\b(is|are|can|should|will|would|does|do)\b", origin)
         if aux and not re.search(r"\bnot\b|n't", origin) and len(negations) < 150:
             negations.append((origin, origin[: aux.end()] + " not" + origin[aux.end() :]))
-    things = ["a cat", "a dog", "Python", "Java", "Paris", "London", "the Moon", "Mars", "gold", "silver", "tea",
-              "coffee", "India", "China", "a car", "a bike"]
+    things = [
+        "a cat",
+        "a dog",
+        "Python",
+        "Java",
+        "Paris",
+        "London",
+        "the Moon",
+        "Mars",
+        "gold",
+        "silver",
+        "tea",
+        "coffee",
+        "India",
+        "China",
+        "a car",
+        "a bike",
+    ]
     adjectives = ["bigger", "better", "faster", "older", "heavier", "cheaper", "more popular"]
     rng = random.Random(1)
     order = []
@@ -137,13 +159,17 @@ def keys_for(text: str, system: str = SYSTEM, namespace: str = "bench") -> Any:
     return request_keys(request, tenant=None, namespace=namespace)
 
 
-async def pair_scores(sets: dict[str, Any], table: dict[str, np.ndarray], guard: Any) -> list[tuple[str | None, float]]:
+async def pair_scores(
+    sets: dict[str, Any], table: dict[str, np.ndarray], guard: Any
+) -> list[tuple[str | None, float]]:
     """The issue's protocol, store one and query the other, with the real lookup: each pair gets its
     own namespace (so its own context and index shard) in one ``ResponseCache``."""
     from tokenlean.cache.semantic import ResponseCache
     from tokenlean.cache.stores.memory import MemoryStore
 
-    cache = ResponseCache(MemoryStore(max_entries=10**7, max_bytes=2**40), embedder=TableEmbedder(table), guard=guard)
+    cache = ResponseCache(
+        MemoryStore(max_entries=10**7, max_bytes=2**40), embedder=TableEmbedder(table), guard=guard
+    )
     for i, (first, _) in enumerate(sets["pairs"]):
         await cache.put(keys_for(first, namespace=f"p{i}"), "own", ttl=None, vector=table[first])
     found: list[tuple[str | None, float]] = []
@@ -153,8 +179,9 @@ async def pair_scores(sets: dict[str, Any], table: dict[str, np.ndarray], guard:
     return found
 
 
-async def best_candidates(stored: list[tuple[str, str]], queries: list[str], table: dict[str, np.ndarray],
-                          guard: Any) -> list[tuple[str | None, float]]:
+async def best_candidates(
+    stored: list[tuple[str, str]], queries: list[str], table: dict[str, np.ndarray], guard: Any
+) -> list[tuple[str | None, float]]:
     """For every query, the answer and score of the real lookup at the lowest possible threshold.
 
     A lookup at threshold t hits exactly when this best score is >= t (scores only fall below the
@@ -164,8 +191,12 @@ async def best_candidates(stored: list[tuple[str, str]], queries: list[str], tab
     from tokenlean.cache.semantic import ResponseCache
     from tokenlean.cache.stores.memory import MemoryStore
 
-    cache = ResponseCache(MemoryStore(max_entries=10**7, max_bytes=2**40), embedder=TableEmbedder(table),
-                          guard=guard, threshold=0.7)
+    cache = ResponseCache(
+        MemoryStore(max_entries=10**7, max_bytes=2**40),
+        embedder=TableEmbedder(table),
+        guard=guard,
+        threshold=0.7,
+    )
     for text, answer in stored:
         await cache.put(keys_for(text), answer, ttl=None, vector=table[text])
     found: list[tuple[str | None, float]] = []
@@ -175,8 +206,13 @@ async def best_candidates(stored: list[tuple[str, str]], queries: list[str], tab
     return found
 
 
-async def check_consistency(stored: list[tuple[str, str]], queries: list[str], table: dict[str, np.ndarray],
-                            best: list[tuple[str | None, float]], threshold: float) -> float:
+async def check_consistency(
+    stored: list[tuple[str, str]],
+    queries: list[str],
+    table: dict[str, np.ndarray],
+    best: list[tuple[str | None, float]],
+    threshold: float,
+) -> float:
     """Fraction of queries where a real lookup at ``threshold`` agrees with the one-pass curve."""
     from tokenlean.cache.semantic import ResponseCache
     from tokenlean.cache.stores.memory import MemoryStore
@@ -195,7 +231,10 @@ def rates(answers: list[str | None], expected: list[str]) -> dict[str, float]:
     """How often the pair's own stored entry answered, and how often another entry did."""
     own = [a == e for a, e in zip(answers, expected, strict=True)]
     other = [a is not None and a != e for a, e in zip(answers, expected, strict=True)]
-    return {"own": float(np.mean(own)) if own else float("nan"), "other": float(np.mean(other)) if other else float("nan")}
+    return {
+        "own": float(np.mean(own)) if own else float("nan"),
+        "other": float(np.mean(other)) if other else float("nan"),
+    }
 
 
 def build_sets(data: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
@@ -224,8 +263,14 @@ def build_sets(data: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
     test_split = {pair[1] for pair in data["mrpc0_test"]}
     start, end = segments["mrpc0"]
     mask = [queries[i][0] in test_split for i in range(start, end)]
-    return {"stored": list(stored.items()), "queries": queries, "pairs": pairs, "segments": segments,
-            "mrpc0_test_mask": mask, "dropped_queries": dropped}
+    return {
+        "stored": list(stored.items()),
+        "queries": queries,
+        "pairs": pairs,
+        "segments": segments,
+        "mrpc0_test_mask": mask,
+        "dropped_queries": dropped,
+    }
 
 
 def curve_point(answers: list[str | None], sets: dict[str, Any]) -> dict[str, float]:
@@ -256,24 +301,45 @@ def sweep_curve(best: list[tuple[str | None, float]], sets: dict[str, Any]) -> l
     return points
 
 
-def dominance(ours: list[dict[str, float]], theirs: list[dict[str, float]], usable_only: bool) -> list[dict[str, Any]]:
+def dominance(
+    ours: list[dict[str, float]], theirs: list[dict[str, float]], usable_only: bool
+) -> list[dict[str, Any]]:
     """For each GPTCache point: tokenlean's best hit rate at no more false hits; conservative (no interpolation)."""
     rows = []
     for point in theirs:
-        candidates = [p for p in ours if p["false_hit"] <= point["false_hit"] and (p["threshold"] > 0 or not usable_only)]
+        candidates = [
+            p
+            for p in ours
+            if p["false_hit"] <= point["false_hit"] and (p["threshold"] > 0 or not usable_only)
+        ]
         best = max((p["qqp_hit"] for p in candidates), default=0.0)
-        rows.append({"gptcache_threshold": point["threshold"], "gptcache_false_hit": point["false_hit"],
-                     "gptcache_hit": point["qqp_hit"], "tokenlean_hit": best, "above": best >= point["qqp_hit"]})
+        rows.append(
+            {
+                "gptcache_threshold": point["threshold"],
+                "gptcache_false_hit": point["false_hit"],
+                "gptcache_hit": point["qqp_hit"],
+                "tokenlean_hit": best,
+                "above": best >= point["qqp_hit"],
+            }
+        )
     return rows
 
 
-def run_gptcache(table: dict[str, np.ndarray], sets: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any]:
+def run_gptcache(
+    table: dict[str, np.ndarray], sets: dict[str, Any], probes: dict[str, Any]
+) -> dict[str, Any]:
     """GPTCache in its own venv, fed the same vectors; answers per threshold come back as JSON."""
     if not GPTCACHE_PY.exists():
         raise SystemExit("GPTCache venv missing: run bash bench/setup_gptcache.sh first")
     texts = list(table)
-    spec = {"texts": texts, "stored": sets["stored"], "queries": [[q, e] for q, e in sets["queries"]],
-            "pairs": sets["pairs"], "thresholds": GPT_THRESHOLDS, "probes": probes}
+    spec = {
+        "texts": texts,
+        "stored": sets["stored"],
+        "queries": [[q, e] for q, e in sets["queries"]],
+        "pairs": sets["pairs"],
+        "thresholds": GPT_THRESHOLDS,
+        "probes": probes,
+    }
     # GPTCache commits to SQLite on every get (an fsync each, ~25 ms on this disk) and its faiss
     # flat search spins OpenMP threads per query on a busy machine; a tmpfs folder and one OpenMP
     # thread make it ~5x faster. Both only help the peer; neither changes what it returns.
@@ -283,8 +349,21 @@ def run_gptcache(table: dict[str, np.ndarray], sets: dict[str, Any], probes: dic
     try:
         np.savez(work / "in.npz", vectors=np.vstack([table[t] for t in texts]).astype(np.float32))
         (work / "in.json").write_text(json.dumps(spec))
-        subprocess.run([str(GPTCACHE_PY), "-m", "bench.gptcache_runner", str(work / "in.npz"), str(work / "in.json"),
-                        str(work / "out.json"), str(work / "data")], cwd=ROOT, check=True, timeout=3600, env=env)
+        subprocess.run(
+            [
+                str(GPTCACHE_PY),
+                "-m",
+                "bench.gptcache_runner",
+                str(work / "in.npz"),
+                str(work / "in.json"),
+                str(work / "out.json"),
+                str(work / "data"),
+            ],
+            cwd=ROOT,
+            check=True,
+            timeout=3600,
+            env=env,
+        )
         return dict(json.loads((work / "out.json").read_text()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -295,23 +374,34 @@ def guards() -> dict[str, Any]:
     from tokenlean.cache.guard import MeaningGuard
 
     off = {"numbers": False, "negation": False, "order": False, "direction": False}
-    return {"tokenlean": MeaningGuard(), "vetoes only": MeaningGuard(novelty_penalty=0.0),
-            "novelty only": MeaningGuard(**off), "no guard (plain cosine)": MeaningGuard(novelty_penalty=0.0, **off)}
+    return {
+        "tokenlean": MeaningGuard(),
+        "vetoes only": MeaningGuard(novelty_penalty=0.0),
+        "novelty only": MeaningGuard(**off),
+        "no guard (plain cosine)": MeaningGuard(novelty_penalty=0.0, **off),
+    }
 
 
-async def probe_rates(probes: dict[str, list[tuple[str, str]]], table: dict[str, np.ndarray],
-                      threshold: float) -> dict[str, float]:
+async def probe_rates(
+    probes: dict[str, list[tuple[str, str]]], table: dict[str, np.ndarray], threshold: float
+) -> dict[str, float]:
     """Tokenlean's false-hit rate on each flip family, and across system prompts, at ``threshold``."""
     out = {}
     for name, pairs in probes.items():
-        best = await best_candidates([(s, f"s{i}") for i, (s, _) in enumerate(pairs)], [a for _, a in pairs], table,
-                                     guards()["tokenlean"])
+        best = await best_candidates(
+            [(s, f"s{i}") for i, (s, _) in enumerate(pairs)],
+            [a for _, a in pairs],
+            table,
+            guards()["tokenlean"],
+        )
         out[name] = float(np.mean([score >= threshold for _, score in best]))
     out["context"] = await context_probe(probes["negation"], table, threshold)
     return out
 
 
-async def context_probe(pairs: list[tuple[str, str]], table: dict[str, np.ndarray], threshold: float) -> float:
+async def context_probe(
+    pairs: list[tuple[str, str]], table: dict[str, np.ndarray], threshold: float
+) -> float:
     """The very same question under another system prompt: any hit is a wrong-context answer."""
     from tokenlean.cache.semantic import ResponseCache
     from tokenlean.cache.stores.memory import MemoryStore
@@ -319,7 +409,10 @@ async def context_probe(pairs: list[tuple[str, str]], table: dict[str, np.ndarra
     cache = ResponseCache(MemoryStore(), embedder=TableEmbedder(table))
     for i, (text, _) in enumerate(pairs):
         await cache.put(keys_for(text, "Answer in French."), f"s{i}", ttl=None, vector=table[text])
-    hits = [(await cache.lookup(keys_for(text, "Answer in German."), threshold=threshold)).hit for text, _ in pairs]
+    hits = [
+        (await cache.lookup(keys_for(text, "Answer in German."), threshold=threshold)).hit
+        for text, _ in pairs
+    ]
     return float(np.mean([h is not None for h in hits]))
 
 
@@ -335,23 +428,36 @@ async def tokenlean_side(sets: dict[str, Any], table: dict[str, np.ndarray]) -> 
         best = await best_candidates(sets["stored"], queries, table, guards()[name])
         shared[name] = sweep_curve(best, sets)
         best_main = best if name == "tokenlean" else best_main
-    agree = {str(t): await check_consistency(sets["stored"], queries, table, best_main, t) for t in (0.65, 0.7)}
+    agree = {
+        str(t): await check_consistency(sets["stored"], queries, table, best_main, t) for t in (0.65, 0.7)
+    }
     return {"curves": curves, "shared": shared, "consistency": agree}
 
 
-def gptcache_points(answers_by_threshold: dict[str, list[Any]], sets: dict[str, Any],
-                    pairwise: bool) -> list[dict[str, float]]:
+def gptcache_points(
+    answers_by_threshold: dict[str, list[Any]], sets: dict[str, Any], pairwise: bool
+) -> list[dict[str, float]]:
     """GPTCache's measured curve: one point per threshold it ran at."""
     points = []
     for t, answers in answers_by_threshold.items():
         if pairwise:  # each pair in its own cache: a hit can only be the pair's own entry
-            answers = [e if a is not None else None for a, (_, e) in zip(answers, sets["queries"], strict=True)]
-        points.append({"threshold": float(t), "cosine_equivalent": 2 * float(t) - 1, **curve_point(answers, sets)})
+            answers = [
+                e if a is not None else None for a, (_, e) in zip(answers, sets["queries"], strict=True)
+            ]
+        points.append(
+            {"threshold": float(t), "cosine_equivalent": 2 * float(t) - 1, **curve_point(answers, sets)}
+        )
     return points
 
 
-def figures(data: dict[str, Any], sets: dict[str, Any], ours: dict[str, Any], gpt: dict[str, Any],
-            probes: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
+def figures(
+    data: dict[str, Any],
+    sets: dict[str, Any],
+    ours: dict[str, Any],
+    gpt: dict[str, Any],
+    probes: dict[str, Any],
+    latency: dict[str, Any],
+) -> dict[str, Any]:
     """Everything the JSON reports, with the goals computed from it (on the issue's pairwise protocol)."""
     curve = ours["curves"]["tokenlean"]
     theirs = gptcache_points(gpt["pairwise"]["answers"], sets, pairwise=True)
@@ -360,22 +466,47 @@ def figures(data: dict[str, Any], sets: dict[str, Any], ours: dict[str, Any], gp
     lookups = latency["lookup"]
     largest = max(lookups, key=int)
     goals = [
-        goal("hit rate at <=2% false hits (pairwise)", ">= 40% of QQP duplicates", round(at2["qqp_hit"], 4),
-             lambda v: v >= 0.40),
-        goal("curve above GPTCache at every GPTCache threshold (pairwise)", f"all {len(full)} points",
-             sum(r["above"] for r in full), all(r["above"] for r in full)),
-        goal(f"lookup p50 at {largest} entries", "<= 1 ms", round(lookups[largest]["p50_ms"], 3), lambda v: v <= 1.0),
+        goal(
+            "hit rate at <=2% false hits (pairwise)",
+            ">= 40% of QQP duplicates",
+            round(at2["qqp_hit"], 4),
+            lambda v: v >= 0.40,
+        ),
+        goal(
+            "curve above GPTCache at every GPTCache threshold (pairwise)",
+            f"all {len(full)} points",
+            sum(r["above"] for r in full),
+            all(r["above"] for r in full),
+        ),
+        goal(
+            f"lookup p50 at {largest} entries",
+            "<= 1 ms",
+            round(lookups[largest]["p50_ms"], 3),
+            lambda v: v <= 1.0,
+        ),
     ]
-    shared = {"curves": ours["shared"], "gptcache_points": gptcache_points(gpt["main"]["answers"], sets, pairwise=False),
-              "tokenlean_at_0.7": point_at(ours["shared"]["tokenlean"], 0.7)}
+    shared = {
+        "curves": ours["shared"],
+        "gptcache_points": gptcache_points(gpt["main"]["answers"], sets, pairwise=False),
+        "tokenlean_at_0.7": point_at(ours["shared"]["tokenlean"], 0.7),
+    }
     return {
-        "sizes": {k: len(v) for k, v in data.items()}, "stored_entries": len(sets["stored"]),
-        "queries": {k: e - s for k, (s, e) in sets["segments"].items()}, "dropped_queries": sets["dropped_queries"],
-        "tokenlean_at_2pct": at2, "tokenlean_default_threshold_0.7": point_at(curve, 0.7),
+        "sizes": {k: len(v) for k, v in data.items()},
+        "stored_entries": len(sets["stored"]),
+        "queries": {k: e - s for k, (s, e) in sets["segments"].items()},
+        "dropped_queries": sets["dropped_queries"],
+        "tokenlean_at_2pct": at2,
+        "tokenlean_default_threshold_0.7": point_at(curve, 0.7),
         "plain_cosine_at_2pct": at_most(ours["curves"]["no guard (plain cosine)"], 0.02),
-        "gptcache_points": theirs, "dominance_full_curve": full, "dominance_thresholds_in_0_1": usable,
-        "shared_cache": shared, "consistency_with_real_lookups": ours["consistency"], "probes": probes,
-        "latency": latency, "curves": ours["curves"], "goals": goals,
+        "gptcache_points": theirs,
+        "dominance_full_curve": full,
+        "dominance_thresholds_in_0_1": usable,
+        "shared_cache": shared,
+        "consistency_with_real_lookups": ours["consistency"],
+        "probes": probes,
+        "latency": latency,
+        "curves": ours["curves"],
+        "goals": goals,
     }
 
 
@@ -386,8 +517,12 @@ def point_at(curve: list[dict[str, float]], threshold: float) -> dict[str, float
 
 def gptcache_probe_rates(gpt: dict[str, Any]) -> dict[str, dict[str, float]]:
     """GPTCache's false-hit rate per flip family, per threshold."""
-    return {name: {t: float(np.mean([a is not None for a in answers])) for t, answers in family["answers"].items()}
-            for name, family in gpt["families"].items()}
+    return {
+        name: {
+            t: float(np.mean([a is not None for a in answers])) for t, answers in family["answers"].items()
+        }
+        for name, family in gpt["families"].items()
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -404,20 +539,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ours = await tokenlean_side(sets, table)
     print(f"tokenlean curves: {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
-    gpt_probes = {n: {"stored": [[s, f"s{i}"] for i, (s, _) in enumerate(p)], "queries": [[a, None] for _, a in p]}
-                  for n, p in flips.items()}
-    gpt_probes["context"] = {"stored": [[s, f"s{i}"] for i, (s, _) in enumerate(flips["negation"])],
-                             "queries": [[s, None] for s, _ in flips["negation"]],
-                             "systems": ["Answer in French.", "Answer in German."]}
+    gpt_probes = {
+        n: {"stored": [[s, f"s{i}"] for i, (s, _) in enumerate(p)], "queries": [[a, None] for _, a in p]}
+        for n, p in flips.items()
+    }
+    gpt_probes["context"] = {
+        "stored": [[s, f"s{i}"] for i, (s, _) in enumerate(flips["negation"])],
+        "queries": [[s, None] for s, _ in flips["negation"]],
+        "systems": ["Answer in French.", "Answer in German."],
+    }
     gpt = run_gptcache(table, sets, gpt_probes)
     print(f"GPTCache: {time.perf_counter() - started:.0f} s", flush=True)
-    probes = {"sizes": {k: len(v) for k, v in flips.items()}, "tokenlean_at_0.7": await probe_rates(flips, table, 0.7),
-              "gptcache": gptcache_probe_rates(gpt)}
+    probes = {
+        "sizes": {k: len(v) for k, v in flips.items()},
+        "tokenlean_at_0.7": await probe_rates(flips, table, 0.7),
+        "gptcache": gptcache_probe_rates(gpt),
+    }
     queries = [q for q, _ in sets["queries"][:1000]]
     gets = gpt["main"]["get_ms"]
     sizes = (1_000, 5_000) if args.smoke else (10_000, 100_000)
-    latency = {"lookup": await lookup_latency(table, queries, sizes), "embed": embed_latency(queries[:50]),
-               "gptcache_get": {"p50_ms": median(gets), "p99_ms": percentile(gets, 99)}}
+    latency = {
+        "lookup": await lookup_latency(table, queries, sizes),
+        "embed": embed_latency(queries[:50]),
+        "gptcache_get": {"p50_ms": median(gets), "p99_ms": percentile(gets, 99)},
+    }
     latency["proxy"] = await proxy_latency() if not args.no_proxy else {}
     latency["kv_prefix_reuse"] = {"note": "measured by the lead (issue 9 part 5), not in this benchmark"}
     result = figures(data, sets, ours, gpt, probes, latency)
@@ -427,11 +572,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--full", action="store_true", help="every held-out QQP pair instead of --size")
     parser.add_argument("--size", type=int, default=2000, help="held-out QQP pairs in the default run")
-    parser.add_argument("--no-proxy", action="store_true", help="skip the end-to-end proxy latency (no model)")
-    parser.add_argument("--smoke", action="store_true", help="60 pairs per set, small latency runs: plumbing only")
+    parser.add_argument(
+        "--no-proxy", action="store_true", help="skip the end-to-end proxy latency (no model)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="60 pairs per set, small latency runs: plumbing only"
+    )
     args = parser.parse_args()
     started = time.time()
     result = asyncio.run(run(args))

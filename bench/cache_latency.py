@@ -11,7 +11,9 @@ import numpy as np
 from bench.common import median, percentile
 
 
-async def lookup_latency(table: dict[str, np.ndarray], queries: list[str], sizes: tuple[int, ...]) -> dict[str, Any]:
+async def lookup_latency(
+    table: dict[str, np.ndarray], queries: list[str], sizes: tuple[int, ...]
+) -> dict[str, Any]:
     """Time ``ResponseCache.lookup`` (keys, exact miss, index search, guard, fetch) at each size.
 
     The entries are real query vectors plus noise (a vector of norm 0.5, then renormalised), all
@@ -27,9 +29,13 @@ async def lookup_latency(table: dict[str, np.ndarray], queries: list[str], sizes
     out: dict[str, Any] = {}
     for size in sizes:
         noise = rng.standard_normal((size, real.shape[1])).astype(np.float32)
-        filler = real[rng.integers(0, len(real), size)] + 0.5 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        filler = real[rng.integers(0, len(real), size)] + 0.5 * noise / np.linalg.norm(
+            noise, axis=1, keepdims=True
+        )
         filler /= np.linalg.norm(filler, axis=1, keepdims=True)
-        cache = ResponseCache(MemoryStore(max_entries=10 * size, max_bytes=2**40), embedder=TableEmbedder(table))
+        cache = ResponseCache(
+            MemoryStore(max_entries=10 * size, max_bytes=2**40), embedder=TableEmbedder(table)
+        )
         started = time.perf_counter()
         for i, vector in enumerate(filler):
             await cache.put(keys_for(f"stored question {i}"), "answer", ttl=None, vector=vector)
@@ -94,13 +100,16 @@ async def proxy_latency() -> dict[str, Any]:
     app = create_app(Pipeline(backend, [CacheStage()]))
     times: dict[str, list[float]] = {"miss": [], "exact hit": [], "semantic hit": []}
     actions: list[str] = []
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy", timeout=600) as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://proxy", timeout=600
+    ) as http:
         client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
 
         async def ask(text: str) -> tuple[float, str]:
             started = time.perf_counter()
             raw = await client.chat.completions.with_raw_response.create(
-                model=model, messages=[{"role": "user", "content": text}], max_tokens=32, temperature=0)
+                model=model, messages=[{"role": "user", "content": text}], max_tokens=32, temperature=0
+            )
             return (time.perf_counter() - started) * 1000, raw.headers.get("x-tokenlean-cache", "")
 
         await ask("Say hello.")  # warm-up: first model call and first embedding

@@ -25,41 +25,116 @@ def report(result: dict[str, Any]) -> str:
     rows = []
     for name, curve in result["curves"].items():
         p = at_most(curve, 0.02)
-        rows.append([f"{name}, best at <=2% false hits", p["threshold"], _pct(p["qqp_hit"]), _pct(p["false_hit"], 2),
-                     _pct(p["false_hit_test_split"], 2), _pct(p["mrpc1_hit"])])
+        rows.append(
+            [
+                f"{name}, best at <=2% false hits",
+                p["threshold"],
+                _pct(p["qqp_hit"]),
+                _pct(p["false_hit"], 2),
+                _pct(p["false_hit_test_split"], 2),
+                _pct(p["mrpc1_hit"]),
+            ]
+        )
     d = result["tokenlean_default_threshold_0.7"]
-    rows.append(["tokenlean, default threshold", 0.7, _pct(d["qqp_hit"]), _pct(d["false_hit"], 2),
-                 _pct(d["false_hit_test_split"], 2), _pct(d["mrpc1_hit"])])
+    rows.append(
+        [
+            "tokenlean, default threshold",
+            0.7,
+            _pct(d["qqp_hit"]),
+            _pct(d["false_hit"], 2),
+            _pct(d["false_hit_test_split"], 2),
+            _pct(d["mrpc1_hit"]),
+        ]
+    )
     for p in result["gptcache_points"]:
-        rows.append([f"GPTCache (cosine >= {p['cosine_equivalent']:.2f})", p["threshold"], _pct(p["qqp_hit"]),
-                     _pct(p["false_hit"], 2), _pct(p["false_hit_test_split"], 2), _pct(p["mrpc1_hit"])])
-    text = print_table(["pairwise (store one, query the other)", "threshold", "QQP duplicates hit",
-                        "MRPC non-paraphrases hit", "same, MRPC test split", "MRPC paraphrases hit"], rows)
-    dom = [[r["gptcache_threshold"], _pct(r["gptcache_false_hit"]), _pct(r["gptcache_hit"]), _pct(r["tokenlean_hit"]),
-            "yes" if r["above"] else "NO"] for r in result["dominance_full_curve"]]
-    text += "\n\n" + print_table(["GPTCache threshold", "its false hits", "its hits",
-                                  "tokenlean hits at no more false hits", "above"], dom)
+        rows.append(
+            [
+                f"GPTCache (cosine >= {p['cosine_equivalent']:.2f})",
+                p["threshold"],
+                _pct(p["qqp_hit"]),
+                _pct(p["false_hit"], 2),
+                _pct(p["false_hit_test_split"], 2),
+                _pct(p["mrpc1_hit"]),
+            ]
+        )
+    text = print_table(
+        [
+            "pairwise (store one, query the other)",
+            "threshold",
+            "QQP duplicates hit",
+            "MRPC non-paraphrases hit",
+            "same, MRPC test split",
+            "MRPC paraphrases hit",
+        ],
+        rows,
+    )
+    dom = [
+        [
+            r["gptcache_threshold"],
+            _pct(r["gptcache_false_hit"]),
+            _pct(r["gptcache_hit"]),
+            _pct(r["tokenlean_hit"]),
+            "yes" if r["above"] else "NO",
+        ]
+        for r in result["dominance_full_curve"]
+    ]
+    text += "\n\n" + print_table(
+        ["GPTCache threshold", "its false hits", "its hits", "tokenlean hits at no more false hits", "above"],
+        dom,
+    )
     shared = result["shared_cache"]
-    srows = [[f"{name}, best at <=2% false hits", *_shared_cells(at_most(curve, 0.02))]
-             for name, curve in shared["curves"].items()]
+    srows = [
+        [f"{name}, best at <=2% false hits", *_shared_cells(at_most(curve, 0.02))]
+        for name, curve in shared["curves"].items()
+    ]
     srows.append(["tokenlean, default threshold 0.7", *_shared_cells(shared["tokenlean_at_0.7"])])
     srows += [[f"GPTCache @{p['threshold']}", *_shared_cells(p)] for p in shared["gptcache_points"]]
-    text += "\n\n" + print_table(["one shared cache, all entries", "threshold", "QQP own pair hit", "QQP other entry",
-                                  "MRPC-0 own pair hit (false)", "MRPC-0 other entry"], srows)
+    text += "\n\n" + print_table(
+        [
+            "one shared cache, all entries",
+            "threshold",
+            "QQP own pair hit",
+            "QQP other entry",
+            "MRPC-0 own pair hit (false)",
+            "MRPC-0 other entry",
+        ],
+        srows,
+    )
     probes = result["probes"]
-    probe_rows = [[f, f"{probes['tokenlean_at_0.7'][f]:.1%}", f"{probes['gptcache'][f]['0.8']:.1%}",
-                   f"{probes['gptcache'][f]['0.95']:.1%}"] for f in probes["tokenlean_at_0.7"]]
-    text += "\n\n" + print_table(["flip probe (any hit is wrong)", "tokenlean @0.7", "GPTCache @0.8 (default)",
-                                  "GPTCache @0.95"], probe_rows)
+    probe_rows = [
+        [
+            f,
+            f"{probes['tokenlean_at_0.7'][f]:.1%}",
+            f"{probes['gptcache'][f]['0.8']:.1%}",
+            f"{probes['gptcache'][f]['0.95']:.1%}",
+        ]
+        for f in probes["tokenlean_at_0.7"]
+    ]
+    text += "\n\n" + print_table(
+        ["flip probe (any hit is wrong)", "tokenlean @0.7", "GPTCache @0.8 (default)", "GPTCache @0.95"],
+        probe_rows,
+    )
     lat = result["latency"]
-    lat_rows = [[f"tokenlean lookup, {n} entries", f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}"]
-                for n, v in lat["lookup"].items()]
+    lat_rows = [
+        [f"tokenlean lookup, {n} entries", f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}"]
+        for n, v in lat["lookup"].items()
+    ]
     for name, value in lat["embed"].items():
         if name.endswith("_threads"):
-            lat_rows.append([f"MiniLM embedding of one question, torch {name.replace('_', ' ')}",
-                             f"{value['p50_ms']:.2f}", f"{value['p99_ms']:.2f}"])
-    lat_rows.append([f"GPTCache get(), {result['stored_entries']} entries", f"{lat['gptcache_get']['p50_ms']:.3f}",
-                     f"{lat['gptcache_get']['p99_ms']:.3f}"])
+            lat_rows.append(
+                [
+                    f"MiniLM embedding of one question, torch {name.replace('_', ' ')}",
+                    f"{value['p50_ms']:.2f}",
+                    f"{value['p99_ms']:.2f}",
+                ]
+            )
+    lat_rows.append(
+        [
+            f"GPTCache get(), {result['stored_entries']} entries",
+            f"{lat['gptcache_get']['p50_ms']:.3f}",
+            f"{lat['gptcache_get']['p99_ms']:.3f}",
+        ]
+    )
     for kind in ("miss", "exact hit", "semantic hit") if lat.get("proxy") else ():
         lat_rows.append([f"proxy end to end, {kind}", f"{lat['proxy'][kind]['p50_ms']:.1f}", "-"])
     text += "\n\n" + print_table(["latency", "p50 ms", "p99 ms"], lat_rows)
@@ -67,7 +142,13 @@ def report(result: dict[str, Any]) -> str:
 
 
 def _shared_cells(p: dict[str, float]) -> list[Any]:
-    return [p["threshold"], _pct(p["qqp_hit"]), _pct(p["qqp_other"]), _pct(p["false_hit"], 2), _pct(p["mrpc0_other"], 2)]
+    return [
+        p["threshold"],
+        _pct(p["qqp_hit"]),
+        _pct(p["qqp_other"]),
+        _pct(p["false_hit"], 2),
+        _pct(p["mrpc0_other"], 2),
+    ]
 
 
 def plot(curves: dict[str, list[dict[str, float]]], gpt: list[dict[str, float]], path: Path) -> None:
@@ -82,17 +163,34 @@ def plot(curves: dict[str, list[dict[str, float]]], gpt: list[dict[str, float]],
         for name, points in curves.items():
             main = name == "tokenlean"
             usable = [p for p in points if p["threshold"] > 0 or not main]
-            ax.plot([p["false_hit"] for p in usable], [p["qqp_hit"] for p in usable], lw=2.5 if main else 1,
-                    label=f"{name} (thresholds in (0,1])" if main else name, zorder=3 if main else 2)
+            ax.plot(
+                [p["false_hit"] for p in usable],
+                [p["qqp_hit"] for p in usable],
+                lw=2.5 if main else 1,
+                label=f"{name} (thresholds in (0,1])" if main else name,
+                zorder=3 if main else 2,
+            )
             if main:
                 below = [p for p in points if p["threshold"] <= 0]
-                ax.plot([p["false_hit"] for p in below], [p["qqp_hit"] for p in below], "C0--", lw=1,
-                        label="tokenlean score below 0 (not a setting)")
-        ax.plot([p["false_hit"] for p in gpt], [p["qqp_hit"] for p in gpt], "ks-", label="GPTCache (same MiniLM)")
+                ax.plot(
+                    [p["false_hit"] for p in below],
+                    [p["qqp_hit"] for p in below],
+                    "C0--",
+                    lw=1,
+                    label="tokenlean score below 0 (not a setting)",
+                )
+        ax.plot(
+            [p["false_hit"] for p in gpt], [p["qqp_hit"] for p in gpt], "ks-", label="GPTCache (same MiniLM)"
+        )
         for p in gpt:
             if p["false_hit"] <= limit:
-                ax.annotate(f"{p['threshold']}", (p["false_hit"], p["qqp_hit"]), fontsize=7, xytext=(4, -9),
-                            textcoords="offset points")
+                ax.annotate(
+                    f"{p['threshold']}",
+                    (p["false_hit"], p["qqp_hit"]),
+                    fontsize=7,
+                    xytext=(4, -9),
+                    textcoords="offset points",
+                )
         ax.axvline(0.02, color="grey", ls=":", lw=1)
         ax.set_xlim(0, limit)
         ax.set_xlabel("false-hit rate (MRPC non-paraphrases that hit)")

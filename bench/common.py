@@ -25,7 +25,16 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.exists():  # a checkout whose parent holds shared/ under another layout
     DATA = Path(os.environ.get("TOKENLEAN_DATA", "../shared/data")).resolve()
 
-_PACKAGES = ("tokenlean", "torch", "transformers", "sentence-transformers", "faiss-cpu", "numpy", "fastapi", "httpx")
+_PACKAGES = (
+    "tokenlean",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "faiss-cpu",
+    "numpy",
+    "fastapi",
+    "httpx",
+)
 
 
 def environment(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
@@ -91,6 +100,7 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Print (and return) a GitHub-markdown table, the form the README quotes."""
+
     def cell(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)
 

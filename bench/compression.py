@@ -62,7 +62,11 @@ def documents(sample: dict[str, Any]) -> list[str]:
 def hotpot_subset(n: int) -> list[dict[str, Any]]:
     """The documented fixed-seed subset (see the module docstring)."""
     samples = json.loads(HOTPOT.read_text())
-    eligible = [s for s in samples if s["answer"].lower() not in ("yes", "no") and contains(s["answer"], "\n\n".join(documents(s)))]
+    eligible = [
+        s
+        for s in samples
+        if s["answer"].lower() not in ("yes", "no") and contains(s["answer"], "\n\n".join(documents(s)))
+    ]
     subset = random.Random(0).sample(eligible, 30)
     rest = [s for s in eligible if s not in subset]
     return (subset + rest)[:n]
@@ -72,11 +76,19 @@ class Peer:
     """The llmlingua library in its own venv, one JSON line per job."""
 
     def __init__(self, model_dir: Path, threads: int) -> None:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", BENCH_THREADS=str(threads),
-                   TIKTOKEN_CACHE_DIR=str(ROOT / ".venv-llmlingua" / "tiktoken-cache"))
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            BENCH_THREADS=str(threads),
+            TIKTOKEN_CACHE_DIR=str(ROOT / ".venv-llmlingua" / "tiktoken-cache"),
+        )
         self.process = subprocess.Popen(
             [str(PEER_PYTHON), str(ROOT / "bench" / "llmlingua_runner.py"), str(model_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
         )
         self.info = self._read()
 
@@ -115,16 +127,23 @@ class Reader:
 
     def answer(self, context: str, question: str) -> str:
         """The model's answer to ``question`` given ``context``."""
-        messages = [{"role": "system", "content": QA_SYSTEM},
-                    {"role": "user", "content": f"Documents:\n{context}\n\nQuestion: {question}"}]
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        messages = [
+            {"role": "system", "content": QA_SYSTEM},
+            {"role": "user", "content": f"Documents:\n{context}\n\nQuestion: {question}"},
+        ]
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with self.torch.inference_mode():
-            out = self.model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=self.tokenizer.eos_token_id)
-        return str(self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+            out = self.model.generate(
+                **ids, max_new_tokens=12, do_sample=False, pad_token_id=self.tokenizer.eos_token_id
+            )
+        return str(self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
 
 
-def compress_context(method: str, tools: dict[str, Any], blocks: list[str], question: str, ratio: float,
-                     settings: str) -> tuple[str, float]:
+def compress_context(
+    method: str, tools: dict[str, Any], blocks: list[str], question: str, ratio: float, settings: str
+) -> tuple[str, float]:
     """One method's compressed context (question excluded) and seconds spent."""
     count = tools["count"]
     context_tokens = count("\n\n".join(blocks))
@@ -133,7 +152,9 @@ def compress_context(method: str, tools: dict[str, Any], blocks: list[str], ques
     started = time.perf_counter()
     if method == "tokenlean":
         fixed = count(question) + 2 if question else 0
-        result = tools["tokenlean"].compress(blocks, question=question, target_tokens=round(context_tokens / ratio) + fixed)
+        result = tools["tokenlean"].compress(
+            blocks, question=question, target_tokens=round(context_tokens / ratio) + fixed
+        )
         text = "\n\n".join(b for b in result.blocks if b)
     else:
         result = tools[method].compress(blocks, target_tokens=max(1, round(context_tokens / ratio)))
@@ -141,8 +162,13 @@ def compress_context(method: str, tools: dict[str, Any], blocks: list[str], ques
     return text, time.perf_counter() - started
 
 
-def run_hotpot(tools: dict[str, Any], samples: list[dict[str, Any]], ratios: list[float], methods: list[str],
-               reader: Reader | None) -> list[dict[str, Any]]:
+def run_hotpot(
+    tools: dict[str, Any],
+    samples: list[dict[str, Any]],
+    ratios: list[float],
+    methods: list[str],
+    reader: Reader | None,
+) -> list[dict[str, Any]]:
     """Every (sample, ratio, method) row; methods interleaved per prompt so load hits all alike."""
     rows = []
     for n, sample in enumerate(samples):
@@ -150,13 +176,30 @@ def run_hotpot(tools: dict[str, Any], samples: list[dict[str, Any]], ratios: lis
         full = "\n\n".join(blocks)
         base = tools["count"](full)
         if reader is not None:
-            rows.append({"task": "hotpot", "id": sample["_id"], "method": "full", "ratio": 1.0, "achieved": 1.0,
-                         "seconds": 0.0, "survives": True, "correct": contains(answer, reader.answer(full, question))})
+            rows.append(
+                {
+                    "task": "hotpot",
+                    "id": sample["_id"],
+                    "method": "full",
+                    "ratio": 1.0,
+                    "achieved": 1.0,
+                    "seconds": 0.0,
+                    "survives": True,
+                    "correct": contains(answer, reader.answer(full, question)),
+                }
+            )
         for ratio in ratios:
             for method in methods:
                 text, seconds = compress_context(method, tools, blocks, question, ratio, "longllmlingua")
-                row = {"task": "hotpot", "id": sample["_id"], "method": method, "ratio": ratio, "seconds": seconds,
-                       "achieved": base / max(tools["count"](text), 1), "survives": contains(answer, text)}
+                row = {
+                    "task": "hotpot",
+                    "id": sample["_id"],
+                    "method": method,
+                    "ratio": ratio,
+                    "seconds": seconds,
+                    "achieved": base / max(tools["count"](text), 1),
+                    "survives": contains(answer, text),
+                }
                 if reader is not None:
                     row["correct"] = contains(answer, reader.answer(text, question))
                 rows.append(row)
@@ -189,16 +232,25 @@ def run_gsm8k(tools: dict[str, Any], ratios: list[float], methods: list[str]) ->
             text, seconds = compress_context(method, tools, blocks, "", ratio, "llmlingua")
             kept = Counter(_numbers(text))
             survived = sum(min(count, kept[number]) for number, count in wanted.items())
-            rows.append({"task": "gsm8k", "method": method, "ratio": ratio, "seconds": seconds,
-                         "achieved": base / max(tools["count"](text), 1),
-                         "numbers_kept": survived / max(sum(wanted.values()), 1)})
+            rows.append(
+                {
+                    "task": "gsm8k",
+                    "method": method,
+                    "ratio": ratio,
+                    "seconds": seconds,
+                    "achieved": base / max(tools["count"](text), 1),
+                    "numbers_kept": survived / max(sum(wanted.values()), 1),
+                }
+            )
         print(f"gsm8k {ratio}x done", flush=True)
     return rows
 
 
-def summarise(rows: list[dict[str, Any]], methods: list[str], hotpot_ratios: list[float],
-              gsm_ratios: list[float]) -> dict[str, Any]:
+def summarise(
+    rows: list[dict[str, Any]], methods: list[str], hotpot_ratios: list[float], gsm_ratios: list[float]
+) -> dict[str, Any]:
     """Per-method, per-ratio figures and the per-prompt speed-up over the library."""
+
     def pick(task: str, method: str, ratio: float) -> list[dict[str, Any]]:
         return [r for r in rows if r["task"] == task and r["method"] == method and r["ratio"] == ratio]
 
@@ -231,11 +283,16 @@ def _mean(values: list[Any]) -> float:
 
 def _speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Median over prompts of llmlingua seconds / tokenlean seconds, per task and overall."""
+
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
         return (row["task"], row.get("id"), row["ratio"])
 
     ours = {key(r): r["seconds"] for r in rows if r["method"] == "tokenlean"}
-    pairs = [(r["task"], r["seconds"] / ours[key(r)]) for r in rows if r["method"] == "llmlingua" and key(r) in ours]
+    pairs = [
+        (r["task"], r["seconds"] / ours[key(r)])
+        for r in rows
+        if r["method"] == "llmlingua" and key(r) in ours
+    ]
     out = {task: median([v for t, v in pairs if t == task]) for task in ("hotpot", "gsm8k")}
     out["all"] = median([v for _, v in pairs])
     return out
@@ -248,15 +305,29 @@ def goals(table: dict[str, Any], hotpot_ratios: list[float], peer: bool) -> list
         cells = {m: table["hotpot"][m][str(ratio)]["answer_survives"] for m in table["hotpot"]}
         others = {m: v for m, v in cells.items() if m != "tokenlean"}
         best = max((v for v in others.values() if not math.isnan(v)), default=float("nan"))
-        out.append(goal(f"HotpotQA answer survival at {ratio:g}x >= best of {'/'.join(others)}",
-                        f">= {best:.3f}", round(cells["tokenlean"], 3), cells["tokenlean"] >= best and peer))
+        out.append(
+            goal(
+                f"HotpotQA answer survival at {ratio:g}x >= best of {'/'.join(others)}",
+                f">= {best:.3f}",
+                round(cells["tokenlean"], 3),
+                cells["tokenlean"] >= best and peer,
+            )
+        )
     speed = table["speedup_vs_llmlingua"]["all"]
-    out.append(goal("compression time vs the llmlingua library (median per-prompt speed-up)", ">= 3x",
-                    None if math.isnan(speed) else round(speed, 2), lambda v: v is not None and v >= 3))
+    out.append(
+        goal(
+            "compression time vs the llmlingua library (median per-prompt speed-up)",
+            ">= 3x",
+            None if math.isnan(speed) else round(speed, 2),
+            lambda v: v is not None and v >= 3,
+        )
+    )
     return out
 
 
-def plot(table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], gsm_ratios: list[float]) -> Path:
+def plot(
+    table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], gsm_ratios: list[float]
+) -> Path:
     """Survival and accuracy vs ratio (HotpotQA), numbers kept vs ratio (GSM8K), one curve per method."""
     import matplotlib
 
@@ -265,9 +336,11 @@ def plot(table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], 
     from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = (("hotpot", "answer_survives", hotpot_ratios, "HotpotQA: gold answer survives"),
-              ("hotpot", "accuracy", hotpot_ratios, "HotpotQA: SmolLM2 answer accuracy"),
-              ("gsm8k", "numbers_kept", gsm_ratios, "GSM8K CoT: solution numbers kept"))
+    panels = (
+        ("hotpot", "answer_survives", hotpot_ratios, "HotpotQA: gold answer survives"),
+        ("hotpot", "accuracy", hotpot_ratios, "HotpotQA: SmolLM2 answer accuracy"),
+        ("gsm8k", "numbers_kept", gsm_ratios, "GSM8K CoT: solution numbers kept"),
+    )
     for ax, (task, field, ratios, title) in zip(axes, panels, strict=True):
         for method in methods:
             ys = [table[task][method][str(r)][field] for r in ratios]
@@ -288,21 +361,39 @@ def plot(table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], 
     return path
 
 
-def print_tables(table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], gsm_ratios: list[float]) -> None:
+def print_tables(
+    table: dict[str, Any], methods: list[str], hotpot_ratios: list[float], gsm_ratios: list[float]
+) -> None:
     """The README's tables."""
     rows = []
     for method in methods:
         for ratio in hotpot_ratios:
             c = table["hotpot"][method][str(ratio)]
-            rows.append([method, f"{ratio:g}x", round(c["achieved_ratio"], 2), round(c["answer_survives"], 3),
-                         round(c["accuracy"], 3), round(c["median_seconds"], 2)])
+            rows.append(
+                [
+                    method,
+                    f"{ratio:g}x",
+                    round(c["achieved_ratio"], 2),
+                    round(c["answer_survives"], 3),
+                    round(c["accuracy"], 3),
+                    round(c["median_seconds"], 2),
+                ]
+            )
     print_table(["method", "target", "achieved", "answer survives", "SmolLM2 accuracy", "median s"], rows)
     print(f"full context accuracy: {table['hotpot_full_context_accuracy']:.3f}")
     rows = []
     for method in methods:
         for ratio in gsm_ratios:
             c = table["gsm8k"][method][str(ratio)]
-            rows.append([method, f"{ratio:g}x", round(c["achieved_ratio"], 2), round(c["numbers_kept"], 3), round(c["seconds"], 2)])
+            rows.append(
+                [
+                    method,
+                    f"{ratio:g}x",
+                    round(c["achieved_ratio"], 2),
+                    round(c["numbers_kept"], 3),
+                    round(c["seconds"], 2),
+                ]
+            )
     print_table(["method", "target", "achieved", "numbers kept", "seconds"], rows)
     print("speed-up vs llmlingua (median per prompt):", table["speedup_vs_llmlingua"])
 
@@ -316,14 +407,21 @@ def build_tools(no_peer: bool, threads: int) -> dict[str, Any]:
     counter = shared_token_counter()
     ours = LinguaCompressor(counter=counter)
     ours.scorer.load()
-    return {"count": counter.count, "counter": counter, "tokenlean": ours,
-            "random": RandomDropCompressor(counter=counter), "keep_beginning": KeepBeginningCompressor(counter=counter),
-            "peer": None if no_peer else Peer(default_model_dir(), threads)}
+    return {
+        "count": counter.count,
+        "counter": counter,
+        "tokenlean": ours,
+        "random": RandomDropCompressor(counter=counter),
+        "keep_beginning": KeepBeginningCompressor(counter=counter),
+        "peer": None if no_peer else Peer(default_model_dir(), threads),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the whole comparison and write bench/results/compression.{json,png}."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--ratios", default="2,3,5,10")
     parser.add_argument("--gsm-ratios", default="5,10,20")
@@ -359,16 +457,24 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "compression",
         "command": "python -m bench.compression " + " ".join(argv if argv is not None else sys.argv[1:]),
         "environment": environment(("matplotlib",)),
-        "setup": {"samples": len(samples), "sample_ids": [s["_id"] for s in samples], "threads": args.threads,
-                  "tokenlean_dtype": str(ours.scorer._model.dtype), "tokenlean_config": repr(ours.config),
-                  "llmlingua": peer.info if peer is not None else None, "wall_seconds": round(time.perf_counter() - started, 1)},
+        "setup": {
+            "samples": len(samples),
+            "sample_ids": [s["_id"] for s in samples],
+            "threads": args.threads,
+            "tokenlean_dtype": str(ours.scorer._model.dtype),
+            "tokenlean_config": repr(ours.config),
+            "llmlingua": peer.info if peer is not None else None,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        },
         "results": table,
         "rows": rows,
         "goals": goals(table, hotpot_ratios, peer is not None),
     }
     print("wrote", write_results("compression", payload), plot(table, methods, hotpot_ratios, gsm_ratios))
     for g in payload["goals"]:
-        print(("MET     " if g["met"] else "NOT MET ") + g["name"] + f": {g['achieved']} (target {g['target']})")
+        print(
+            ("MET     " if g["met"] else "NOT MET ") + g["name"] + f": {g['achieved']} (target {g['target']})"
+        )
 
 
 if __name__ == "__main__":

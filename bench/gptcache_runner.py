@@ -65,7 +65,9 @@ def _put(cache: Any, text: str, answer: str, system: str | None) -> None:
 def _get(cache: Any, text: str, system: str | None) -> Any:
     from gptcache.adapter.adapter import adapt
 
-    return adapt(lambda *_, **__: None, lambda d: d, lambda *_, **__: None, cache_obj=cache, **_request(text, system))
+    return adapt(
+        lambda *_, **__: None, lambda d: d, lambda *_, **__: None, cache_obj=cache, **_request(text, system)
+    )
 
 
 def _request(text: str, system: str | None) -> dict[str, Any]:
@@ -74,7 +76,9 @@ def _request(text: str, system: str | None) -> dict[str, Any]:
     return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": text}]}
 
 
-def _sweep(cache: Any, queries: list[list[str]], thresholds: list[float], system: str | None) -> dict[str, Any]:
+def _sweep(
+    cache: Any, queries: list[list[str]], thresholds: list[float], system: str | None
+) -> dict[str, Any]:
     answers: dict[str, list[Any]] = {}
     times: list[float] = []
     for threshold in thresholds:
@@ -88,11 +92,19 @@ def _sweep(cache: Any, queries: list[list[str]], thresholds: list[float], system
     return {"answers": answers, "get_ms": sorted(t * 1000 for t in times)}
 
 
-def _family(root: Path, name: str, family: dict[str, Any], table: dict[str, np.ndarray], dim: int,
-            thresholds: list[float]) -> dict[str, Any]:
+def _family(
+    root: Path,
+    name: str,
+    family: dict[str, Any],
+    table: dict[str, np.ndarray],
+    dim: int,
+    thresholds: list[float],
+) -> dict[str, Any]:
     from gptcache.processor.pre import get_prompt, last_content
 
-    systems = family.get("systems")  # [stored with, queried with]: GPTCache's default keys on the last message
+    systems = family.get(
+        "systems"
+    )  # [stored with, queried with]: GPTCache's default keys on the last message
     cache = _cache(root / name, table, dim, last_content if systems else get_prompt)
     started = time.perf_counter()
     for text, answer in family["stored"]:
@@ -103,8 +115,9 @@ def _family(root: Path, name: str, family: dict[str, Any], table: dict[str, np.n
     return result
 
 
-def _pairwise(root: Path, pairs: list[list[str]], table: dict[str, np.ndarray], dim: int,
-              thresholds: list[float]) -> dict[str, Any]:
+def _pairwise(
+    root: Path, pairs: list[list[str]], table: dict[str, np.ndarray], dim: int, thresholds: list[float]
+) -> dict[str, Any]:
     """The issue's protocol: for each pair a fresh GPTCache holding only the stored text."""
     from gptcache.processor.pre import get_prompt
 

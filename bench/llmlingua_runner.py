@@ -49,7 +49,9 @@ def transformers4_folder(folder: str, shim_root: str) -> str:
             with open(os.path.join(source, name)) as handle:
                 data = json.load(handle)
             if name == "config.json":
-                data.update({k: v for k, v in (data.get("rope_parameters") or {}).items() if k == "rope_theta"})
+                data.update(
+                    {k: v for k, v in (data.get("rope_parameters") or {}).items() if k == "rope_theta"}
+                )
                 data.setdefault("torch_dtype", data.get("dtype", "float32"))
             else:
                 data["tokenizer_class"] = "PreTrainedTokenizerFast"
@@ -71,13 +73,24 @@ def main() -> None:
     started = time.perf_counter()
     shim_root = os.path.join(os.path.dirname(os.path.dirname(sys.executable)), "models")
     compressor = PromptCompressor(model_name=transformers4_folder(sys.argv[1], shim_root), device_map="cpu")
-    print(json.dumps({"ready": True, "load_seconds": time.perf_counter() - started,
-                      "dtype": str(compressor.model.dtype), "threads": torch.get_num_threads()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "load_seconds": time.perf_counter() - started,
+                "dtype": str(compressor.model.dtype),
+                "threads": torch.get_num_threads(),
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:
         if not line.strip():
             continue
         job = json.loads(line)
-        settings = dict(LONGLLMLINGUA if job.get("settings", "longllmlingua") == "longllmlingua" else LLMLINGUA)
+        settings = dict(
+            LONGLLMLINGUA if job.get("settings", "longllmlingua") == "longllmlingua" else LLMLINGUA
+        )
         started = time.perf_counter()
         # the library budgets in its model's tokenizer (get_token_length), so the target is set there
         context_tokens = compressor.get_token_length("\n\n".join(job["context"]), add_special_tokens=False)
@@ -89,8 +102,17 @@ def main() -> None:
             **settings,
         )
         seconds = time.perf_counter() - started
-        print(json.dumps({"prompt": out["compressed_prompt"], "seconds": seconds,
-                          "origin_tokens": out["origin_tokens"], "compressed_tokens": out["compressed_tokens"]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "prompt": out["compressed_prompt"],
+                    "seconds": seconds,
+                    "origin_tokens": out["origin_tokens"],
+                    "compressed_tokens": out["compressed_tokens"],
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -105,12 +105,18 @@ def fast_targets(
         "counted": ("bench.load_httpx_pool", "--count-pool"),
     }
     with contextlib.ExitStack() as stack:
-        upstream_proc = stack.enter_context(started_process(argv, upstream + "/models", logs / "upstream.log"))
+        upstream_proc = stack.enter_context(
+            started_process(argv, upstream + "/models", logs / "upstream.log")
+        )
         targets = {}
         for transport in transports:
             log = logs / f"proxy-{name}-{transport}.log"
-            url, proxy_port, pid, health_port = stack.enter_context(proxy(upstream, args, log, modules[transport]))
-            targets[transport] = Target(url, proxy_port, {"proxy": pid, "upstream": upstream_proc.pid}, health_port)
+            url, proxy_port, pid, health_port = stack.enter_context(
+                proxy(upstream, args, log, modules[transport])
+            )
+            targets[transport] = Target(
+                url, proxy_port, {"proxy": pid, "upstream": upstream_proc.pid}, health_port
+            )
         yield targets
 
 
@@ -152,7 +158,9 @@ def run_level(
         if client.stdout.readline().strip() != "go":
             raise RuntimeError(f"load generator did not start (exit {client.wait()})")
         pids = {**target.pids, "loadgen": client.pid}
-        monitor = Monitor(target.port, pids, sample_every=sample_every, health_port=target.health_port).start()
+        monitor = Monitor(
+            target.port, pids, sample_every=sample_every, health_port=target.health_port
+        ).start()
         client.wait(duration + 600)
         watched = monitor.stop()
     finally:

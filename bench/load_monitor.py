@@ -158,7 +158,9 @@ class Monitor:
         if self.health_port is not None:
             side = self.side_ms
             out.update(health_port_p50_ms=median(side), health_port_p99_ms=percentile(side, 99))
-            out.update(health_port_max_ms=max(side, default=float("nan")), health_port_failures=self.side_failures)
+            out.update(
+                health_port_max_ms=max(side, default=float("nan")), health_port_failures=self.side_failures
+            )
         for name, process in self.processes.items():
             try:
                 used, span = _cpu_seconds(process) - self._cpu_before[name], wall

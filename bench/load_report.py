@@ -49,7 +49,10 @@ def goals(fast: dict[str, Any] | None, vllm: dict[str, Any] | None) -> list[dict
             )
         )
         if "health_port_p99_ms" in top:
-            side = {"p99_ms": round(top["health_port_p99_ms"], 2), "max_ms": round(top["health_port_max_ms"], 2)}
+            side = {
+                "p99_ms": round(top["health_port_p99_ms"], 2),
+                "max_ms": round(top["health_port_max_ms"], 2),
+            }
             side["failed_probes"] = sum(top["health_port_failures"].values())
             out.append(
                 goal(

@@ -39,7 +39,10 @@ def start_server(port: int) -> tuple[subprocess.Popen[str], float]:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     while True:
         try:
@@ -54,8 +57,12 @@ def start_server(port: int) -> tuple[subprocess.Popen[str], float]:
 async def through_proxy(port: int, model: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
     """(first-token s, total s, completion tokens) for one streamed request over HTTP."""
     payload = {
-        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-        "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
     started, first, tokens = time.perf_counter(), None, 0
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -66,7 +73,7 @@ async def through_proxy(port: int, model: str, prompt: str, max_tokens: int) -> 
             if '"usage"' in line and '"completion_tokens"' in line:
                 import json
 
-                tokens = json.loads(line[len("data: "):])["usage"]["completion_tokens"]
+                tokens = json.loads(line[len("data: ") :])["usage"]["completion_tokens"]
     return first or float("nan"), time.perf_counter() - started, tokens
 
 
@@ -141,12 +148,16 @@ def main() -> None:
     summary["cold_start_s"] = cold_start
     print_table(
         ["path", "first token p50 (ms)", "decode tokens/s p50"],
-        [["LocalBackend direct", summary["direct_ttft"], summary["direct_tps"]],
-         ["through tokenlean serve (HTTP SSE)", summary["proxy_ttft"], summary["proxy_tps"]]],
+        [
+            ["LocalBackend direct", summary["direct_ttft"], summary["direct_tps"]],
+            ["through tokenlean serve (HTTP SSE)", summary["proxy_ttft"], summary["proxy_tps"]],
+        ],
     )
     print(f"cold start of tokenlean serve (model already converted): {cold_start:.1f} s")
-    write_results("spine", {"environment": environment(), "args": vars(args), "samples": rows, "medians": summary,
-                            "goals": []})
+    write_results(
+        "spine",
+        {"environment": environment(), "args": vars(args), "samples": rows, "medians": summary, "goals": []},
+    )
     plot(rows)
 
 

@@ -1,6 +1,6 @@
 """Print every benchmark's goals as one markdown table (what the README quotes).
 
-    python -m bench.summary
+python -m bench.summary
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def main() -> None:
         date = data.get("environment", {}).get("date", "?")
         for goal in data.get("goals", []):
             mark = "yes" if goal["met"] else "**no**"
-            print(f"| {path.stem} ({date[:10]}) | {goal['name']} | {goal['target']} | {_fmt(goal['achieved'])} | {mark} |")
+            print(
+                f"| {path.stem} ({date[:10]}) | {goal['name']} | {goal['target']} | {_fmt(goal['achieved'])} | {mark} |"
+            )
 
 
 if __name__ == "__main__":

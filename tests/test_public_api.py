@@ -9,9 +9,23 @@ import tokenlean
 def test_public_names_are_pinned() -> None:
     assert sorted(tokenlean.__all__) == sorted(
         [
-            "Backend", "BackendError", "BadRequestError", "ConfigError", "Event", "Message", "Pipeline",
-            "PipelineSpec", "Request", "Response", "Stage", "StageError", "TokenleanError", "Usage",
-            "__version__", "call_options", "optimize",
+            "Backend",
+            "BackendError",
+            "BadRequestError",
+            "ConfigError",
+            "Event",
+            "Message",
+            "Pipeline",
+            "PipelineSpec",
+            "Request",
+            "Response",
+            "Stage",
+            "StageError",
+            "TokenleanError",
+            "Usage",
+            "__version__",
+            "call_options",
+            "optimize",
         ]
     )
 

@@ -32,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models, "
         "/health, /metrics) in front of the embedded model or one or more upstream servers.",
     )
-    serve.add_argument("--model", help="local model folder or .gguf file (default: embedded SmolLM2-135M-Instruct)")
-    serve.add_argument("--config", default=os.environ.get("TOKENLEAN_CONFIG"), help="pipeline spec (YAML or JSON)")
+    serve.add_argument(
+        "--model", help="local model folder or .gguf file (default: embedded SmolLM2-135M-Instruct)"
+    )
+    serve.add_argument(
+        "--config", default=os.environ.get("TOKENLEAN_CONFIG"), help="pipeline spec (YAML or JSON)"
+    )
     serve.add_argument(
         "--upstream",
         action="append",
@@ -49,13 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key-file", metavar="PATH", help="file with one accepted bearer key per line")
     serve.add_argument("--requests-per-minute", type=float, help="per-key request rate limit (429 beyond it)")
     serve.add_argument("--tokens-per-minute", type=float, help="per-key token budget (429 beyond it)")
-    serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (413 beyond it; default 8 MiB)")
-    serve.add_argument("--max-messages", type=int, help="most messages in one request (413 beyond it; default 1024)")
     serve.add_argument(
-        "--max-option-bytes", type=int, help="largest per-call tokenlean options as JSON (413 beyond; default 256 KiB)"
+        "--max-body-bytes", type=int, help="largest accepted request body (413 beyond it; default 8 MiB)"
     )
     serve.add_argument(
-        "--health-port", type=int, help="also answer GET /health on this port from its own thread (busy-proof probes)"
+        "--max-messages", type=int, help="most messages in one request (413 beyond it; default 1024)"
+    )
+    serve.add_argument(
+        "--max-option-bytes",
+        type=int,
+        help="largest per-call tokenlean options as JSON (413 beyond; default 256 KiB)",
+    )
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        help="also answer GET /health on this port from its own thread (busy-proof probes)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_optional_commands(commands)
@@ -76,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "serve":
         return int(args.handler(args) or 0)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _serve(args)
     except TokenleanError as exc:
@@ -94,12 +108,21 @@ def _serve(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     keys = _api_keys(args)
     pipeline = _build_pipeline(args)
-    limits = TenantLimits(requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute)
-    sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages,
-             "max_option_bytes": args.max_option_bytes}
+    limits = TenantLimits(
+        requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute
+    )
+    sizes = {
+        "max_body_bytes": args.max_body_bytes,
+        "max_messages": args.max_messages,
+        "max_option_bytes": args.max_option_bytes,
+    }
     health = HealthListener(args.host, args.health_port) if args.health_port is not None else None
     app = create_app(
-        pipeline, api_keys=keys, limits=limits, health=health, **{k: v for k, v in sizes.items() if v is not None}
+        pipeline,
+        api_keys=keys,
+        limits=limits,
+        health=health,
+        **{k: v for k, v in sizes.items() if v is not None},
     )
     print(
         f"tokenlean: pipeline ready in {time.perf_counter() - started:.1f} s; serving "
@@ -161,7 +184,10 @@ def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         if args.model:
             options["model"] = args.model
         if not args.model and "model" not in options:
-            print("tokenlean: preparing the embedded model (the first run converts it, ~20 s)...", file=sys.stderr)
+            print(
+                "tokenlean: preparing the embedded model (the first run converts it, ~20 s)...",
+                file=sys.stderr,
+            )
         return spec.build(LocalBackend(**options))
     return spec.build()
 

@@ -115,7 +115,9 @@ async def test_upstream_credentials_are_never_echoed(upstream, free_port_url: st
     caplog.set_level("DEBUG")
     async with client_for(url, api_key="sk-upstream-secret") as client:
         with pytest.raises(openai.BadRequestError) as echoed:
-            await client.chat.completions.create(model="fake-model", messages=HI, extra_body={"scenario": "echo-auth"})
+            await client.chat.completions.create(
+                model="fake-model", messages=HI, extra_body={"scenario": "echo-auth"}
+            )
     async with client_for(secret_url) as client:
         with pytest.raises(openai.InternalServerError) as down:
             await client.chat.completions.create(model="fake-model", messages=HI)

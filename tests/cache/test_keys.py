@@ -7,7 +7,9 @@ from tokenlean.middleware.types import Message, Request
 
 
 def chat(user: str, system: str = "You are helpful.", **kw: object) -> Request:
-    return Request(messages=(Message("system", system), Message("user", user)), model="m", temperature=0, **kw)  # type: ignore[arg-type]
+    return Request(
+        messages=(Message("system", system), Message("user", user)), model="m", temperature=0, **kw
+    )  # type: ignore[arg-type]
 
 
 def keys(request: Request, tenant: str | None = None, namespace: str = "default"):  # type: ignore[no-untyped-def]
@@ -36,8 +38,12 @@ def test_greedy_decoding_ignores_top_p_and_seed_but_sampling_does_not() -> None:
 def test_everything_that_changes_the_answer_changes_the_key() -> None:
     base = keys(chat("q")).exact
     for variant in (
-        chat("q", system="You are terse."), chat("q", max_tokens=5), chat("q", stop=("x",)),
-        chat("q").replace(model="other"), chat("q", logprobs=True), chat("q", n=2),
+        chat("q", system="You are terse."),
+        chat("q", max_tokens=5),
+        chat("q", stop=("x",)),
+        chat("q").replace(model="other"),
+        chat("q", logprobs=True),
+        chat("q", n=2),
         chat("q", extra={"tools": [{"name": "t"}]}),
     ):
         assert keys(variant).exact != base
@@ -49,8 +55,11 @@ def test_context_key_covers_everything_but_the_final_user_turn() -> None:
     a, b = keys(chat("first question")), keys(chat("another question"))
     assert a.context == b.context and a.exact != b.exact and a.query == "first question"
     assert keys(chat("first question", system="Other system.")).context != a.context
-    history = Request(messages=(Message("user", "hi"), Message("assistant", "hello"), Message("user", "first question")),
-                      model="m", temperature=0)
+    history = Request(
+        messages=(Message("user", "hi"), Message("assistant", "hello"), Message("user", "first question")),
+        model="m",
+        temperature=0,
+    )
     assert keys(history).context != a.context
 
 

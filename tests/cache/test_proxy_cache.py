@@ -14,7 +14,10 @@ from tokenlean.cache import CacheStage
 from tokenlean.middleware import Pipeline
 from tokenlean.proxy.app import create_app
 
-QUESTION: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is our refund policy?"}]
+QUESTION: Any = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is our refund policy?"},
+]
 
 
 @pytest.fixture
@@ -30,7 +33,11 @@ def client(http: httpx.AsyncClient, key: str) -> openai.AsyncOpenAI:
 
 
 def cache_events(reply: Any) -> list[dict[str, Any]]:
-    return [e for e in reply.model_extra["tokenlean"]["events"] if e["stage"] == "cache" and e["action"] != "timing"]
+    return [
+        e
+        for e in reply.model_extra["tokenlean"]["events"]
+        if e["stage"] == "cache" and e["action"] != "timing"
+    ]
 
 
 async def test_two_api_keys_never_share_answers(proxy: tuple[httpx.AsyncClient, FakeBackend]) -> None:
@@ -53,7 +60,9 @@ async def test_headers_and_extra_body_control_the_cache(proxy: tuple[httpx.Async
         model="fake", messages=QUESTION, temperature=0, extra_headers={"x-tokenlean-cache-no-cache": "true"}
     )
     assert raw.headers["x-tokenlean-cache"] == "miss"
-    hit = await alice.chat.completions.with_raw_response.create(model="fake", messages=QUESTION, temperature=0)
+    hit = await alice.chat.completions.with_raw_response.create(
+        model="fake", messages=QUESTION, temperature=0
+    )
     assert hit.headers["x-tokenlean-cache"] == "hit" and int(hit.headers["x-tokenlean-tokens-saved"]) > 0
     event = cache_events(hit.parse())[0]
     assert event["kind"] == "exact" and event["similarity"] == 1.0
@@ -68,11 +77,17 @@ async def test_headers_and_extra_body_control_the_cache(proxy: tuple[httpx.Async
 async def test_streamed_hit_arrives_as_sse_chunks(proxy: tuple[httpx.AsyncClient, FakeBackend]) -> None:
     http, backend = proxy
     alice = client(http, "key-alice")
-    streamed: Any = await alice.chat.completions.create(model="fake", messages=QUESTION, temperature=0, stream=True)
+    streamed: Any = await alice.chat.completions.create(
+        model="fake", messages=QUESTION, temperature=0, stream=True
+    )
     first = "".join([c.choices[0].delta.content or "" async for c in streamed if c.choices])
-    replay: Any = await alice.chat.completions.create(model="fake", messages=QUESTION, temperature=0, stream=True)
+    replay: Any = await alice.chat.completions.create(
+        model="fake", messages=QUESTION, temperature=0, stream=True
+    )
     chunks = [c async for c in replay]
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert "".join(texts) == first and len(texts) > 1
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
     assert len(backend.requests) == 1

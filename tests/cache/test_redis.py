@@ -48,7 +48,9 @@ asyncio.run(main())
 
 
 def chat(question: str) -> Request:
-    return Request(messages=(Message("system", "Be brief."), Message("user", question)), model="m", temperature=0)
+    return Request(
+        messages=(Message("system", "Be brief."), Message("user", question)), model="m", temperature=0
+    )
 
 
 def cache_event(response: Response) -> Any:
@@ -66,8 +68,12 @@ async def test_two_processes_share_one_redis(redis_url: str, embedder: Any) -> N
     await cache.put(keys, "parent answer", ttl=None, vector=None)
 
     replica = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", REPLICA, redis_url, space], capture_output=True, text=True,
-        timeout=120, check=False,
+        subprocess.run,
+        [sys.executable, "-c", REPLICA, redis_url, space],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert replica.returncode == 0, replica.stderr[-2000:]
     seen = json.loads(replica.stdout.strip().splitlines()[-1])
@@ -75,7 +81,9 @@ async def test_two_processes_share_one_redis(redis_url: str, embedder: Any) -> N
 
     bread = request_keys(chat("How do I bake bread at home?"), tenant="t", namespace="default")
     exact = await cache.lookup(bread)
-    paraphrase = await cache.lookup(request_keys(chat("How can I bake bread at home?"), tenant="t", namespace="default"))
+    paraphrase = await cache.lookup(
+        request_keys(chat("How can I bake bread at home?"), tenant="t", namespace="default")
+    )
     assert exact.hit is not None and exact.hit.kind == "exact" and exact.hit.entry.answer == "replica answer"
     assert paraphrase.hit is not None and paraphrase.hit.kind == "semantic"  # learnt from the Redis stream
     await cache.aclose()
@@ -83,7 +91,10 @@ async def test_two_processes_share_one_redis(redis_url: str, embedder: Any) -> N
 
 async def test_reader_rebuilds_after_a_gap_in_the_stream(redis_url: str) -> None:
     space = prefix()
-    reader, writer = RedisStore(redis_url, prefix=space, timeout_s=5), RedisStore(redis_url, prefix=space, timeout_s=5)
+    reader, writer = (
+        RedisStore(redis_url, prefix=space, timeout_s=5),
+        RedisStore(redis_url, prefix=space, timeout_s=5),
+    )
     vector = bytes(8)
     await writer.put(CacheEntry(key="a", answer="1", query="qa", context="c", vector=vector, created=1.0))
     cursor, records, reset = await reader.changes(None)
@@ -112,8 +123,14 @@ async def test_eviction_and_ttl_keep_the_accounting_right(redis_url: str) -> Non
 
 async def test_stopped_redis_never_fails_a_request(own_redis: Any, embedder: Any) -> None:
     backend = FakeBackend(lambda r: f"answer to: {r.last_user_text}")
-    stage = CacheStage(store="redis", url=own_redis.url, prefix=prefix(), embedder=embedder, retry_after_s=30,
-                       store_timeout_s=5)
+    stage = CacheStage(
+        store="redis",
+        url=own_redis.url,
+        prefix=prefix(),
+        embedder=embedder,
+        retry_after_s=30,
+        store_timeout_s=5,
+    )
     pipeline = Pipeline(backend, [stage])
     await pipeline(chat("What is the boiling point of water?"))
     assert cache_event(await pipeline(chat("What is the boiling point of water?"))).action == "hit"

@@ -43,8 +43,19 @@ class ServeProcess:
     def __init__(self, config: Path, log: Path) -> None:
         self.base = f"http://127.0.0.1:{_free_port()}"
         port = self.base.rsplit(":", 1)[1]
-        command = [sys.executable, "-m", "tokenlean.cli", "serve", "--config", str(config), "--port", port,
-                   "--log-level", "warning", *(arg for key in KEYS for arg in ("--api-key", key))]
+        command = [
+            sys.executable,
+            "-m",
+            "tokenlean.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            port,
+            "--log-level",
+            "warning",
+            *(arg for key in KEYS for arg in ("--api-key", key)),
+        ]
         self.log = log
         self.process = subprocess.Popen(
             command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log.open("w"), stderr=subprocess.STDOUT
@@ -59,12 +70,18 @@ class ServeProcess:
                     return
             except httpx.TransportError:
                 time.sleep(0.3)
-        pytest.fail(f"tokenlean serve did not become healthy in {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+        pytest.fail(
+            f"tokenlean serve did not become healthy in {timeout_s} s:\n{self.log.read_text()[-3000:]}"
+        )
 
     def ask(self, question: str, key: str = KEYS[0]) -> httpx.Response:
         body = {"model": "fake", "temperature": 0, "messages": [{"role": "user", "content": question}]}
-        return httpx.post(self.base + "/v1/chat/completions", json=body, timeout=60,
-                          headers={"authorization": f"Bearer {key}"})
+        return httpx.post(
+            self.base + "/v1/chat/completions",
+            json=body,
+            timeout=60,
+            headers={"authorization": f"Bearer {key}"},
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -78,9 +95,16 @@ class ServeProcess:
 
 @pytest.fixture
 def proxies(own_redis: Any, tmp_path: Path) -> Iterator[tuple[ServeProcess, ServeProcess]]:
-    cache = {"store": "redis", "url": own_redis.url, "prefix": f"e2e:{uuid.uuid4().hex}", "store_timeout_s": 5}
+    cache = {
+        "store": "redis",
+        "url": own_redis.url,
+        "prefix": f"e2e:{uuid.uuid4().hex}",
+        "store_timeout_s": 5,
+    }
     config = tmp_path / "pipeline.json"
-    config.write_text(json.dumps({"backend": {"type": "fake"}, "stages": [{"type": "cache", "options": cache}]}))
+    config.write_text(
+        json.dumps({"backend": {"type": "fake"}, "stages": [{"type": "cache", "options": cache}]})
+    )
     pair = (ServeProcess(config, tmp_path / "proxy1.log"), ServeProcess(config, tmp_path / "proxy2.log"))
     try:
         for proxy in pair:
@@ -118,7 +142,9 @@ def test_replicas_share_answers_through_redis_and_survive_its_loss(
     assert answer(semantic) == QUESTION  # proxy 1's stored answer, not an echo of the paraphrase
 
     other_tenant = second.ask(QUESTION, key=KEYS[1])
-    assert cache_event(other_tenant)["action"] == "miss" and other_tenant.headers["x-tokenlean-cache"] == "miss"
+    assert (
+        cache_event(other_tenant)["action"] == "miss" and other_tenant.headers["x-tokenlean-cache"] == "miss"
+    )
 
     own_redis.stop()
     for proxy in proxies:

@@ -39,7 +39,9 @@ asyncio.run(main())
 
 
 def ask(user: str) -> Request:
-    return Request(messages=(Message("system", "Be brief."), Message("user", user)), model="fake", temperature=0)
+    return Request(
+        messages=(Message("system", "Be brief."), Message("user", user)), model="fake", temperature=0
+    )
 
 
 def cache_action(response: Response) -> str:

@@ -72,12 +72,19 @@ async def test_different_system_prompt_never_hits(embedder: Any) -> None:
         ("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?"),
     ],
 )
-async def test_reversed_comparison_changed_number_or_negation_never_hits(embedder: Any, stored: str, asked: str) -> None:
+async def test_reversed_comparison_changed_number_or_negation_never_hits(
+    embedder: Any, stored: str, asked: str
+) -> None:
     pipeline, backend, _ = setup(embedder, threshold=0.05)  # even at a near-zero threshold
     await pipeline(ask(stored))
     response = await pipeline(ask(asked))
     event = cache_event(response)
-    assert event.action == "miss" and event.data.get("rejected") in {"order", "numbers", "negation", "direction"}
+    assert event.action == "miss" and event.data.get("rejected") in {
+        "order",
+        "numbers",
+        "negation",
+        "direction",
+    }
     assert response.text == f"answer to: {asked}" and len(backend.requests) == 2
 
 
@@ -179,7 +186,9 @@ async def test_streamed_miss_is_teed_and_stored_on_completion(embedder: Any) -> 
     replayed = [chunk async for chunk in hit.stream]  # type: ignore[union-attr]
     assert len([c for c in replayed if c.text]) > 1  # streamed as several chunks, not one blob
     assert "".join(c.text for c in replayed) == "answer to: Explain recursion briefly."
-    assert [c.finish_reason for c in replayed if c.finish_reason] == ["stop"] and replayed[-1].usage is not None
+    assert [c.finish_reason for c in replayed if c.finish_reason] == ["stop"] and replayed[
+        -1
+    ].usage is not None
     assert len(backend.requests) == 1
 
 

@@ -29,8 +29,10 @@ def hotpot_eligible() -> list[dict[str, Any]]:
     """Samples whose answer is a span of the context (not yes/no): answer survival is measurable."""
     samples = json.loads(HOTPOT.read_text())
     return [
-        s for s in samples
-        if s["answer"].lower() not in ("yes", "no") and contains_answer(s["answer"], "\n\n".join(hotpot_documents(s)))
+        s
+        for s in samples
+        if s["answer"].lower() not in ("yes", "no")
+        and contains_answer(s["answer"], "\n\n".join(hotpot_documents(s)))
     ]
 
 

@@ -16,11 +16,13 @@ LONG_C = "gamma " * 60
 
 
 def test_policy_picks_long_paragraphs_and_keeps_the_question() -> None:
-    request = Request(messages=(
-        Message("system", "Be brief.\n\n" + LONG_A),
-        Message("assistant", LONG_B),  # the model's own words are never compressed
-        Message("user", "Documents:\n\n" + LONG_B + "\n\n" + LONG_C + "\n\nWhat is gamma?"),
-    ))
+    request = Request(
+        messages=(
+            Message("system", "Be brief.\n\n" + LONG_A),
+            Message("assistant", LONG_B),  # the model's own words are never compressed
+            Message("user", "Documents:\n\n" + LONG_B + "\n\n" + LONG_C + "\n\nWhat is gamma?"),
+        )
+    )
     split = split_request(request, words, min_block_tokens=20)
     assert split.blocks == (LONG_A, LONG_B, LONG_C)
     assert split.question == "What is gamma?"
@@ -28,7 +30,9 @@ def test_policy_picks_long_paragraphs_and_keeps_the_question() -> None:
     rebuilt = rebuild_request(request, split, ["alpha", "", "gamma"])
     assert rebuilt.messages[0].content == "Be brief.\n\nalpha"
     assert rebuilt.messages[1] == request.messages[1]
-    assert rebuilt.messages[2].content == "Documents:\n\ngamma\n\nWhat is gamma?"  # dropped block and its break gone
+    assert (
+        rebuilt.messages[2].content == "Documents:\n\ngamma\n\nWhat is gamma?"
+    )  # dropped block and its break gone
 
 
 def test_last_user_keep_and_single_paragraph_questions_are_untouched() -> None:
@@ -48,4 +52,6 @@ def test_roles_outside_the_policy_and_legacy_prompts() -> None:
     assert emptied.messages[0] == Message("tool", "")  # a tool turn stays, even when emptied
     legacy = Request(prompt=LONG_A + "\n\n" + "Continue:")
     split = split_request(legacy, words, min_block_tokens=20)
-    assert split.blocks == (LONG_A,) and rebuild_request(legacy, split, ["alpha"]).prompt == "alpha\n\nContinue:"
+    assert (
+        split.blocks == (LONG_A,) and rebuild_request(legacy, split, ["alpha"]).prompt == "alpha\n\nContinue:"
+    )

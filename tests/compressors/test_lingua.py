@@ -20,9 +20,13 @@ def _context(result) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("rate", [0.5, 0.2])
 def test_question_mode_meets_the_rate(compressor: LinguaCompressor, hotpot_sample, rate: float) -> None:  # type: ignore[no-untyped-def]
-    result = compressor.compress(hotpot_documents(hotpot_sample), question=hotpot_sample["question"], rate=rate)
+    result = compressor.compress(
+        hotpot_documents(hotpot_sample), question=hotpot_sample["question"], rate=rate
+    )
     count = shared_token_counter().count
-    assert result.origin_tokens == count("\n\n".join([*hotpot_documents(hotpot_sample), hotpot_sample["question"]]))
+    assert result.origin_tokens == count(
+        "\n\n".join([*hotpot_documents(hotpot_sample), hotpot_sample["question"]])
+    )
     assert result.compressed_tokens == count(result.prompt)
     assert abs(result.compressed_tokens / result.origin_tokens - rate) <= 0.15 * rate
     assert result.prompt.endswith(hotpot_sample["question"])
@@ -56,6 +60,10 @@ def test_answers_survive_3x_better_than_random_dropping(compressor: LinguaCompre
     random_drop = RandomDropCompressor(seed=1)
     for sample in samples:
         documents, question = hotpot_documents(sample), sample["question"]
-        ours += contains_answer(sample["answer"], _context(compressor.compress(documents, question=question, rate=1 / 3)))
-        baseline += contains_answer(sample["answer"], _context(random_drop.compress(documents, question=question, rate=1 / 3)))
+        ours += contains_answer(
+            sample["answer"], _context(compressor.compress(documents, question=question, rate=1 / 3))
+        )
+        baseline += contains_answer(
+            sample["answer"], _context(random_drop.compress(documents, question=question, rate=1 / 3))
+        )
     assert ours > baseline and ours >= 5, (ours, baseline)

@@ -42,6 +42,8 @@ def test_good_options_override_the_defaults() -> None:
     assert parse_request_options({"off": True}, DEFAULTS) is None
     assert parse_request_options({"rate": 1}, DEFAULTS).rate == 1.0  # type: ignore[union-attr]
     tokens = parse_request_options({"target_tokens": 300, "mode": "plain"}, DEFAULTS)
-    assert tokens is not None and tokens.target_tokens == 300 and tokens.rate is None and tokens.mode == "plain"
+    assert (
+        tokens is not None and tokens.target_tokens == 300 and tokens.rate is None and tokens.mode == "plain"
+    )
     protect = parse_request_options({"protect": ["ACME-42"]}, CompressOptions(protect=("x",)))
     assert protect is not None and protect.protect == ("x", "ACME-42")

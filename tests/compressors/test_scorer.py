@@ -26,7 +26,9 @@ def test_stream_batch_and_full_pass_agree(scorer: CausalLMScorer) -> None:
     stream = scorer.stream()
     streamed = np.concatenate([stream.score(a), stream.score(b)])
     assert np.allclose(streamed, full, atol=1e-3)
-    assert np.allclose(padded[2].surprisal, full, atol=1e-3) and np.allclose(padded[0].surprisal, full[: len(a)], atol=1e-3)
+    assert np.allclose(padded[2].surprisal, full, atol=1e-3) and np.allclose(
+        padded[0].surprisal, full[: len(a)], atol=1e-3
+    )
 
 
 def test_question_likelihood_prefers_the_document_that_answers(scorer: CausalLMScorer) -> None:
@@ -40,7 +42,7 @@ def test_pruned_stream_conditions_on_the_kept_tokens(scorer: CausalLMScorer) -> 
     keep = np.ones(len(a), dtype=bool)
     keep[4:12] = False
     kept = [t for t, k in zip(a, keep, strict=True) if k]
-    exact = scorer.score_blocks([kept + b])[0].surprisal[-len(b):]
+    exact = scorer.score_blocks([kept + b])[0].surprisal[-len(b) :]
     reencoded = scorer.stream()
     reencoded.score(a)
     reencoded.keep(keep, reencode=True)

@@ -45,7 +45,9 @@ async def test_short_prompts_pass_untouched(stage: CompressionStage) -> None:
     assert event.action == "skipped" and event.data["reason"] == "short"
 
 
-async def test_long_prompt_is_compressed_and_the_question_kept(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+async def test_long_prompt_is_compressed_and_the_question_kept(
+    stage: CompressionStage, hotpot_sample
+) -> None:  # type: ignore[no-untyped-def]
     backend = FakeBackend()
     documents, question = hotpot_documents(hotpot_sample), hotpot_sample["question"]
     request = _rag_request(documents, question, protect=["Documents:"])
@@ -63,7 +65,9 @@ async def test_long_prompt_is_compressed_and_the_question_kept(stage: Compressio
 
 async def test_streaming_passes_through_with_the_event(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
     backend = FakeBackend(lambda r: "one two three")
-    request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"], rate=0.25).replace(stream=True)
+    request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"], rate=0.25).replace(
+        stream=True
+    )
     response = await Pipeline(backend, [stage])(request)
     assert response.is_streaming
     done = await response.aread()
@@ -88,7 +92,9 @@ def test_bad_spec_options_are_config_errors() -> None:
     assert info.value.param == "tokenlean.compress.rate"
 
 
-async def test_proxy_answers_400_naming_the_option_and_streams_compressed(stage: CompressionStage, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+async def test_proxy_answers_400_naming_the_option_and_streams_compressed(
+    stage: CompressionStage, hotpot_sample
+) -> None:  # type: ignore[no-untyped-def]
     from tokenlean.proxy.app import create_app
 
     backend = FakeBackend(lambda r: "streamed answer")
@@ -98,20 +104,25 @@ async def test_proxy_answers_400_naming_the_option_and_streams_compressed(stage:
         client = openai.AsyncOpenAI(api_key="unused", base_url="http://proxy/v1", http_client=http)
         with pytest.raises(openai.BadRequestError) as info:
             await client.chat.completions.create(
-                model="fake", messages=[{"role": "user", "content": "hi"}],
+                model="fake",
+                messages=[{"role": "user", "content": "hi"}],
                 extra_body={"tokenlean": {"compress": {"rate": 0}}},
             )
         assert info.value.status_code == 400
         assert json.loads(info.value.response.text)["error"]["param"] == "tokenlean.compress.rate"
         reply = await client.chat.completions.create(
-            model="fake", messages=[{"role": "user", "content": "hi"}],
+            model="fake",
+            messages=[{"role": "user", "content": "hi"}],
             extra_body={"tokenlean": {"compress": {"mode": "plain"}}},
         )
         assert reply.choices[0].message.content == "streamed answer"
         request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"])
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         stream = await client.chat.completions.create(
-            model="fake", messages=messages, stream=True, extra_body={"tokenlean": {"compress": {"rate": 0.3}}}
+            model="fake",
+            messages=messages,
+            stream=True,
+            extra_body={"tokenlean": {"compress": {"rate": 0.3}}},
         )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text == "streamed answer"

@@ -63,7 +63,9 @@ def test_fit_selection_trims_lowest_scores_until_the_count_fits() -> None:
     costs = [np.ones(10), np.ones(10)]
     locked = [np.zeros(10, dtype=bool), np.zeros(10, dtype=bool)]
     locked[0][0] = True
-    keep = fit_selection([np.ones(10, dtype=bool)] * 2, scores, costs, locked, lambda k: int(sum(m.sum() for m in k)), 8)
+    keep = fit_selection(
+        [np.ones(10, dtype=bool)] * 2, scores, costs, locked, lambda k: int(sum(m.sum() for m in k)), 8
+    )
     assert abs(sum(int(m.sum()) for m in keep) - 8) <= 2
     assert keep[0][0]  # locked stays
     assert keep[1][9] and keep[0][9]  # highest scores stay

@@ -23,7 +23,9 @@ class Suffix:
         self.text = text
 
     async def __call__(self, request: Request, call_next: Handler) -> Response:
-        return await call_next(request.replace(messages=[Message("user", request.last_user_text + self.text)]))
+        return await call_next(
+            request.replace(messages=[Message("user", request.last_user_text + self.text)])
+        )
 
 
 register_stage("suffix", Suffix)
@@ -31,7 +33,9 @@ register_stage("suffix", Suffix)
 
 def test_yaml_spec_builds_a_working_pipeline(tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text("backend: {type: fake}\nstages:\n  - type: suffix\n    policy: raise\n    options: {text: '?'}\n")
+    path.write_text(
+        "backend: {type: fake}\nstages:\n  - type: suffix\n    policy: raise\n    options: {text: '?'}\n"
+    )
     pipeline = PipelineSpec.from_file(path).build()
     assert isinstance(pipeline.backend, FakeBackend)
     assert pipeline.policies == {"suffix": "raise"}

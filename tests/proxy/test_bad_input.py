@@ -16,8 +16,11 @@ OK_MESSAGES = [{"role": "user", "content": "hi"}]
 @pytest.fixture
 async def fake_client():  # type: ignore[no-untyped-def]
     app = create_app(Pipeline(FakeBackend()), api_keys=["sk-right"], max_body_bytes=10_000)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy",
-                                 headers={"authorization": "Bearer sk-right"}) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://proxy",
+        headers={"authorization": "Bearer sk-right"},
+    ) as client:
         yield client
 
 

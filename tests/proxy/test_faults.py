@@ -100,7 +100,9 @@ async def test_upstream_killed_mid_stream(upstream_processes, serve) -> None:  #
             victim, survivor = (first, second) if f":{first.port}/" in victim_url else (second, first)
             bystander = asyncio.create_task(_collect(client, other))
             survivor_replica = next(r for url, r in replicas.items() if f":{survivor.port}/" in url)
-            await _until(lambda: survivor_replica.inflight == 1, "the second stream never reached its replica")
+            await _until(
+                lambda: survivor_replica.inflight == 1, "the second stream never reached its replica"
+            )
             victim.kill()
             seen += [line async for line in lines]
         after = await client.post(CHAT, json={"model": "fake-model", "messages": HI})
@@ -226,10 +228,30 @@ async def test_client_disconnect_stops_the_embedded_model(  # type: ignore[no-un
 def test_sigterm_drains_in_flight_streams_then_exits_0(serve) -> None:  # type: ignore[no-untyped-def]
     upstream = serve(FakeUpstream().app)
     port, health_port = free_port(), free_port()
-    command = [sys.executable, "-m", "tokenlean.cli", "serve", "--upstream", upstream.url, "--port", str(port),
-               "--log-level", "warning", "--max-messages", "2", "--health-port", str(health_port)]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "tokenlean.cli",
+        "serve",
+        "--upstream",
+        upstream.url,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--max-messages",
+        "2",
+        "--health-port",
+        str(health_port),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     body = {"model": "fake-model", "messages": HI, "stream": True, "drip_s": 0.1, "repeat": 4}  # ~3 s
     refused_while_streaming = False
@@ -239,10 +261,15 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(serve) -> None:  # type: 
             assert time.monotonic() < deadline, "tokenlean serve did not become healthy within 60 s"
             time.sleep(0.1)
         too_long = httpx.post(base + CHAT, json={"model": "fake-model", "messages": HI * 3}, timeout=30)
-        assert too_long.status_code == 413 and "limit of 2" in too_long.json()["error"]["message"]  # --max-messages
+        assert (
+            too_long.status_code == 413 and "limit of 2" in too_long.json()["error"]["message"]
+        )  # --max-messages
         liveness = httpx.get(f"http://127.0.0.1:{health_port}/health", timeout=5)  # --health-port
         assert liveness.status_code == 200 and liveness.json()["status"] == "ok"
-        with httpx.Client(base_url=base, timeout=30) as client, client.stream("POST", CHAT, json=body) as response:
+        with (
+            httpx.Client(base_url=base, timeout=30) as client,
+            client.stream("POST", CHAT, json=body) as response,
+        ):
             seen: list[str] = []
             signalled: float | None = None
             for line in response.iter_lines():
@@ -315,8 +342,12 @@ class ExplodingMidStream:
 async def test_failing_stage_is_bypassed_by_default_and_the_answer_arrives(stream: bool) -> None:
     backend = FakeBackend()
     app = create_app(Pipeline(backend, [Exploding()]))
-    body = {"model": "fake", "messages": [{"role": "user", "content": "hello there"}], "stream": stream,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": stream,
+        "stream_options": {"include_usage": True},
+    }
     async with _asgi(app) as client:
         response = await client.post(CHAT, json=body)
     assert response.status_code == 200 and response.headers["x-tokenlean-exploding"] == "bypassed"
@@ -328,8 +359,14 @@ async def test_failing_stage_is_bypassed_by_default_and_the_answer_arrives(strea
         assert response.json()["choices"][0]["message"]["content"] == "hello there"
         events = response.json()["tokenlean"]["events"]
     bypassed = [e for e in events if e["stage"] == "exploding"]
-    assert bypassed == [{"stage": "exploding", "action": "bypassed", "ms": 0.0,
-                         "error": "RuntimeError: exploded while optimising"}]
+    assert bypassed == [
+        {
+            "stage": "exploding",
+            "action": "bypassed",
+            "ms": 0.0,
+            "error": "RuntimeError: exploded while optimising",
+        }
+    ]
     assert len(backend.requests) == 1
 
 

@@ -55,7 +55,12 @@ def test_openapi_fuzz_no_5xx_no_hang_and_4xx_are_openai_errors(case: Any) -> Non
     assert time.monotonic() - started < 10, "the proxy took over 10 s to answer"
     case.validate_response(
         response,
-        checks=[not_a_server_error, negative_data_rejection, status_code_conformance, response_schema_conformance],
+        checks=[
+            not_a_server_error,
+            negative_data_rejection,
+            status_code_conformance,
+            response_schema_conformance,
+        ],
     )
     if 400 <= response.status_code < 500:
         assert set(response.json()["error"]) == ERROR_KEYS, response.text
@@ -102,7 +107,8 @@ MUTATIONS = st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), 
 
 
 @given(
-    case=st.tuples(st.just(ChatCompletionRequest), CHAT_BODY) | st.tuples(st.just(CompletionRequest), TEXT_BODY),
+    case=st.tuples(st.just(ChatCompletionRequest), CHAT_BODY)
+    | st.tuples(st.just(CompletionRequest), TEXT_BODY),
     mutation=MUTATIONS,
     as_text=st.booleans(),
 )
@@ -169,7 +175,11 @@ async def test_invalid_utf8_inside_a_string_is_400_saying_so(client: httpx.Async
 @pytest.mark.parametrize("where", ["body", "tokenlean", "extra"])
 async def test_deeply_nested_json_is_400_naming_the_limit(client: httpx.AsyncClient, where: str) -> None:
     deep = "[" * 10_000 + "]" * 10_000
-    field = {"body": "", "tokenlean": '"tokenlean": {"cache": ' + deep + "}, ", "extra": '"guided": ' + deep + ", "}
+    field = {
+        "body": "",
+        "tokenlean": '"tokenlean": {"cache": ' + deep + "}, ",
+        "extra": '"guided": ' + deep + ", ",
+    }
     raw = '{"model": "fake", ' + field[where] + '"messages": [{"role": "user", "content": "hi"}]}'
     if where == "body":
         raw = deep
@@ -191,8 +201,13 @@ async def test_deeply_nested_header_option_is_not_a_500(client: httpx.AsyncClien
 
 @pytest.mark.parametrize(
     ("field", "value", "limit"),
-    [("max_tokens", 10**30, str(MAX_TOKENS)), ("max_completion_tokens", 10**30, str(MAX_TOKENS)),
-     ("temperature", 1e308, "2"), ("seed", 10**30, str(2**63 - 1)), ("n", 10**30, "16")],
+    [
+        ("max_tokens", 10**30, str(MAX_TOKENS)),
+        ("max_completion_tokens", 10**30, str(MAX_TOKENS)),
+        ("temperature", 1e308, "2"),
+        ("seed", 10**30, str(2**63 - 1)),
+        ("n", 10**30, "16"),
+    ],
 )
 async def test_huge_numbers_are_400_naming_field_and_limit(
     client: httpx.AsyncClient, field: str, value: Any, limit: str
@@ -203,11 +218,17 @@ async def test_huge_numbers_are_400_naming_field_and_limit(
 
 @pytest.mark.parametrize(
     ("fragment", "param"),
-    [('"temperature": NaN', "temperature"), ('"top_k": NaN', "top_k"), ('"guided": {"w": [1, Infinity]}', "guided.w.1"),
-     ('"tokenlean": {"cache": {"ttl": -Infinity}}', "tokenlean.cache.ttl"),
-     ('"stream_options": {"include_usage": true, "x": NaN}', "stream_options.x")],
+    [
+        ('"temperature": NaN', "temperature"),
+        ('"top_k": NaN', "top_k"),
+        ('"guided": {"w": [1, Infinity]}', "guided.w.1"),
+        ('"tokenlean": {"cache": {"ttl": -Infinity}}', "tokenlean.cache.ttl"),
+        ('"stream_options": {"include_usage": true, "x": NaN}', "stream_options.x"),
+    ],
 )
-async def test_nan_and_infinity_are_400_naming_the_field(client: httpx.AsyncClient, fragment: str, param: str) -> None:
+async def test_nan_and_infinity_are_400_naming_the_field(
+    client: httpx.AsyncClient, fragment: str, param: str
+) -> None:
     # Python's JSON accepts these literals; passed on, httpx refused to encode them (a 502)
     raw = '{"model": "fake", "messages": [{"role": "user", "content": "hi"}], ' + fragment + "}"
     body = _error(await client.post(CHAT, **_raw(raw)), 400)
@@ -222,11 +243,13 @@ async def test_nan_in_a_header_option_is_400(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("payload", "param"),
-    [({"model": "fake", "messages": None}, "messages"),
-     ({"model": "fake", "messages": [None]}, "messages.0"),
-     ({"model": "fake", "messages": OK, "stop": [None]}, "stop.0"),
-     ({"model": "fake", "messages": [{"role": "user", "content": [None]}]}, "messages.0.content.0"),
-     ({"model": "fake", "messages": OK, "stop": None, "n": None}, "n")],
+    [
+        ({"model": "fake", "messages": None}, "messages"),
+        ({"model": "fake", "messages": [None]}, "messages.0"),
+        ({"model": "fake", "messages": OK, "stop": [None]}, "stop.0"),
+        ({"model": "fake", "messages": [{"role": "user", "content": [None]}]}, "messages.0.content.0"),
+        ({"model": "fake", "messages": OK, "stop": None, "n": None}, "n"),
+    ],
 )
 async def test_nulls_where_arrays_or_numbers_are_expected(
     client: httpx.AsyncClient, payload: dict[str, Any], param: str

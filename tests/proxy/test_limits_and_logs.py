@@ -25,11 +25,15 @@ def _payload(text: str = "hi") -> dict:
 
 
 async def test_request_rate_limit_is_per_key_with_retry_after() -> None:
-    app = create_app(Pipeline(FakeBackend()), api_keys=["sk-a", "sk-b"],
-                     limits=TenantLimits(requests_per_minute=2))
+    app = create_app(
+        Pipeline(FakeBackend()), api_keys=["sk-a", "sk-b"], limits=TenantLimits(requests_per_minute=2)
+    )
     async with _client(app) as client:
         a = {"authorization": "Bearer sk-a"}
-        assert [(await client.post(CHAT, json=_payload(), headers=a)).status_code for _ in range(2)] == [200, 200]
+        assert [(await client.post(CHAT, json=_payload(), headers=a)).status_code for _ in range(2)] == [
+            200,
+            200,
+        ]
         limited = await client.post(CHAT, json=_payload(), headers=a)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert "requests per minute" in limited.json()["error"]["message"]
@@ -52,7 +56,10 @@ async def test_message_count_limit_names_the_limit() -> None:
         body = {"model": "fake", "messages": [{"role": "user", "content": "x"}] * 4}
         response = await client.post(CHAT, json=body)
         assert response.status_code == 413
-        assert response.json()["error"]["param"] == "messages" and "limit of 3" in response.json()["error"]["message"]
+        assert (
+            response.json()["error"]["param"] == "messages"
+            and "limit of 3" in response.json()["error"]["message"]
+        )
 
 
 async def test_request_id_is_echoed_or_generated() -> None:

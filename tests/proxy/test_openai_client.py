@@ -20,7 +20,9 @@ def async_openai(asgi_client: httpx.AsyncClient) -> openai.AsyncOpenAI:
 
 
 async def test_async_chat_completion(async_openai, model_name: str) -> None:  # type: ignore[no-untyped-def]
-    reply = await async_openai.chat.completions.create(model=model_name, messages=HI, max_tokens=8, temperature=0)
+    reply = await async_openai.chat.completions.create(
+        model=model_name, messages=HI, max_tokens=8, temperature=0
+    )
     assert "Paris" in reply.choices[0].message.content
     assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 10
     assert reply.choices[0].finish_reason in {"stop", "length"}
@@ -28,7 +30,11 @@ async def test_async_chat_completion(async_openai, model_name: str) -> None:  # 
 
 async def test_async_streaming_with_usage(async_openai, model_name: str) -> None:  # type: ignore[no-untyped-def]
     stream = await async_openai.chat.completions.create(
-        model=model_name, messages=HI, max_tokens=8, temperature=0, stream=True,
+        model=model_name,
+        messages=HI,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
@@ -55,8 +61,9 @@ def test_sync_client_and_models(shared_backend, model_name: str) -> None:  # typ
         assert [m.id for m in client.models.list()] == [model_name]
         reply = client.chat.completions.create(model=model_name, messages=HI, max_tokens=6, temperature=0)
         assert "Paris" in reply.choices[0].message.content
-        streamed = client.chat.completions.create(model=model_name, messages=HI, max_tokens=6, temperature=0,
-                                                  stream=True)
+        streamed = client.chat.completions.create(
+            model=model_name, messages=HI, max_tokens=6, temperature=0, stream=True
+        )
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
         metrics = http.get("/metrics").text
         assert 'tokenlean_requests_total{endpoint="chat",status="200"} 2.0' in metrics

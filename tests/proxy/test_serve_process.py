@@ -27,7 +27,10 @@ def test_tokenlean_serve_answers_a_real_client() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--api-key", "sk-test"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -44,8 +47,10 @@ def test_tokenlean_serve_answers_a_real_client() -> None:
         client = openai.OpenAI(api_key="sk-test", base_url=base + "/v1")
         model = client.models.list().data[0].id
         reply = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
-            max_tokens=8, temperature=0,
+            model=model,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=8,
+            temperature=0,
         )
         assert "Paris" in reply.choices[0].message.content
         with pytest.raises(openai.AuthenticationError):

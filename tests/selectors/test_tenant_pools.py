@@ -61,7 +61,9 @@ async def test_a_scoped_default_pool_is_skipped_for_other_tenants(paraphrase_poo
     body = {"model": "fake", "messages": [{"role": "user", "content": "When does the shop open?"}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
         for key, turns in ((OTHER, 1), (ACME, 3)):
-            reply = await http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+            reply = await http.post(
+                "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+            )
             assert reply.status_code == 200 and len(backend.requests[-1].messages) == turns
 
 

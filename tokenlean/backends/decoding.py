@@ -89,7 +89,8 @@ class RowDecoder:
         if self.settings.top_logprobs:
             values, indices = torch.topk(log_probs, self.settings.top_logprobs)
             entry["top_logprobs"] = [
-                {"token": self.tokenizer.decode([int(i)]), "logprob": float(v)} for v, i in zip(values, indices)
+                {"token": self.tokenizer.decode([int(i)]), "logprob": float(v)}
+                for v, i in zip(values, indices)
             ]
         return entry
 
@@ -164,4 +165,3 @@ def _top_p_filter(probs: Any, top_p: float) -> Any:
     filtered = torch.zeros_like(probs)
     filtered[order[keep]] = sorted_probs[keep]
     return filtered / filtered.sum()
-

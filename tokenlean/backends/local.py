@@ -116,7 +116,9 @@ class LocalBackend:
         self.model_dir = resolve_model_dir(model)
         self.name = name or self.model_dir.name
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32).eval()
+        self.model: Any = AutoModelForCausalLM.from_pretrained(
+            str(self.model_dir), dtype=torch.float32
+        ).eval()
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.threads = threads if threads is not None else decode_threads(self.model)
         self.fast_kernels = fast_kernels and use_fast_kernels(self.model)
@@ -126,7 +128,9 @@ class LocalBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
-        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self._cache_kw = (
+            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        )
         policy = DraftPolicy.of(draft_policy).resolve(fast_kernels=self.fast_kernels)
         self.draft_model: DraftModel | None = None
         if draft_model:
@@ -204,7 +208,8 @@ class LocalBackend:
         settings = self._settings(request, len(prompt_ids))
         loop = asyncio.get_running_loop()
         rows = [
-            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i)) for i in range(request.n)
+            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i))
+            for i in range(request.n)
         ]
         job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan)
         self._jobs.put(job)
@@ -218,7 +223,9 @@ class LocalBackend:
                 f"the prompt has {prompt_tokens} tokens; the model's context is {self.context_length}",
                 param="messages",
             )
-        max_tokens = request.max_tokens if request.max_tokens is not None else min(room, self.default_max_tokens)
+        max_tokens = (
+            request.max_tokens if request.max_tokens is not None else min(room, self.default_max_tokens)
+        )
         if max_tokens > room:
             raise ContextLengthError(
                 f"max_tokens={max_tokens} plus the prompt's {prompt_tokens} tokens exceed the model's "

@@ -55,6 +55,7 @@ def url_secrets(url: str) -> list[str]:
     userinfo = parts.netloc.rsplit("@", 1)[0]
     return [userinfo, *(p for p in userinfo.split(":", 1)[1:] if p)]
 
+
 Routing = Literal["affinity", "round_robin", "least_loaded"]
 _ROUTINGS = ("affinity", "round_robin", "least_loaded")
 

@@ -44,7 +44,9 @@ _STOP = frozenset(
     every other another only own same s t d ll m re ve get got getting make made one ones thing things really
     much many lot lots way ways please tell know want need like quora someone something anyone anything""".split()  # noqa: SIM905
 )
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|without|cannot)\b|n't\b", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|without|cannot)\b|n't\b", re.IGNORECASE
+)
 _WORD = re.compile(r"[A-Za-z]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SMALL_NUMBERS = (
@@ -55,9 +57,22 @@ _NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(_SMALL_NUMBERS.split())
     if w != "_"  # "one" is left out: far more often a pronoun ("which one") than a count
-} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
-     "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9",
-     "trillion": "1e12", "dozen": "12", "half": "0.5"}
+} | {
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "sixty": "60",
+    "seventy": "70",
+    "eighty": "80",
+    "ninety": "90",
+    "hundred": "100",
+    "thousand": "1000",
+    "million": "1e6",
+    "billion": "1e9",
+    "trillion": "1e12",
+    "dozen": "12",
+    "half": "0.5",
+}
 # Each comparative or superlative names a scale and a direction on it.
 _SCALES = {
     "size": ("bigger biggest larger largest greater greatest", "smaller smallest lesser"),
@@ -75,7 +90,12 @@ _SCALES = {
     "temperature": ("hotter hottest warmer warmest", "colder coldest cooler coolest"),
     "extreme": ("maximum max", "minimum min"),
 }
-_DIRECTION = {w: (scale, sign) for scale, words in _SCALES.items() for sign, group in zip((1, -1), words) for w in group.split()}
+_DIRECTION = {
+    w: (scale, sign)
+    for scale, words in _SCALES.items()
+    for sign, group in zip((1, -1), words)
+    for w in group.split()
+}
 # Relations whose two sides cannot be swapped: "A than B", "from A to B", "convert A to B". ("before",
 # "after" and "instead of" were tried and dropped: their clauses move freely in paraphrases.)
 _PIVOT = re.compile(r"\bthan\b")
@@ -105,10 +125,14 @@ def features(text: str) -> TextFeatures:
     """Extract numbers, negation, content words, directions and an ordered relation from ``text``."""
     lowered = text.lower()
     words = _WORD.findall(lowered)
-    numbers = {_number(n) for n in _NUMBER.findall(lowered)} | {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
+    numbers = {_number(n) for n in _NUMBER.findall(lowered)} | {
+        _NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS
+    }
     content = _content(lowered)
     directions = frozenset(_DIRECTION[w] for w in words if w in _DIRECTION)
-    return TextFeatures(frozenset(numbers), bool(_NEGATION.search(lowered)), content, directions, _order(lowered))
+    return TextFeatures(
+        frozenset(numbers), bool(_NEGATION.search(lowered)), content, directions, _order(lowered)
+    )
 
 
 def _number(text: str) -> str:
@@ -148,8 +172,15 @@ class Verdict:
 class MeaningGuard:
     """Scores a semantic candidate; see the module docstring for the checks and their costs."""
 
-    def __init__(self, *, novelty_penalty: float = 0.1, numbers: bool = True, negation: bool = True,
-                 order: bool = True, direction: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        novelty_penalty: float = 0.1,
+        numbers: bool = True,
+        negation: bool = True,
+        order: bool = True,
+        direction: bool = True,
+    ) -> None:
         self.novelty_penalty = novelty_penalty
         self.numbers, self.negation, self.order, self.direction = numbers, negation, order, direction
 
@@ -190,8 +221,9 @@ def _opposed(a: frozenset[tuple[str, int]], b: frozenset[tuple[str, int]]) -> bo
     return False
 
 
-def _swapped(a: tuple[str, frozenset[str], frozenset[str]] | None,
-             b: tuple[str, frozenset[str], frozenset[str]] | None) -> bool:
+def _swapped(
+    a: tuple[str, frozenset[str], frozenset[str]] | None, b: tuple[str, frozenset[str], frozenset[str]] | None
+) -> bool:
     """True when both texts state the same ordered relation with entities on opposite sides, or
     compare against something else ("faster than gold" vs "faster than tea": the right-hand side
     of the relation must name the same things; its left side is phrased too freely to demand that).

@@ -133,7 +133,9 @@ class ScopedIndex:
         ids = np.fromiter(shard.keys, dtype=np.int64, count=len(shard.keys))
         vectors = np.vstack([shard.index.reconstruct(int(i)) for i in ids])
         cells = max(16, int(np.sqrt(len(ids))))
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dimension), self.dimension, cells, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(self.dimension), self.dimension, cells, faiss.METRIC_INNER_PRODUCT
+        )
         ivf.cp.min_points_per_centroid = 1  # quiet: training on fewer than 39 points a cell is fine here
         ivf.train(vectors)
         ivf.nprobe = min(self.nprobe, cells)

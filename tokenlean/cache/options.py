@@ -63,7 +63,9 @@ def _bool(key: str, value: Any) -> bool:
 
 def _number(key: str, value: Any, *, low: float, high: float, low_open: bool = True) -> float:
     try:
-        number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else math.nan
+        number = (
+            float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else math.nan
+        )
     except ValueError:
         number = math.nan
     inside = (number > low if low_open else number >= low) and number <= high

@@ -101,7 +101,9 @@ class ResponseCache:
         vector: np.ndarray = vectors[0]
         return vector
 
-    async def lookup(self, keys: RequestKeys, *, semantic: bool = True, threshold: float | None = None) -> Lookup:
+    async def lookup(
+        self, keys: RequestKeys, *, semantic: bool = True, threshold: float | None = None
+    ) -> Lookup:
         """An exact hit, else the best semantic candidate that clears ``threshold`` after the guard."""
         entry = await self.store.get(keys.exact)
         if entry is not None:
@@ -131,17 +133,22 @@ class ResponseCache:
             self._index.remove(key)  # gone from the store: expired, evicted or deleted elsewhere
         return Lookup(None, vector, rejected)
 
-    async def put(self, keys: RequestKeys, answer: str, *, ttl: float | None, vector: np.ndarray | None) -> None:
+    async def put(
+        self, keys: RequestKeys, answer: str, *, ttl: float | None, vector: np.ndarray | None
+    ) -> None:
         """Store ``answer`` under ``keys`` (with its embedding when it can be matched semantically)."""
         semantic = self.semantic_for(keys)
         if semantic and vector is None:
             vector = await self.embed(keys.query)
         now = time.time()
         entry = CacheEntry(
-            key=keys.exact, answer=answer, query=keys.query,
+            key=keys.exact,
+            answer=answer,
+            query=keys.query,
             context=keys.context if semantic else None,
             vector=vector.astype("float32").tobytes() if semantic and vector is not None else None,
-            created=now, expires=now + ttl if ttl is not None else None,
+            created=now,
+            expires=now + ttl if ttl is not None else None,
         )
         evicted = await self.store.put(entry)
         index = self._ensure_index(len(vector) if vector is not None else None)
@@ -169,7 +176,9 @@ class ResponseCache:
             assert index is not None
             if reset:
                 index.clear()
-            index.add_many([(r.key, r.context, np.frombuffer(r.vector, dtype=np.float32), r.query) for r in records])
+            index.add_many(
+                [(r.key, r.context, np.frombuffer(r.vector, dtype=np.float32), r.query) for r in records]
+            )
             self._cursor = cursor
 
     async def _drifted(self) -> bool:

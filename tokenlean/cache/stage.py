@@ -40,9 +40,16 @@ if TYPE_CHECKING:
 __all__ = ["CacheStage", "build_store"]
 
 
-def build_store(store: str | CacheStore, *, path: str | Path | None = None, url: str | None = None,
-                prefix: str = "tokenlean:cache", max_entries: int = 100_000, max_bytes: int = 512 * 2**20,
-                timeout_s: float = 1.0) -> CacheStore:
+def build_store(
+    store: str | CacheStore,
+    *,
+    path: str | Path | None = None,
+    url: str | None = None,
+    prefix: str = "tokenlean:cache",
+    max_entries: int = 100_000,
+    max_bytes: int = 512 * 2**20,
+    timeout_s: float = 1.0,
+) -> CacheStore:
     """A store from its name (``memory``, ``sqlite`` with ``path``, ``redis`` with ``url``)."""
     if not isinstance(store, str):
         return store
@@ -58,7 +65,9 @@ def build_store(store: str | CacheStore, *, path: str | Path | None = None, url:
         from tokenlean.cache.stores.redis import RedisStore
 
         url = url or "redis://127.0.0.1:6379/0"
-        return RedisStore(url, prefix=prefix, max_entries=max_entries, max_bytes=max_bytes, timeout_s=timeout_s)
+        return RedisStore(
+            url, prefix=prefix, max_entries=max_entries, max_bytes=max_bytes, timeout_s=timeout_s
+        )
     raise ConfigError(f"unknown cache store {store!r}; known: memory, sqlite, redis", param="store")
 
 
@@ -91,11 +100,22 @@ class CacheStage:
             raise ConfigError("threshold must be in (0, 1]", param="threshold")
         if ttl is not None and ttl <= 0:
             raise ConfigError("ttl must be positive (or null for no expiry)", param="ttl")
-        backing = build_store(store, path=path, url=url, prefix=prefix, max_entries=max_entries,
-                              max_bytes=max_bytes, timeout_s=store_timeout_s)
+        backing = build_store(
+            store,
+            path=path,
+            url=url,
+            prefix=prefix,
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+            timeout_s=store_timeout_s,
+        )
         self.cache = ResponseCache(
-            backing, embedder=embedder, threshold=threshold, semantic=semantic,
-            guard=MeaningGuard(novelty_penalty=novelty_penalty), max_query_chars=max_query_chars,
+            backing,
+            embedder=embedder,
+            threshold=threshold,
+            semantic=semantic,
+            guard=MeaningGuard(novelty_penalty=novelty_penalty),
+            max_query_chars=max_query_chars,
         )
         self.namespace = namespace
         self.ttl = ttl
@@ -137,17 +157,29 @@ class CacheStage:
     def _answer(self, request: Request, hit: Hit, ms: float) -> Response:
         cached = decode_answer(hit.entry.answer)
         event = self._event(
-            "hit", ms, kind=hit.kind, similarity=round(hit.similarity, 4), score=round(hit.score, 4),
+            "hit",
+            ms,
+            kind=hit.kind,
+            similarity=round(hit.similarity, 4),
+            score=round(hit.score, 4),
             age_s=round(time.time() - hit.entry.created, 3),
-            saved_prompt_tokens=cached.usage.prompt_tokens, saved_completion_tokens=cached.usage.completion_tokens,
+            saved_prompt_tokens=cached.usage.prompt_tokens,
+            saved_completion_tokens=cached.usage.completion_tokens,
             tokens_saved=cached.usage.total_tokens,
         )
         if request.stream:
             return Response(model=cached.model, usage=cached.usage, stream=replay(cached), events=(event,))
         return cached.with_event(event)
 
-    async def _after_miss(self, request: Request, response: Response, keys: RequestKeys,
-                          options: CacheOptions, lookup: Lookup, ms: float) -> Response:
+    async def _after_miss(
+        self,
+        request: Request,
+        response: Response,
+        keys: RequestKeys,
+        options: CacheOptions,
+        lookup: Lookup,
+        ms: float,
+    ) -> Response:
         details: dict[str, Any] = {"read": not options.no_cache}
         if lookup.rejected is not None:
             details["rejected"] = lookup.rejected
@@ -162,9 +194,13 @@ class CacheStage:
             return self._event("stored", 0.0, **await self._store(keys, whole, ttl, lookup))
 
         stream = tee(response.stream, choices=request.n, model=response.model, on_complete=on_complete)
-        return response.replace(stream=stream).with_event(self._event("miss", ms, stored="pending", **details))
+        return response.replace(stream=stream).with_event(
+            self._event("miss", ms, stored="pending", **details)
+        )
 
-    async def _store(self, keys: RequestKeys, response: Response, ttl: float | None, lookup: Lookup) -> dict[str, Any]:
+    async def _store(
+        self, keys: RequestKeys, response: Response, ttl: float | None, lookup: Lookup
+    ) -> dict[str, Any]:
         """Store ``response``; never raises (see the module docstring), reports instead."""
         if any(c.finish_reason not in ("stop", "length") for c in response.choices) or not response.choices:
             return {"stored": False, "reason": "unfinished"}

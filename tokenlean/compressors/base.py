@@ -84,7 +84,9 @@ def resolve_target(origin_tokens: int, rate: float | None, target_tokens: int | 
         raise ConfigError("give exactly one of rate and target_tokens", param="rate")
     if target_tokens is not None:
         if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens <= 0:
-            raise ConfigError(f"target_tokens must be a positive integer, got {target_tokens!r}", param="target_tokens")
+            raise ConfigError(
+                f"target_tokens must be a positive integer, got {target_tokens!r}", param="target_tokens"
+            )
         return min(target_tokens, origin_tokens)
     assert rate is not None
     if isinstance(rate, bool) or not 0 < rate <= 1:

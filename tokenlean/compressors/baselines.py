@@ -77,7 +77,9 @@ class _WordBaseline:
         keep = [np.ones(len(p.units), dtype=bool) for p in pieces]
 
         def render(masks: list[np.ndarray]) -> str:
-            return join_prompt(instruction, [p.render(m) for p, m in zip(pieces, masks, strict=True)], question)
+            return join_prompt(
+                instruction, [p.render(m) for p, m in zip(pieces, masks, strict=True)], question
+            )
 
         if target < origin:
             keep = fit_selection(keep, scores, costs, locked, lambda m: count(render(m)), target, rounds=12)

@@ -64,7 +64,12 @@ def plan_budget(
             held += block_tokens[index]
     kept.sort(key=list(order).index)
     floors = {i: protected[i] / block_tokens[i] if block_tokens[i] else 1.0 for i in kept}
-    rates = _spread_rates([block_tokens[i] for i in kept], floors=[floors[i] for i in kept], budget=context_budget, dynamic=dynamic)
+    rates = _spread_rates(
+        [block_tokens[i] for i in kept],
+        floors=[floors[i] for i in kept],
+        budget=context_budget,
+        dynamic=dynamic,
+    )
     return BudgetPlan(tuple(kept), dict(zip(kept, rates, strict=True)), context_budget)
 
 
@@ -109,7 +114,12 @@ def fit_selection(
     """
     keep = [k.copy() for k in keep]
     slack = max(2, int(target * tolerance))
-    flat = [(float(s), b, u) for b, (sc, lk) in enumerate(zip(scores, locked, strict=True)) for u, s in enumerate(sc) if not lk[u]]
+    flat = [
+        (float(s), b, u)
+        for b, (sc, lk) in enumerate(zip(scores, locked, strict=True))
+        for u, s in enumerate(sc)
+        if not lk[u]
+    ]
     flat.sort()
     for _ in range(rounds):
         now = count(keep)

@@ -95,12 +95,17 @@ class LinguaConfig:
         if self.segment_tokens < 8 or self.rank_tokens < 8:
             raise ConfigError("segment_tokens and rank_tokens must be >= 8", param="segment_tokens")
         if self.ranking not in RANKINGS:
-            raise ConfigError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}", param="ranking")
+            raise ConfigError(
+                f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}", param="ranking"
+            )
 
     def levels(self, question: bool) -> tuple[float, float]:
         """``(slack, dynamic)`` for question or plain mode."""
         slack, dynamic = (1.0, 1.0) if question else (2.0, 0.3)
-        return (self.slack if self.slack is not None else slack, self.dynamic if self.dynamic is not None else dynamic)
+        return (
+            self.slack if self.slack is not None else slack,
+            self.dynamic if self.dynamic is not None else dynamic,
+        )
 
 
 class LinguaCompressor:
@@ -146,7 +151,12 @@ class LinguaCompressor:
         origin = self.count(join_prompt(instruction, blocks, question))
         target = resolve_target(origin, rate, target_tokens)
         use_question = self._use_question(mode or self.config.mode, question)
-        rules = SpanRules(tuple(protect), self.config.protect_numbers, self.config.protect_entities, self.config.group_entities)
+        rules = SpanRules(
+            tuple(protect),
+            self.config.protect_numbers,
+            self.config.protect_entities,
+            self.config.group_entities,
+        )
         pieces = [build_piece(text, *self.scorer.encode(text), rules) for text in blocks]
         if target >= origin or not pieces:
             return _unchanged(blocks, instruction, question, origin, started)
@@ -155,7 +165,9 @@ class LinguaCompressor:
         budget = (target - fixed - 2 * len(blocks)) / max(per_scorer_token, 1e-6)
         run = _Run(self, pieces, instruction, question, use_question)
         keep = run.select(budget)
-        keep = fit_selection(keep, run.unit_scores, run.unit_costs, run.locked, lambda k: self.count(run.prompt(k)), target)
+        keep = fit_selection(
+            keep, run.unit_scores, run.unit_costs, run.locked, lambda k: self.count(run.prompt(k)), target
+        )
         return run.result(keep, origin, self.count(run.prompt(keep)), started)
 
     def _use_question(self, mode: str, question: str) -> bool:
@@ -166,7 +178,9 @@ class LinguaCompressor:
         return mode == "question" or (mode == "auto" and bool(question.strip()))
 
 
-def _unchanged(blocks: Sequence[str], instruction: str, question: str, origin: int, started: float) -> CompressionResult:
+def _unchanged(
+    blocks: Sequence[str], instruction: str, question: str, origin: int, started: float
+) -> CompressionResult:
     return CompressionResult(
         prompt=join_prompt(instruction, blocks, question),
         blocks=tuple(blocks),
@@ -182,7 +196,14 @@ def _unchanged(blocks: Sequence[str], instruction: str, question: str, origin: i
 class _Run:
     """The state of one compression: pieces, ranking, per-token scores and per-unit decisions."""
 
-    def __init__(self, owner: LinguaCompressor, pieces: list[Piece], instruction: str, question: str, use_question: bool) -> None:
+    def __init__(
+        self,
+        owner: LinguaCompressor,
+        pieces: list[Piece],
+        instruction: str,
+        question: str,
+        use_question: bool,
+    ) -> None:
         self.owner, self.config, self.scorer = owner, owner.config, owner.scorer
         self.pieces, self.instruction, self.question = pieces, instruction, question
         self.use_question = use_question
@@ -202,9 +223,13 @@ class _Run:
         if self.use_question or not self.config.iterative or sum(sizes) > budget * slack:
             self._rank()
         protected = [p.protected_tokens for p in self.pieces]
-        plan = plan_budget(sizes, self.order, budget, protected_tokens=protected, slack=slack, dynamic=dynamic)
+        plan = plan_budget(
+            sizes, self.order, budget, protected_tokens=protected, slack=slack, dynamic=dynamic
+        )
         kept = set(plan.kept)
-        self.output_order = [i for i in (self.order if self.config.reorder else range(len(self.pieces))) if i in kept]
+        self.output_order = [
+            i for i in (self.order if self.config.reorder else range(len(self.pieces))) if i in kept
+        ]
         keep = [np.zeros(len(p.units), dtype=bool) for p in self.pieces]
         for i in range(len(self.pieces)):
             if i not in kept:
@@ -226,7 +251,9 @@ class _Run:
         if self.use_question:
             texts = [p.text for p in self.pieces]
             likelihood = [s.suffix_logprob for s in scored]
-            self.order = rank_blocks(self.question, texts, likelihood, method=self.config.ranking, bridge=self.config.bridge)
+            self.order = rank_blocks(
+                self.question, texts, likelihood, method=self.config.ranking, bridge=self.config.bridge
+            )
         else:  # LLMLingua's demonstration level: the most informative (highest perplexity) first
             key = [-float(np.mean(s.surprisal)) if len(s.surprisal) else 0.0 for s in scored]
             self.order = sorted(range(len(self.pieces)), key=lambda i: key[i])
@@ -254,7 +281,9 @@ class _Run:
             ids += self.scorer.encode(self.instruction + BLOCK_SEPARATOR)[0][-_PREFIX_TOKENS:]
         return ids
 
-    def _prune_segment(self, stream: ScoringStream | None, index: int, first: int, last: int, rate: float, keep: np.ndarray) -> None:
+    def _prune_segment(
+        self, stream: ScoringStream | None, index: int, first: int, last: int, rate: float, keep: np.ndarray
+    ) -> None:
         piece = self.pieces[index]
         units = piece.units[first:last]
         lo, hi = units[0].first_token, units[-1].end_token
@@ -263,12 +292,19 @@ class _Run:
         if rate >= 1.0:
             chosen = np.ones(len(units), dtype=bool)
         else:
-            chosen = _choose(scores, self.unit_costs[index][first:last], self.protected[index][first:last], rate * (hi - lo))
+            chosen = _choose(
+                scores,
+                self.unit_costs[index][first:last],
+                self.protected[index][first:last],
+                rate * (hi - lo),
+            )
         keep[first:last] = chosen
         if stream is not None:
             stream.keep(np.repeat(chosen, [u.tokens for u in units]), reencode=self.config.reencode)
 
-    def _unit_scores(self, stream: ScoringStream | None, index: int, units: Sequence[Unit], lo: int, hi: int) -> np.ndarray:
+    def _unit_scores(
+        self, stream: ScoringStream | None, index: int, units: Sequence[Unit], lo: int, hi: int
+    ) -> np.ndarray:
         """Token scores of one segment (iterative, question contrast) reduced to its units."""
         piece, local = self.pieces[index], self.local[index]
         if stream is not None:
@@ -279,7 +315,9 @@ class _Run:
         else:
             token_scores = local[lo:hi] if local is not None else np.zeros(hi - lo, dtype=np.float32)
         shifted = replace_units(units, lo)
-        scores = Piece(piece.text, piece.ids[lo:hi], shifted).unit_scores(np.asarray(token_scores, dtype=float))
+        scores = Piece(piece.text, piece.ids[lo:hi], shifted).unit_scores(
+            np.asarray(token_scores, dtype=float)
+        )
         if self.config.number_bonus:
             scores = scores + self.config.number_bonus * np.array([u.numeric for u in units], dtype=float)
         return scores
@@ -289,9 +327,13 @@ class _Run:
         texts = [self.pieces[i].render(keep[i]) for i in self.output_order]
         return join_prompt(self.instruction, texts, self.question)
 
-    def result(self, keep: list[np.ndarray], origin: int, compressed: int, started: float) -> CompressionResult:
+    def result(
+        self, keep: list[np.ndarray], origin: int, compressed: int, started: float
+    ) -> CompressionResult:
         """Package the decisions as a ``CompressionResult``."""
-        blocks = tuple(self.pieces[i].render(keep[i]) if i in self.output_order else "" for i in range(len(self.pieces)))
+        blocks = tuple(
+            self.pieces[i].render(keep[i]) if i in self.output_order else "" for i in range(len(self.pieces))
+        )
         return CompressionResult(
             prompt=self.prompt(keep),
             blocks=blocks,
@@ -307,7 +349,10 @@ class _Run:
 
 def replace_units(units: Sequence[Any], token_offset: int) -> tuple[Any, ...]:
     """Units re-based so their token indices count from ``token_offset``."""
-    return tuple(replace(u, first_token=u.first_token - token_offset, end_token=u.end_token - token_offset) for u in units)
+    return tuple(
+        replace(u, first_token=u.first_token - token_offset, end_token=u.end_token - token_offset)
+        for u in units
+    )
 
 
 def _segments(piece: Piece, size: int) -> list[tuple[int, int]]:

@@ -65,7 +65,9 @@ def parse_request_options(raw: Any, defaults: CompressOptions) -> CompressOption
     if raw is False:
         return None
     if not isinstance(raw, Mapping):
-        raise BadRequestError(f"tokenlean.compress must be an object or false, got {raw!r}", param="tokenlean.compress")
+        raise BadRequestError(
+            f"tokenlean.compress must be an object or false, got {raw!r}", param="tokenlean.compress"
+        )
     unknown = sorted(set(raw) - set(OPTION_FIELDS))
     if unknown:
         raise _bad(unknown[0], f"unknown option; known: {', '.join(OPTION_FIELDS)}")
@@ -75,7 +77,9 @@ def parse_request_options(raw: Any, defaults: CompressOptions) -> CompressOption
         return None
     if raw.get("rate") is not None and raw.get("target_tokens") is not None:
         raise _bad("target_tokens", "give rate or target_tokens, not both")
-    changes: dict[str, Any] = {k: v for k, v in raw.items() if k in ("mode", "min_prompt_tokens", "last_user")}
+    changes: dict[str, Any] = {
+        k: v for k, v in raw.items() if k in ("mode", "min_prompt_tokens", "last_user")
+    }
     if raw.get("rate") is not None:
         changes.update(rate=float(raw["rate"]), target_tokens=None)
     if raw.get("target_tokens") is not None:

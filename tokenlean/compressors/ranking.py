@@ -26,12 +26,57 @@ import numpy as np
 __all__ = ["RANKINGS", "bm25_scores", "bridge_bonus", "rank_blocks"]
 
 RANKINGS = ("lm", "lm+bm25")
-_STOP = frozenset({
-    "a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "was",
-    "were", "be", "been", "are", "as", "that", "this", "which", "who", "whom", "what", "when", "where", "why",
-    "how", "did", "does", "do", "it", "its", "his", "her", "their", "he", "she", "they", "there", "than", "then",
-    "into", "about",
-})
+_STOP = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "is",
+        "was",
+        "were",
+        "be",
+        "been",
+        "are",
+        "as",
+        "that",
+        "this",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "did",
+        "does",
+        "do",
+        "it",
+        "its",
+        "his",
+        "her",
+        "their",
+        "he",
+        "she",
+        "they",
+        "there",
+        "than",
+        "then",
+        "into",
+        "about",
+    }
+)
 _WORD = re.compile(r"\w+")
 _HEADING_WORDS = 12
 
@@ -79,7 +124,12 @@ def bridge_bonus(question: str, blocks: Sequence[str], top: int) -> np.ndarray:
 
 
 def rank_blocks(
-    question: str, blocks: Sequence[str], lm_logprob: Sequence[float], *, method: str = "lm+bm25", bridge: float = 3.0
+    question: str,
+    blocks: Sequence[str],
+    lm_logprob: Sequence[float],
+    *,
+    method: str = "lm+bm25",
+    bridge: float = 3.0,
 ) -> list[int]:
     """Block indices, most useful first. ``lm_logprob``: mean ``log p(question | block)`` per block."""
     lm = np.asarray(lm_logprob, dtype=float)

@@ -71,7 +71,9 @@ class CompressionStage:
         self._counter = counter
         self._target_model = target_model
         if compressor is None:
-            config = LinguaConfig(protect_numbers=protect_numbers, protect_entities=protect_entities, **(tuning or {}))
+            config = LinguaConfig(
+                protect_numbers=protect_numbers, protect_entities=protect_entities, **(tuning or {})
+            )
             from tokenlean.compressors.scorer import CausalLMScorer
 
             scorer = CausalLMScorer(model, device=device)
@@ -101,7 +103,11 @@ class CompressionStage:
         """Runs in a worker thread: split, check the size, compress, rebuild."""
         count = self.counter.count
         split = split_request(
-            request, count, roles=self.roles, min_block_tokens=self.min_block_tokens, last_user=options.last_user
+            request,
+            count,
+            roles=self.roles,
+            min_block_tokens=self.min_block_tokens,
+            last_user=options.last_user,
         )
         before = count("\n\n".join([split.instruction, *split.blocks, split.question]).strip())
         if before < options.min_prompt_tokens or not split.blocks:
@@ -130,11 +136,22 @@ class CompressionStage:
 
 
 def _spec_defaults(
-    rate: float | None, target_tokens: int | None, mode: str, min_prompt_tokens: int, last_user: str, protect: Sequence[str]
+    rate: float | None,
+    target_tokens: int | None,
+    mode: str,
+    min_prompt_tokens: int,
+    last_user: str,
+    protect: Sequence[str],
 ) -> CompressOptions:
     """The spec's options, checked with the per-request rules but raised as ``ConfigError``."""
-    raw = {"rate": None if target_tokens is not None else rate, "target_tokens": target_tokens, "mode": mode,
-           "min_prompt_tokens": min_prompt_tokens, "last_user": last_user, "protect": list(protect)}
+    raw = {
+        "rate": None if target_tokens is not None else rate,
+        "target_tokens": target_tokens,
+        "mode": mode,
+        "min_prompt_tokens": min_prompt_tokens,
+        "last_user": last_user,
+        "protect": list(protect),
+    }
     try:
         parsed = parse_request_options({k: v for k, v in raw.items() if v is not None}, CompressOptions())
     except BadRequestError as exc:

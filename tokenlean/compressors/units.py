@@ -25,7 +25,9 @@ _WORD = re.compile(r"\s*\S+")
 _NUMBER = re.compile(r"[-+$€£]?\d(?:[\d,.:/]*\d)?%?")
 _CAPITALISED = re.compile(r"^\W*[A-Z0-9À-Þ]")
 _SENTENCE_END = re.compile(r"[.!?:;)\]]['\"”’]?$")
-_CONNECTORS = frozenset({"of", "de", "du", "la", "le", "von", "van", "der", "den", "da", "di", "and", "the", "&"})
+_CONNECTORS = frozenset(
+    {"of", "de", "du", "la", "le", "von", "van", "der", "den", "da", "di", "and", "the", "&"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,9 @@ class Piece:
     def unit_scores(self, token_scores: np.ndarray) -> np.ndarray:
         """Each unit's score: its most informative token (NaN scores count as +inf)."""
         filled = np.where(np.isnan(token_scores), np.inf, token_scores)
-        return np.array([filled[u.first_token : u.end_token].max() if u.tokens else -np.inf for u in self.units])
+        return np.array(
+            [filled[u.first_token : u.end_token].max() if u.tokens else -np.inf for u in self.units]
+        )
 
 
 def build_piece(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], rules: SpanRules) -> Piece:

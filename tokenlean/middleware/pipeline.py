@@ -102,7 +102,9 @@ class Pipeline:
                 if policy == "raise":
                     if isinstance(exc, TokenleanError):
                         raise
-                    raise StageError(f"stage {stage.name} failed: {type(exc).__name__}: {exc}", stage=stage.name) from exc
+                    raise StageError(
+                        f"stage {stage.name} failed: {type(exc).__name__}: {exc}", stage=stage.name
+                    ) from exc
                 return await self._bypass(stage, exc, request, call_next)
             own_ms = (time.perf_counter() - started) * 1000 - below_ms
             return response.with_event(Event(stage.name, "timing", round(own_ms, 3)))

@@ -14,7 +14,14 @@ from typing import Any
 
 from tokenlean.errors import ConfigError
 
-__all__ = ["backend_names", "register_backend", "register_stage", "resolve_backend", "resolve_stage", "stage_names"]
+__all__ = [
+    "backend_names",
+    "register_backend",
+    "register_stage",
+    "resolve_backend",
+    "resolve_stage",
+    "stage_names",
+]
 
 _STAGES: dict[str, Any] = {
     "cache": "tokenlean.cache.stage:CacheStage",

@@ -91,7 +91,9 @@ class PipelineSpec(BaseModel):
 
     def build_backend(self) -> Backend:
         """Construct the backend this spec names."""
-        return _construct(resolve_backend(self.backend.type), self.backend.options, f"backend {self.backend.type}")
+        return _construct(
+            resolve_backend(self.backend.type), self.backend.options, f"backend {self.backend.type}"
+        )
 
     def build(self, backend: Backend | None = None) -> Pipeline:
         """Construct the pipeline; ``backend`` overrides the spec's own (the CLI's ``--upstream``)."""

@@ -87,8 +87,14 @@ def create_app(
 
     app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, http_error_response)  # 404/405 as OpenAI errors
-    proxy = _Proxy(pipeline, ApiKeys(api_keys or ()), max_body_bytes, max_messages, limits or TenantLimits(),
-                   max_option_bytes=max_option_bytes)
+    proxy = _Proxy(
+        pipeline,
+        ApiKeys(api_keys or ()),
+        max_body_bytes,
+        max_messages,
+        limits or TenantLimits(),
+        max_option_bytes=max_option_bytes,
+    )
     app.state.proxy = proxy
     app.state.metrics = proxy.metrics
     _add_routes(app, proxy)
@@ -104,7 +110,10 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
     answers: dict[int | str, dict[str, Any]] = {
-        200: {"description": "The answer, or with stream=true an SSE stream", "content": {"text/event-stream": {}}},
+        200: {
+            "description": "The answer, or with stream=true an SSE stream",
+            "content": {"text/event-stream": {}},
+        },
         **{code: {"model": ErrorResponse, "description": "OpenAI error body"} for code in _ERROR_STATUSES},
     }
 
@@ -124,7 +133,9 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
             proxy.keys.tenant(http.headers.get("authorization"))
         except TokenleanError as exc:
             return error_response(exc)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "tokenlean"} for m in proxy.model_names()]
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "tokenlean"} for m in proxy.model_names()
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     @app.get("/health")
@@ -137,8 +148,10 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
         """Readiness for a load balancer: 503 while no upstream can take a request."""
         detail = await proxy.backend_health()
         usable = detail.get("status", "ok") != "unavailable"
-        return JSONResponse({"status": "ready" if usable else "unavailable", "backend": detail},
-                            status_code=200 if usable else 503)
+        return JSONResponse(
+            {"status": "ready" if usable else "unavailable", "backend": detail},
+            status_code=200 if usable else 503,
+        )
 
     @app.get("/metrics")
     async def metrics() -> HTTPResponse:
@@ -166,8 +179,14 @@ class _Proxy:
     """Request handling shared by the chat and text completion routes."""
 
     def __init__(
-        self, pipeline: Pipeline, keys: ApiKeys, max_body_bytes: int, max_messages: int, limits: TenantLimits,
-        *, max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
+        self,
+        pipeline: Pipeline,
+        keys: ApiKeys,
+        max_body_bytes: int,
+        max_messages: int,
+        limits: TenantLimits,
+        *,
+        max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
     ) -> None:
         self.pipeline = pipeline
         self.keys = keys
@@ -200,7 +219,9 @@ class _Proxy:
             self.limits.admit(request.tenant)
             response = await self.pipeline(request)
         except ValidationError as exc:
-            return self._failed(kind, from_validation_error(exc, request_id=request_id), "invalid_value", started)
+            return self._failed(
+                kind, from_validation_error(exc, request_id=request_id), "invalid_value", started
+            )
         except TokenleanError as exc:
             return self._failed(kind, error_response(exc, request_id=request_id), exc.code, started)
         except Exception as exc:  # noqa: BLE001 - anything else is a 500 body, never a stack trace
@@ -224,7 +245,9 @@ class _Proxy:
                 f"{len(request.messages)} messages exceed the limit of {self.max_messages}", param="messages"
             )
         if body.stream_options is not None:
-            request = request.replace(extra={**request.extra, "stream_options": body.stream_options.model_dump()})
+            request = request.replace(
+                extra={**request.extra, "stream_options": body.stream_options.model_dump()}
+            )
         request = request.replace(options=self._options(http, request.options))
         if request.model not in self.model_names():
             raise UnknownModelError(
@@ -261,9 +284,15 @@ class _Proxy:
         self.metrics.requests.labels(kind, str(response.status_code)).inc()
         self.metrics.errors.labels(code).inc()
         access_log.info(
-            json.dumps({"request_id": response.headers.get("x-request-id"), "endpoint": kind,
-                        "status": response.status_code, "error": code,
-                        "ms": round((time.perf_counter() - started) * 1000, 1)})
+            json.dumps(
+                {
+                    "request_id": response.headers.get("x-request-id"),
+                    "endpoint": kind,
+                    "status": response.status_code,
+                    "error": code,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            )
         )
         return response
 
@@ -276,11 +305,20 @@ class _Proxy:
         self.metrics.observe_events(response.events)
         self.limits.charge_tokens(request.tenant, response.usage.total_tokens)
         access_log.info(
-            json.dumps({"request_id": request.request_id, "endpoint": kind, "status": status,
-                        "tenant": request.tenant, "model": request.model, "stream": request.stream,
-                        "prompt_tokens": response.usage.prompt_tokens,
-                        "completion_tokens": response.usage.completion_tokens, "ms": round(elapsed * 1000, 1),
-                        "events": [f"{e.stage}:{e.action}" for e in response.events if e.action != "timing"]})
+            json.dumps(
+                {
+                    "request_id": request.request_id,
+                    "endpoint": kind,
+                    "status": status,
+                    "tenant": request.tenant,
+                    "model": request.model,
+                    "stream": request.stream,
+                    "prompt_tokens": response.usage.prompt_tokens,
+                    "completion_tokens": response.usage.completion_tokens,
+                    "ms": round(elapsed * 1000, 1),
+                    "events": [f"{e.stage}:{e.action}" for e in response.events if e.action != "timing"],
+                }
+            )
         )
 
     async def _sse(
@@ -302,8 +340,10 @@ class _Proxy:
                         continue
                     payload = _usage_chunk(response, chunk.usage, final, kind)
                 else:
-                    payload = chat_chunk(response, chunk, first=chunk.index not in seen) if kind == "chat" else (
-                        completion_chunk(response, chunk)
+                    payload = (
+                        chat_chunk(response, chunk, first=chunk.index not in seen)
+                        if kind == "chat"
+                        else (completion_chunk(response, chunk))
                     )
                     seen.add(chunk.index)
                 yield "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"

@@ -51,8 +51,11 @@ def from_validation_error(exc: ValidationError, *, request_id: str | None = None
     headers = {"x-request-id": request_id} if request_id else {}
     first = exc.errors()[0]
     if first["type"] == "json_invalid":
-        body = error_body(f"request body is not valid JSON: {first['msg']}", type="invalid_request_error",
-                          code="invalid_json")
+        body = error_body(
+            f"request body is not valid JSON: {first['msg']}",
+            type="invalid_request_error",
+            code="invalid_json",
+        )
         return JSONResponse(body, status_code=400, headers=headers)
     same_field = [e for e in exc.errors() if e["loc"][:1] == first["loc"][:1]]  # a union's branches
     loc, msg = max(((_field_path(e["loc"]), e["msg"]) for e in same_field), key=lambda pair: len(pair[0]))

@@ -35,7 +35,9 @@ class HealthListener:
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="tokenlean-health", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="tokenlean-health", daemon=True
+        )
 
     def start(self) -> None:
         """Serve from now on (in the background thread)."""

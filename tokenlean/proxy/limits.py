@@ -32,7 +32,9 @@ class _Bucket:
 class TenantLimits:
     """Requests per minute and tokens per minute per tenant; ``None`` disables either."""
 
-    def __init__(self, *, requests_per_minute: float | None = None, tokens_per_minute: float | None = None) -> None:
+    def __init__(
+        self, *, requests_per_minute: float | None = None, tokens_per_minute: float | None = None
+    ) -> None:
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self._requests: dict[str | None, _Bucket] = {}

@@ -33,22 +33,37 @@ class ProxyMetrics:
         self.registry = CollectorRegistry()
         self._sources: dict[int, Any] = {}  # backend collectors registered here, by id (kept alive)
         r = self.registry
-        self.requests = Counter("tokenlean_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            "tokenlean_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
         self.errors = Counter("tokenlean_errors", "Error responses by error code", ["code"], registry=r)
         self.latency = Histogram(
-            "tokenlean_request_seconds", "Time to full response", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
+            "tokenlean_request_seconds",
+            "Time to full response",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.first_token = Histogram(
-            "tokenlean_first_token_seconds", "Time to first streamed token", buckets=_LATENCY_BUCKETS, registry=r
+            "tokenlean_first_token_seconds",
+            "Time to first streamed token",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.prompt_tokens = Counter("tokenlean_prompt_tokens", "Prompt tokens sent to the backend", registry=r)
-        self.completion_tokens = Counter("tokenlean_completion_tokens", "Completion tokens generated", registry=r)
+        self.prompt_tokens = Counter(
+            "tokenlean_prompt_tokens", "Prompt tokens sent to the backend", registry=r
+        )
+        self.completion_tokens = Counter(
+            "tokenlean_completion_tokens", "Completion tokens generated", registry=r
+        )
         self.stage_events = Counter("tokenlean_stage_events", "Stage events", ["stage", "action"], registry=r)
         self.stage_seconds = Histogram(
             "tokenlean_stage_seconds", "A stage's own time", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.stage_values = Counter(
-            "tokenlean_stage_value", "Sum of numeric event fields (tokens saved, drafted, ...)", ["stage", "field"],
+            "tokenlean_stage_value",
+            "Sum of numeric event fields (tokens saved, drafted, ...)",
+            ["stage", "field"],
             registry=r,
         )
 

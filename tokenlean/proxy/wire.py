@@ -145,7 +145,9 @@ def check_json_values(value: Any, param: str) -> None:
         if isinstance(item, (dict, list, tuple)):
             if depth >= MAX_DEPTH:
                 field = ".".join(path.split(".")[: param.count(".") + 1 + bool(param)])  # not 64 ".0"s
-                raise BadRequestError(f"{field}: nested deeper than the limit of {MAX_DEPTH} levels", param=field)
+                raise BadRequestError(
+                    f"{field}: nested deeper than the limit of {MAX_DEPTH} levels", param=field
+                )
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             stack.extend(
                 (child, f"{path}.{key}" if path else str(key), depth + 1)
@@ -154,7 +156,9 @@ def check_json_values(value: Any, param: str) -> None:
             )
 
 
-def to_request(body: ChatCompletionRequest | CompletionRequest, *, tenant: str | None, request_id: str) -> Request:
+def to_request(
+    body: ChatCompletionRequest | CompletionRequest, *, tenant: str | None, request_id: str
+) -> Request:
     """Convert a validated wire request into a ``Request`` (unknown fields go to ``extra``)."""
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     extra = {k: v for k, v in (body.model_extra or {}).items() if k not in _KNOWN}
@@ -185,19 +189,27 @@ def to_request(body: ChatCompletionRequest | CompletionRequest, *, tenant: str |
         if len(prompt) != 1:
             raise BadRequestError("prompt: exactly one prompt per request is supported", param="prompt")
         prompt = prompt[0]
-    return Request(prompt=prompt, logprobs=body.logprobs is not None, top_logprobs=body.logprobs or None, **common)
+    return Request(
+        prompt=prompt, logprobs=body.logprobs is not None, top_logprobs=body.logprobs or None, **common
+    )
 
 
 def events_json(response: Response) -> dict[str, Any]:
     """The ``tokenlean`` field: every stage event, for clients that want to see savings."""
     return {
-        "events": [{"stage": e.stage, "action": e.action, "ms": e.ms, **dict(e.data)} for e in response.events]
+        "events": [
+            {"stage": e.stage, "action": e.action, "ms": e.ms, **dict(e.data)} for e in response.events
+        ]
     }
 
 
 def _usage_json(response: Response) -> dict[str, int]:
     u = response.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
 
 
 def chat_response(response: Response) -> dict[str, Any]:
@@ -225,7 +237,12 @@ def chat_response(response: Response) -> dict[str, Any]:
 def completion_response(response: Response) -> dict[str, Any]:
     """A complete ``text_completion`` object."""
     choices = [
-        {"index": c.index, "text": c.text, "finish_reason": c.finish_reason, "logprobs": _text_logprobs(c.logprobs)}
+        {
+            "index": c.index,
+            "text": c.text,
+            "finish_reason": c.finish_reason,
+            "logprobs": _text_logprobs(c.logprobs),
+        }
         for c in response.choices
     ]
     return {

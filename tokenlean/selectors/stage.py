@@ -235,12 +235,16 @@ class DemoStage:
         return request.replace(messages=messages), self.counter.count(block) + 1
 
 
-def _pool_scopes(tenants: Mapping[str, Sequence[str]], entries: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+def _pool_scopes(
+    tenants: Mapping[str, Sequence[str]], entries: Mapping[str, Any]
+) -> dict[str, frozenset[str]]:
     """Validate ``{pool: [tenant ids]}`` against the pools; a typo must fail at startup."""
     scopes: dict[str, frozenset[str]] = {}
     for name, ids in tenants.items():
         if name not in entries:
-            raise ConfigError(f"tenants: no pool named {name!r}; pools: {sorted(entries)}", param=f"tenants.{name}")
+            raise ConfigError(
+                f"tenants: no pool named {name!r}; pools: {sorted(entries)}", param=f"tenants.{name}"
+            )
         if isinstance(ids, str) or not all(isinstance(i, str) and i for i in ids):
             raise ConfigError(f"tenants.{name}: give a list of tenant ids", param=f"tenants.{name}")
         scopes[name] = frozenset(ids)

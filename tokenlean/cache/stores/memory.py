@@ -23,7 +23,9 @@ class MemoryStore:
 
     name = "memory"
 
-    def __init__(self, *, max_entries: int = 100_000, max_bytes: int = 512 * 2**20, log_size: int = 10_000) -> None:
+    def __init__(
+        self, *, max_entries: int = 100_000, max_bytes: int = 512 * 2**20, log_size: int = 10_000
+    ) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ConfigError("max_entries and max_bytes must be positive", param="max_entries")
         self.max_entries = max_entries
@@ -65,7 +67,9 @@ class MemoryStore:
             self._seq += 1
             self._log.append((self._seq, record))
         evicted = []
-        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+        ):
             oldest = next(iter(self._entries))
             self._remove(oldest)
             evicted.append(oldest)

@@ -117,6 +117,7 @@ class RedisStore:
 
     async def get(self, key: str) -> CacheEntry | None:
         """The live entry under ``key``, marked as used in the same round trip."""
+
         async def run() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             pipe.hmget(self._entry_key(key), _FIELDS)
@@ -128,6 +129,7 @@ class RedisStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[CacheEntry | None]:
         """Entries for ``keys`` in one pipelined round trip."""
+
         async def run() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
@@ -143,9 +145,13 @@ class RedisStore:
             await self._forget(key, only_if_missing=True)
             return None
         entry = CacheEntry(
-            key=key, answer=answer.decode(), query=(query or b"").decode(),
-            context=context.decode() if context else None, vector=vector or None,
-            created=float(created or 0), expires=float(expires) if expires else None,
+            key=key,
+            answer=answer.decode(),
+            query=(query or b"").decode(),
+            context=context.decode() if context else None,
+            vector=vector or None,
+            created=float(created or 0),
+            expires=float(expires) if expires else None,
         )
         return None if entry.expired() else entry
 
@@ -158,9 +164,20 @@ class RedisStore:
         ttl_ms = max(1, int((entry.expires - time.time()) * 1000)) if entry.expires is not None else 0
         keys = [self._entry_key(entry.key), self._lru, self._sizes, self._bytes, self._seq, self._log]
         args: list[Any] = [
-            entry.key, entry.answer, entry.query, entry.context or "", entry.vector or b"",
-            repr(entry.created), repr(entry.expires) if entry.expires is not None else "", ttl_ms,
-            repr(time.time()), entry.size, self.max_entries, self.max_bytes, self.log_size, self._entry_prefix,
+            entry.key,
+            entry.answer,
+            entry.query,
+            entry.context or "",
+            entry.vector or b"",
+            repr(entry.created),
+            repr(entry.expires) if entry.expires is not None else "",
+            ttl_ms,
+            repr(time.time()),
+            entry.size,
+            self.max_entries,
+            self.max_bytes,
+            self.log_size,
+            self._entry_prefix,
         ]
         evicted = await self._call(lambda: self._put_script(keys=keys, args=args))
         return [k.decode() for k in evicted]
@@ -220,6 +237,7 @@ class RedisStore:
 
     async def clear(self) -> None:
         """Delete every key under ``prefix`` (tests and benchmarks start from empty)."""
+
         async def run() -> None:
             async for name in self._client.scan_iter(match=f"{self.prefix}:*", count=1000):
                 await self._client.delete(name)

@@ -99,6 +99,7 @@ class SQLiteStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[CacheEntry | None]:
         """Entries for ``keys`` in order; expired ones read as None."""
+
         def read(db: sqlite3.Connection) -> list[CacheEntry | None]:
             marks = ",".join("?" * len(keys))
             rows = db.execute(f"SELECT {_COLUMNS} FROM entries WHERE key IN ({marks})", list(keys)).fetchall()
@@ -110,7 +111,9 @@ class SQLiteStore:
 
     async def touch(self, key: str) -> None:
         """Record the use for least-recently-used eviction."""
-        await self._run(lambda db: db.execute("UPDATE entries SET accessed=? WHERE key=?", (time.time(), key)))
+        await self._run(
+            lambda db: db.execute("UPDATE entries SET accessed=? WHERE key=?", (time.time(), key))
+        )
 
     async def put(self, entry: CacheEntry) -> list[str]:
         """Replace-or-insert ``entry``, then evict and purge, all in one transaction."""
@@ -125,8 +128,17 @@ class SQLiteStore:
                 db.execute(
                     "INSERT INTO entries(key, context, query, vector, answer, created, expires, accessed, size)"
                     " VALUES (?,?,?,?,?,?,?,?,?)",
-                    (entry.key, entry.context, entry.query, entry.vector, entry.answer,
-                     entry.created, entry.expires, now, entry.size),
+                    (
+                        entry.key,
+                        entry.context,
+                        entry.query,
+                        entry.vector,
+                        entry.answer,
+                        entry.created,
+                        entry.expires,
+                        now,
+                        entry.size,
+                    ),
                 )
                 gone = self._purge(db, now) if purge else []
                 gone += self._evict(db)
@@ -139,7 +151,9 @@ class SQLiteStore:
         return await self._run(write)
 
     def _purge(self, db: sqlite3.Connection, now: float) -> list[str]:
-        rows = db.execute("DELETE FROM entries WHERE expires IS NOT NULL AND expires <= ? RETURNING key", (now,))
+        rows = db.execute(
+            "DELETE FROM entries WHERE expires IS NOT NULL AND expires <= ? RETURNING key", (now,)
+        )
         return [row[0] for row in rows.fetchall()]
 
     def _evict(self, db: sqlite3.Connection) -> list[str]:
@@ -161,13 +175,15 @@ class SQLiteStore:
 
     async def changes(self, cursor: Any) -> Changes:
         """Records with a sequence number above ``cursor`` (None: all, as a reset)."""
+
         def read(db: sqlite3.Connection) -> Changes:
             since = -1 if cursor is None else int(cursor)
             db.execute("BEGIN")  # one snapshot for both reads: no row can slip between them
             try:
                 rows = db.execute(
                     "SELECT seq, key, context, vector, query FROM entries WHERE seq > ? AND context IS NOT NULL"
-                    " AND vector IS NOT NULL ORDER BY seq", (since,),
+                    " AND vector IS NOT NULL ORDER BY seq",
+                    (since,),
                 ).fetchall()
                 top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0]
             finally:
