@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.selectors.conftest import PARAPHRASES
+from tests.demos.conftest import PARAPHRASES
 from tokenlean.errors import ConfigError
 from tokenlean.selectors import DemoPool, Example, SelectionConfig, load_examples, select
 

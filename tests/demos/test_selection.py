@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.selectors.conftest import DISTRACTORS, PARAPHRASES
+from tests.demos.conftest import DISTRACTORS, PARAPHRASES
 from tokenlean.errors import ConfigError
 from tokenlean.selectors import DemoPool, Example, SelectionConfig, select
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.selectors.conftest import PARAPHRASES
+from tests.demos.conftest import PARAPHRASES
 from tokenlean.backends.fake import FakeBackend
 from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.pipeline import Pipeline
