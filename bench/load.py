@@ -56,7 +56,8 @@ from bench.load_report import (
     soak_goals,
     table,
 )
-from tokenlean.backends.vllm_launcher import VLLMServer, free_port, vllm_python
+from tokenlean.backends.vllm_launcher import vllm_python
+from tokenlean.testing import VLLMServer, free_port
 
 FAST_MODEL, VLLM_MODEL = "fake-model", "smollm2"
 

@@ -82,7 +82,7 @@ def count_pool() -> None:
 def main() -> int:
     """``tokenlean`` (e.g. ``serve --upstream URL``) with OpenAIBackend on httpx's own pool;
     with ``--count-pool`` first, that pool's counters too."""
-    from tokenlean.backends.openai import OpenAIBackend
+    from tokenlean.backends.openai_http import OpenAIBackend
     from tokenlean.cli import main as tokenlean_main
 
     args = sys.argv[1:]

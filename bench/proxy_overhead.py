@@ -38,7 +38,8 @@ import httpx
 
 from bench.common import environment, median, percentile, started_process, write_results
 from bench.proxy_overhead_report import goals, plot, table
-from tokenlean.backends.vllm_launcher import VLLMServer, free_port, vllm_python
+from tokenlean.backends.vllm_launcher import vllm_python
+from tokenlean.testing import VLLMServer, free_port
 
 NAME = "smollm2"
 Body = Callable[[int, int], dict[str, Any]]
@@ -319,7 +320,7 @@ def documents(seed: int, count: int, words: int = 450) -> list[str]:
 
 async def routing_run(servers: list[VLLMServer], routing: str, seed: int) -> dict[str, Any]:
     """Part 3, one policy: documents x questions through OpenAIBackend, 2 in flight."""
-    from tokenlean.backends.openai import OpenAIBackend
+    from tokenlean.backends.openai_http import OpenAIBackend
     from tokenlean.middleware.types import Message, Request
 
     docs, questions = documents(seed, 5), ["Summarise it.", "Name a word in it.", "Is it long?", "Title it."]

@@ -293,7 +293,7 @@ def measure_verify_costs(model: Any, threads: int, reps: int = 7) -> tuple[float
     """
     import torch
 
-    from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, new_cache
+    from tokenlean.backends.local.kv import crop_to, forward_tokens, new_cache
 
     torch.set_num_threads(threads)  # this thread's pool (the measurement runs in a worker thread)
     widths, cache = (1, 2, 5, 9, 17), new_cache(model)

@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Technique subcommands (``tokenlean cascade ...``), where their modules exist."""
+    from tokenlean.backends.vllm_speculative import add_vllm_args_command
     from tokenlean.reasoning.cascade.cli import add_cascade_commands
-    from tokenlean.reasoning.drafting.vllm import add_vllm_args_command
 
     add_cascade_commands(commands)
     add_vllm_args_command(commands)
@@ -172,7 +172,7 @@ def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     spec = PipelineSpec.from_file(args.config) if args.config else PipelineSpec()
     upstreams = args.upstream or [u for u in os.environ.get("TOKENLEAN_UPSTREAMS", "").split(",") if u]
     if upstreams:
-        from tokenlean.backends.openai import OpenAIBackend
+        from tokenlean.backends.openai_http import OpenAIBackend
 
         options = dict(spec.backend.options) if spec.backend.type == "openai" else {}
         options.pop("upstreams", None)  # the command line's upstreams win

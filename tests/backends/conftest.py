@@ -5,7 +5,7 @@ bodies ``{"error": {...}}``) and misbehaves on request: the ``model`` field pick
 (an error status, a slow answer, a connection dropped before or after the first chunk, ...).
 It runs under uvicorn in a thread, on a real socket, so connection failures, timeouts and
 chunk timing are the real ones. Error mapping, retries and streaming are pure protocol logic;
-the real vLLM is exercised in tests/integration/test_vllm.py.
+the real vLLM is exercised in tests/backends/test_vllm.py.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pytest
 
 from tests.backends.conftest import WORDS, FakeUpstream, ServerThread
 from tokenlean.backends.leasing import LeasingTransport
-from tokenlean.backends.openai import OpenAIBackend
+from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.middleware.types import Message, Request
 
 ANSWER = "".join(WORDS)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tokenlean.backends.openai import OpenAIBackend, normalize_url
+from tokenlean.backends.openai_http import OpenAIBackend, normalize_url
 from tokenlean.errors import (
     BackendError,
     BackendTimeoutError,

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tokenlean.backends.openai import OpenAIBackend
+from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.middleware.pipeline import Pipeline
 
 HI = [{"role": "user", "content": "Capital of France?"}]

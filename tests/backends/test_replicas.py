@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tokenlean.backends.openai import OpenAIBackend
+from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.backends.replicas import ReplicaSet, prefix_key
 from tokenlean.errors import ConfigError
 from tokenlean.middleware.types import Message, Request

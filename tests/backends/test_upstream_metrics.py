@@ -2,7 +2,7 @@
 
 The upstream is the loopback fake of conftest.py, which also serves a ``/metrics`` page in
 vLLM's format (set per test), so the proxy reads it over a real socket, as it reads vLLM's.
-The real speculative vLLM is checked in tests/integration/test_vllm_speculative.py.
+The real speculative vLLM is checked in tests/backends/test_vllm_speculative.py.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokenlean.backends.openai import OpenAIBackend
+from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.backends.replicas import public_url
+from tokenlean.backends.vllm_speculative import afetch_spec_decode_metrics
 from tokenlean.middleware.pipeline import Pipeline
-from tokenlean.reasoning.drafting.vllm import afetch_spec_decode_metrics
 
 HI = [{"role": "user", "content": "Capital of France?"}]
 SPEC = "tokenlean_upstream_spec_decode_"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import unavailable
+from tokenlean.testing import free_port
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +29,6 @@ def embedder() -> Any:
     return shared_embedder()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """One redis-server process owned by a test (started and stopped by pid, never by name)."""
 
@@ -41,7 +36,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable("redis-server is not installed (scripts/setup-redis.sh installs it)")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(

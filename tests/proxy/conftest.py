@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import httpx
 import pytest
 
 from tests.backends.conftest import FakeUpstream, ServerThread
+from tokenlean.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,13 +148,6 @@ def serve() -> Iterator[Callable[[Any], ServerThread]]:
     yield start
     for server in servers:
         server.stop()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on at the moment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 from tests.backends.conftest import WORDS, FakeUpstream
 from tests.proxy.conftest import ROOT, RecordingUpstream, free_port, sse_payloads, streamed_text
 from tokenlean.backends.fake import FakeBackend
-from tokenlean.backends.openai import OpenAIBackend
+from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Chunk, Request, Response
 from tokenlean.proxy.app import create_app

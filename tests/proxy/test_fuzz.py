@@ -33,7 +33,7 @@ from tokenlean.backends.openai_wire import error_from_body, request_body
 from tokenlean.errors import TokenleanError, UpstreamStatusError
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.proxy.app import create_app
-from tokenlean.proxy.wire import MAX_DEPTH, MAX_TOKENS, ChatCompletionRequest, CompletionRequest, to_request
+from tokenlean.wire import MAX_DEPTH, MAX_TOKENS, ChatCompletionRequest, CompletionRequest, to_request
 
 CHAT = "/v1/chat/completions"
 OK = [{"role": "user", "content": "hi"}]

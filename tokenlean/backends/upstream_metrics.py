@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tokenlean.backends.replicas import ReplicaSet, public_url
+from tokenlean.backends.vllm_speculative import SpecDecodeMetrics, afetch_spec_decode_metrics
 from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, UpstreamStatusError
-from tokenlean.reasoning.drafting.vllm import SpecDecodeMetrics, afetch_spec_decode_metrics
 
 __all__ = ["UpstreamMetrics", "UpstreamTimer"]
 

@@ -120,6 +120,16 @@ class ScopedIndex:
                 found.append((key, float(score), self._queries.get(key, "")))
         return found
 
+    def vectors(self, keys: list[str]) -> np.ndarray:
+        """The stored vectors of ``keys`` (rows in order; every key must be indexed)."""
+        import numpy as np
+
+        rows = np.empty((len(keys), self.dimension), dtype=np.float32)
+        for row, key in enumerate(keys):
+            context, ident = self._where[key]
+            rows[row] = self._shards[context].index.reconstruct(ident)
+        return rows
+
     def _flat(self) -> Any:
         import faiss
 

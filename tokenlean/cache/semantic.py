@@ -1,11 +1,15 @@
-"""``ResponseCache``: exact lookup, then semantic lookup vetted by the meaning guard.
+"""``ResponseCache``: exact lookup, then semantic lookup decided by a learnt pair classifier.
 
 GPTCache (Zilliz, 2023) made the semantic response cache popular: embed the question, search a
 vector store, return the stored answer when the similarity clears a threshold. Its failure modes
 are a key that ignores the context (fixed here by ``RequestKeys.context``: only entries with the
 same scope, model, parameters, system prompt and history are searched) and a similarity that
-cannot see meaning flips (fixed here by ``MeaningGuard``). What is left: the embedder's own
-blind spots (see guard.py) and, for long questions, few semantic hits at all.
+cannot see meaning flips or near misses (fixed here by ``MeaningGuard``'s vetoes and the learnt
+``DuplicateHead``, head.py). A lookup takes the ``top_k`` nearest entries of its context from
+faiss, drops those under the cosine ``floor`` or vetoed by the guard, and scores the rest with the
+head: the hit is the best candidate whose duplicate probability clears ``threshold``.
+``decision="guard"`` keeps the earlier rule (cosine minus the guard's novelty penalties against
+the threshold) for comparison.
 
 The store is the source of truth; this object keeps a process-local faiss index in step with it
 through ``store.changes``. Everything here is independent of the pipeline: the stage decides
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tokenlean.cache.entry import CacheEntry
 from tokenlean.cache.guard import MeaningGuard
+from tokenlean.cache.head import DEFAULT_THRESHOLD, DuplicateHead, shipped_head
 from tokenlean.cache.index import ScopedIndex
 from tokenlean.cache.keys import RequestKeys
 from tokenlean.cache.stores.base import CacheStore
@@ -30,12 +35,17 @@ if TYPE_CHECKING:
 
     from tokenlean.embeddings import Embedder
 
-__all__ = ["Hit", "ResponseCache"]
+__all__ = ["CANDIDATE_FLOOR", "DEFAULT_THRESHOLD", "Decision", "Hit", "ResponseCache"]
+
+Decision = Literal["learned", "guard"]
+CANDIDATE_FLOOR = 0.5
+"""Candidates under this cosine are never scored by the head (nothing under it is a duplicate in
+practice, and skipping them keeps a lookup cheap)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A cached answer found for a request: how (``kind``), how close, and the guard's score."""
+    """A cached answer found for a request: how (``kind``), how close, and its decision score."""
 
     entry: CacheEntry
     kind: Literal["exact", "semantic"]
@@ -60,15 +70,21 @@ class ResponseCache:
         store: CacheStore,
         *,
         embedder: Embedder | None = None,
-        threshold: float = 0.7,
+        threshold: float | None = None,
         guard: MeaningGuard | None = None,
+        decision: Decision = "learned",
+        head: DuplicateHead | None = None,
+        floor: float = CANDIDATE_FLOOR,
         top_k: int = 4,
         max_query_chars: int = 1000,
         semantic: bool = True,
     ) -> None:
         self.store = store
-        self.threshold = threshold
+        self.decision = decision
+        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD[decision]
         self.guard = guard or MeaningGuard()
+        self.floor = floor
+        self._head = head
         self.top_k = top_k
         self.max_query_chars = max_query_chars
         self.semantic = semantic
@@ -77,6 +93,13 @@ class ResponseCache:
         self._cursor: Any = None
         self._sync_lock = asyncio.Lock()
         self._syncs = 0
+
+    @property
+    def head(self) -> DuplicateHead:
+        """The duplicate classifier (the shipped one unless another was given)."""
+        if self._head is None:
+            self._head = shipped_head()
+        return self._head
 
     @property
     def embedder(self) -> Embedder:
@@ -104,7 +127,7 @@ class ResponseCache:
     async def lookup(
         self, keys: RequestKeys, *, semantic: bool = True, threshold: float | None = None
     ) -> Lookup:
-        """An exact hit, else the best semantic candidate that clears ``threshold`` after the guard."""
+        """An exact hit, else the best semantic candidate whose score clears ``threshold``."""
         entry = await self.store.get(keys.exact)
         if entry is not None:
             return Lookup(Hit(entry, "exact", 1.0, 1.0))
@@ -114,18 +137,52 @@ class ResponseCache:
         await self.sync()
         return await self._semantic(keys, vector, self.threshold if threshold is None else threshold)
 
-    async def _semantic(self, keys: RequestKeys, vector: np.ndarray, threshold: float) -> Lookup:
-        assert keys.context is not None and self._index is not None
+    def _guarded(
+        self, query: str, found: list[tuple[str, float, str]], threshold: float
+    ) -> tuple[list[tuple[float, float, str]], str | None]:
+        """The earlier rule: cosine minus the guard's penalties against ``threshold``."""
         rejected = None
         scored = []
-        for key, similarity, query in self._index.search(keys.context, vector, self.top_k):
+        for key, similarity, text in found:
             if similarity < threshold:
                 break  # results are sorted and the guard only lowers scores
-            verdict = self.guard.score(keys.query, query, similarity)
+            verdict = self.guard.score(query, text, similarity)
             if verdict.score >= threshold:
                 scored.append((verdict.score, similarity, key))
             elif rejected is None:
                 rejected = verdict.reason
+        return scored, rejected
+
+    def _learned(
+        self, query: str, vector: np.ndarray, found: list[tuple[str, float, str]], threshold: float
+    ) -> tuple[list[tuple[float, float, str]], str | None]:
+        """Vetoes first, then the head's duplicate probability against ``threshold``."""
+        assert self._index is not None
+        rejected = None
+        kept = []
+        for key, similarity, text in found:
+            if similarity < self.floor:
+                break
+            reason = self.guard.veto(query, text)
+            if reason is None:
+                kept.append((key, similarity, text))
+            elif rejected is None:
+                rejected = reason
+        if not kept:
+            return [], rejected
+        probabilities = self.head.score(
+            query, [t for _, _, t in kept], vector, self._index.vectors([k for k, _, _ in kept])
+        )
+        scored = [(p, s, k) for p, (k, s, _) in zip(probabilities, kept, strict=True) if p >= threshold]
+        return scored, rejected if scored or rejected else "head"
+
+    async def _semantic(self, keys: RequestKeys, vector: np.ndarray, threshold: float) -> Lookup:
+        assert keys.context is not None and self._index is not None
+        found = self._index.search(keys.context, vector, self.top_k)
+        if self.decision == "guard":
+            scored, rejected = self._guarded(keys.query, found, threshold)
+        else:
+            scored, rejected = self._learned(keys.query, vector, found, threshold)
         for score, similarity, key in sorted(scored, reverse=True):
             entry = await self.store.get(key)
             if entry is not None:

@@ -26,7 +26,7 @@ from tokenlean.cache.entry import decode_answer, encode_answer
 from tokenlean.cache.guard import MeaningGuard
 from tokenlean.cache.keys import RequestKeys, request_keys
 from tokenlean.cache.options import CacheOptions, parse_options
-from tokenlean.cache.semantic import Hit, Lookup, ResponseCache
+from tokenlean.cache.semantic import Decision, Hit, Lookup, ResponseCache
 from tokenlean.cache.stores.base import CacheStore, CacheStoreError
 from tokenlean.cache.stores.memory import MemoryStore
 from tokenlean.cache.streaming import replay, tee
@@ -85,7 +85,8 @@ class CacheStage:
         prefix: str = "tokenlean:cache",
         namespace: str = "default",
         semantic: bool = True,
-        threshold: float = 0.7,
+        threshold: float | None = None,
+        decision: Decision = "learned",
         novelty_penalty: float = 0.1,
         ttl: float | None = 86_400.0,
         max_entries: int = 100_000,
@@ -96,8 +97,10 @@ class CacheStage:
         store_timeout_s: float = 1.0,
         embedder: Embedder | None = None,
     ) -> None:
-        if not 0 < threshold <= 1:
+        if threshold is not None and not 0 < threshold <= 1:
             raise ConfigError("threshold must be in (0, 1]", param="threshold")
+        if decision not in ("learned", "guard"):
+            raise ConfigError("decision must be 'learned' or 'guard'", param="decision")
         if ttl is not None and ttl <= 0:
             raise ConfigError("ttl must be positive (or null for no expiry)", param="ttl")
         backing = build_store(
@@ -114,6 +117,7 @@ class CacheStage:
             embedder=embedder,
             threshold=threshold,
             semantic=semantic,
+            decision=decision,
             guard=MeaningGuard(novelty_penalty=novelty_penalty),
             max_query_chars=max_query_chars,
         )

@@ -2,7 +2,7 @@
 
 Both take per-call options as a mapping of stage name to that stage's options, the shape of the
 proxy's ``extra_body={"tokenlean": {...}}``. OpenAI-style bodies and the events' JSON come from
-the proxy's wire module (``tokenlean.proxy.wire``, which needs only pydantic), so a caller reads
+the proxy's wire module (``tokenlean.wire``, which needs only pydantic), so a caller reads
 the same fields whichever front-end it used.
 """
 

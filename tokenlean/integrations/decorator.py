@@ -36,7 +36,7 @@ from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.stage import Stage
 from tokenlean.middleware.sync import run_sync
 from tokenlean.middleware.types import Event, Response
-from tokenlean.proxy.wire import chat_response, completion_response
+from tokenlean.wire import chat_response, completion_response
 
 __all__ = ["CallRecord", "call_options", "optimize"]
 

@@ -40,15 +40,14 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field
 
 from tokenlean.errors import BadRequestError
-from tokenlean.integrations.bridge import iterate_sync
 from tokenlean.integrations.convert import flatten_content, load_spec, merge_options, parse_options
 from tokenlean.integrations.function import backend_error
 from tokenlean.middleware.pipeline import FailurePolicy, Pipeline
 from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.stage import Backend, Capabilities, Stage
-from tokenlean.middleware.sync import run_sync
+from tokenlean.middleware.sync import iterate_sync, run_sync
 from tokenlean.middleware.types import Choice, Chunk, Message, Request, Response, Usage
-from tokenlean.proxy.wire import events_json
+from tokenlean.wire import events_json
 
 __all__ = ["LangChainBackend", "TokenleanChatModel"]
 

@@ -1,9 +1,10 @@
 """Named stages and backends, so a pipeline spec can say ``type: cache``.
 
-Built-ins are listed as ``"module:attribute"`` strings and imported only when used (a stage's
-module may import torch or faiss). Third-party packages add theirs through the entry-point groups
-``tokenlean.stages`` and ``tokenlean.backends``; ``register_stage``/``register_backend`` add one
-in code.
+Every stage and backend, the built-in ones included, is declared as an entry point in the
+groups ``tokenlean.stages`` and ``tokenlean.backends`` (tokenlean's own in its pyproject.toml), so
+a third-party stage is registered exactly as the built-ins are and this module names no technique.
+An entry point is loaded only when its name is used (a stage's module may import torch or faiss).
+``register_stage``/``register_backend`` add one in code; those win over entry points.
 """
 
 from __future__ import annotations
@@ -23,18 +24,8 @@ __all__ = [
     "stage_names",
 ]
 
-_STAGES: dict[str, Any] = {
-    "cache": "tokenlean.cache.stage:CacheStage",
-    "demos": "tokenlean.selectors.stage:DemoStage",
-    "compress": "tokenlean.compressors.stage:CompressionStage",
-    "sot": "tokenlean.reasoning.sot.stage:SkeletonStage",
-    "cascade": "tokenlean.reasoning.cascade.stage:CascadeStage",
-}
-_BACKENDS: dict[str, Any] = {
-    "local": "tokenlean.backends.local:LocalBackend",
-    "openai": "tokenlean.backends.openai:OpenAIBackend",
-    "fake": "tokenlean.backends.fake:FakeBackend",
-}
+_STAGES: dict[str, Any] = {}
+_BACKENDS: dict[str, Any] = {}
 
 
 def register_stage(name: str, target: Any) -> None:

@@ -31,7 +31,7 @@ from tokenlean.proxy.errors import error_body, error_response, from_validation_e
 from tokenlean.proxy.health_port import HealthListener
 from tokenlean.proxy.limits import TenantLimits
 from tokenlean.proxy.metrics import ProxyMetrics
-from tokenlean.proxy.wire import (
+from tokenlean.wire import (
     ChatCompletionRequest,
     CompletionRequest,
     ErrorResponse,

@@ -18,10 +18,30 @@ if TYPE_CHECKING:
     from tokenlean.embeddings import Embedder
     from tokenlean.selectors.pool import DemoPool
 
-__all__ = ["OPTION_FIELDS", "parse_request_options", "pool_from_entry"]
+__all__ = ["OPTION_FIELDS", "entry_threshold", "parse_request_options", "pool_from_entry"]
 
-OPTION_FIELDS = ("enabled", "pool", "k", "budget", "method", "mmr_lambda", "balance", "placement")
-_ENTRY_FIELDS = {"path", "input_key", "output_key", "label_key", "index", "exact_threshold", "save_to"}
+OPTION_FIELDS = (
+    "enabled",
+    "pool",
+    "k",
+    "budget",
+    "method",
+    "mmr_lambda",
+    "balance",
+    "placement",
+    "threshold",
+)
+_ENTRY_FIELDS = {
+    "path",
+    "input_key",
+    "output_key",
+    "label_key",
+    "index",
+    "exact_threshold",
+    "save_to",
+    "threshold",
+    "route",
+}
 
 
 def _bad(field: str, message: str) -> BadRequestError:
@@ -45,6 +65,26 @@ def _check(field: str, value: Any) -> None:
         raise _bad(field, f"must be 'turns' or 'system', got {value!r}")
     elif field == "pool" and not isinstance(value, str):
         raise _bad(field, f"must be a pool name, got {value!r}")
+    elif field == "threshold" and not _is_threshold(value):
+        raise _bad(field, f"must be a number in [-1, 1], 'auto' or 'off', got {value!r}")
+
+
+def _is_threshold(value: Any) -> bool:
+    """A relevance threshold: a cosine in [-1, 1], ``auto`` (calibrated) or ``off`` (always add)."""
+    if value in ("auto", "off"):
+        return True
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and -1 <= value <= 1
+
+
+def entry_threshold(name: str, entry: Any, default: Any) -> Any:
+    """The relevance threshold a pool entry asks for (``default`` when it names none)."""
+    value = entry.get("threshold", default) if isinstance(entry, Mapping) else default
+    if not _is_threshold(value):
+        raise ConfigError(
+            f"pool {name!r}: threshold must be a number in [-1, 1], 'auto' or 'off', not {value!r}",
+            param=f"pools.{name}.threshold",
+        )
+    return value
 
 
 def parse_request_options(
@@ -75,7 +115,10 @@ def parse_request_options(
     pool = raw.get("pool", default_pool)
     if pool is None:
         return None
-    merged = {**defaults, **{k: v for k, v in raw.items() if k not in ("enabled", "pool", "placement")}}
+    merged = {
+        **defaults,
+        **{k: v for k, v in raw.items() if k not in ("enabled", "pool", "placement", "threshold")},
+    }
     placement = raw.get("placement", merged.pop("placement"))
     try:
         config = SelectionConfig(**merged)

@@ -160,6 +160,11 @@ class DemoPool:
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 
+    def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine scores and ids, shape ``(len(queries), n)``, in one index call (id -1 pads)."""
+        with self._lock:
+            return self._index.search(queries, n)
+
     # updates and persistence --------------------------------------------------------------
 
     def add(self, examples: Sequence[Example]) -> None:

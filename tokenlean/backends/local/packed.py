@@ -33,7 +33,7 @@ def use_fast_kernels(model: Any) -> bool:
 
     True when the linear layers were packed (the verification costs of ``DraftPolicy.resolve``).
     """
-    from tokenlean.reasoning.drafting.grouped import use_grouped_attention
+    from tokenlean.backends.local.grouped import use_grouped_attention
 
     use_grouped_attention(model)
     return pack_linear_weights(model) > 0

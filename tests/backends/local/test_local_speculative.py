@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from tokenlean.backends.local.drafting.session import DraftPolicy
 from tokenlean.errors import BadRequestError
 from tokenlean.middleware.types import Event, Message, Request
-from tokenlean.reasoning.drafting.session import DraftPolicy
 
 pytestmark = pytest.mark.slow
 

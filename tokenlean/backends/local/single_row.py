@@ -8,7 +8,7 @@ holds for prefix reuse: a row's cache is taken from, and given back to, the ``Pr
 One step: the drafters propose up to ``k`` tokens after the sequence so far; the target runs over
 ``[last token] + draft`` once; ``verify_*`` decides how many drafted tokens stand and the next
 token; the cache is cropped back to the accepted tokens. Without a draft the step is a plain
-one-token step. Papers and failure modes: ``tokenlean/reasoning/drafting/``.
+one-token step. Papers and failure modes: ``tokenlean/backends/local/drafting/``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tokenlean.backends.decoding import RowDecoder
-from tokenlean.backends.prefix_cache import PrefixCache
+from tokenlean.backends.local.decoding import RowDecoder
+from tokenlean.backends.local.drafting.lookup import PromptLookupDrafter
+from tokenlean.backends.local.drafting.model import DraftModel, DraftModelDrafter
+from tokenlean.backends.local.drafting.retrieval import DraftDatastore, RetrievalDrafter
+from tokenlean.backends.local.drafting.session import Drafter, DraftPolicy, DraftSession
+from tokenlean.backends.local.drafting.verify import verify_greedy, verify_sampled
+from tokenlean.backends.local.kv import crop_to, forward_tokens, new_cache
+from tokenlean.backends.local.prefix_cache import PrefixCache
 from tokenlean.middleware.types import Event, Request
-from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, new_cache
-from tokenlean.reasoning.drafting.lookup import PromptLookupDrafter
-from tokenlean.reasoning.drafting.model import DraftModel, DraftModelDrafter
-from tokenlean.reasoning.drafting.retrieval import DraftDatastore, RetrievalDrafter
-from tokenlean.reasoning.drafting.session import Drafter, DraftPolicy, DraftSession
-from tokenlean.reasoning.drafting.verify import verify_greedy, verify_sampled
 
 __all__ = ["DraftPlan", "SingleRowDecoder"]
 

@@ -4,19 +4,19 @@ Drafters (used by ``LocalBackend``'s single-sequence path): prompt lookup (``loo
 retrieval from earlier outputs and per-request hints (``retrieval.py``, REST), a draft model with
 the same or another tokenizer (``model.py``). ``verify.py`` keeps greedy output identical and
 sampling on the target distribution; ``adaptive.py`` turns a drafter off when it stops paying;
-``session.py`` is one request's drafting. ``vllm.py`` builds vLLM's ``--speculative-config`` and
-reads vLLM's acceptance counters (imported on its own: ``python -m`` runs it). See docs/speculative.md.
+``session.py`` is one request's drafting. vLLM's ``--speculative-config`` and acceptance counters
+live in ``tokenlean/backends/vllm_speculative.py``. See docs/speculative.md.
 """
 
-from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch
-from tokenlean.reasoning.drafting.lookup import NgramIndex, PromptLookupDrafter
-from tokenlean.reasoning.drafting.retrieval import (
+from tokenlean.backends.local.drafting.adaptive import AdaptiveSwitch
+from tokenlean.backends.local.drafting.lookup import NgramIndex, PromptLookupDrafter
+from tokenlean.backends.local.drafting.retrieval import (
     DraftDatastore,
     RetrievalDrafter,
     request_hints,
     with_draft_hints,
 )
-from tokenlean.reasoning.drafting.session import DRAFT_MODES, DraftPolicy, DraftSession, parse_draft_mode
+from tokenlean.backends.local.drafting.session import DRAFT_MODES, DraftPolicy, DraftSession, parse_draft_mode
 
 __all__ = [
     "DRAFT_MODES",

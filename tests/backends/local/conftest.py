@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import unavailable
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 if not DATA.exists():
     DATA = Path(os.environ.get("TOKENLEAN_DATA", "../shared/data")).resolve()
 
@@ -47,8 +47,8 @@ async def drafting_backend() -> AsyncIterator[object]:
     model; the different-vocabulary path is tested with Gemma as the target.
     """
     from tokenlean.backends.local import LocalBackend
+    from tokenlean.backends.local.drafting.session import DraftPolicy
     from tokenlean.models import default_model_dir
-    from tokenlean.reasoning.drafting.session import DraftPolicy
 
     # as if the draft were 20x cheaper (spares the calibration); short drafts keep the model drafter quick
     policy = DraftPolicy(draft_model_cost=0.05, max_draft=6)

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from tokenlean.backends.local.drafting.adaptive import AdaptiveSwitch, quality_class
 from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.types import Event
-from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch, quality_class
 
 __all__ = ["DRAFT_MODES", "DraftPolicy", "DraftSession", "Drafter", "parse_draft_mode"]
 

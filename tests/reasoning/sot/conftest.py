@@ -13,7 +13,7 @@ from tokenlean.backends.fake import FakeBackend
 from tokenlean.errors import BackendError
 from tokenlean.middleware.types import Request, Response
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "sot_questions"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "sot_questions"
 
 LEAD = "Managing time starts with a plan."
 SKELETON = "Sure, here is the outline:\n1. Plan the week\n2. Set priorities\n3. Avoid distractions\n"

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, is_sliding, new_cache
-from tokenlean.reasoning.drafting.packed import use_fast_kernels
+from tokenlean.backends.local.kv import crop_to, forward_tokens, is_sliding, new_cache
+from tokenlean.backends.local.packed import use_fast_kernels
 
 __all__ = ["DraftModel", "DraftModelDrafter"]
 

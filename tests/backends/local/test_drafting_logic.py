@@ -10,19 +10,17 @@ import json
 
 import pytest
 
-from tokenlean.errors import BadRequestError, ConfigError
-from tokenlean.middleware.types import Message, Request
-from tokenlean.reasoning.drafting.adaptive import AdaptiveSwitch, expected_gain, quality_class
-from tokenlean.reasoning.drafting.lookup import NgramIndex, PromptLookupDrafter
-from tokenlean.reasoning.drafting.retrieval import (
+from tokenlean.backends.local.drafting.adaptive import AdaptiveSwitch, expected_gain, quality_class
+from tokenlean.backends.local.drafting.lookup import NgramIndex, PromptLookupDrafter
+from tokenlean.backends.local.drafting.retrieval import (
     DraftDatastore,
     RetrievalDrafter,
     request_hints,
     with_draft_hints,
 )
-from tokenlean.reasoning.drafting.session import DraftPolicy, DraftSession, parse_draft_mode
-from tokenlean.reasoning.drafting.verify import verify_greedy, verify_sampled
-from tokenlean.reasoning.drafting.vllm import (
+from tokenlean.backends.local.drafting.session import DraftPolicy, DraftSession, parse_draft_mode
+from tokenlean.backends.local.drafting.verify import verify_greedy, verify_sampled
+from tokenlean.backends.vllm_speculative import (
     SpecDecodeMetrics,
     draft_event,
     main,
@@ -30,6 +28,8 @@ from tokenlean.reasoning.drafting.vllm import (
     speculative_args,
     speculative_config,
 )
+from tokenlean.errors import BadRequestError, ConfigError
+from tokenlean.middleware.types import Message, Request
 
 
 def test_lookup_copies_the_continuation_of_the_latest_longest_match() -> None:

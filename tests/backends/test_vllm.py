@@ -22,9 +22,10 @@ import openai
 import pytest
 
 from tests.conftest import unavailable
-from tokenlean.backends.openai import OpenAIBackend
-from tokenlean.backends.vllm_launcher import VLLMServer, free_port, vllm_python
+from tokenlean.backends.openai_http import OpenAIBackend
+from tokenlean.backends.vllm_launcher import vllm_python
 from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.testing import VLLMServer, free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

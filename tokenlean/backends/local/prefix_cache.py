@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from tokenlean.reasoning.drafting.kv import cache_length, is_sliding
+from tokenlean.backends.local.kv import cache_length, is_sliding
 
 __all__ = ["PrefixCache"]
 

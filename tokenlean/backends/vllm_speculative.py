@@ -5,7 +5,7 @@ decoding, a ``draft_model``, EAGLE heads), verifying with its rejection sampler 
 target's distribution. tokenlean does not draft for it; it builds valid launch arguments and reads
 the acceptance counters vLLM exports on ``/metrics`` so they can be reported with tokenlean's own::
 
-    python -m tokenlean.reasoning.drafting.vllm --method ngram --tokens 4
+    python -m tokenlean.backends.vllm_speculative --method ngram --tokens 4
     # --speculative-config {"method":"ngram","num_speculative_tokens":4,"prompt_lookup_max":4,"prompt_lookup_min":2}
 
 Known failure mode: speculation pays for single streams of copy-heavy text; under a full batch the
@@ -218,7 +218,7 @@ def _print_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tokenlean.reasoning.drafting.vllm``: the same as ``tokenlean vllm-args``."""
+    """``python -m tokenlean.backends.vllm_speculative``: the same as ``tokenlean vllm-args``."""
     parser = argparse.ArgumentParser(prog="tokenlean vllm-args", description=_print_args.__doc__)
     _add_options(parser)
     return _print_args(parser.parse_args(argv))

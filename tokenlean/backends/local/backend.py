@@ -32,17 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenlean.backends.decoding import RowDecoder, SamplingSettings
-from tokenlean.backends.prefix_cache import PrefixCache
-from tokenlean.backends.single_row import DraftPlan, SingleRowDecoder
+from tokenlean.backends.local.decoding import RowDecoder, SamplingSettings
+from tokenlean.backends.local.drafting.model import DraftModel
+from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_hints
+from tokenlean.backends.local.drafting.session import DraftPolicy, parse_draft_mode
+from tokenlean.backends.local.packed import use_fast_kernels
+from tokenlean.backends.local.prefix_cache import PrefixCache
+from tokenlean.backends.local.single_row import DraftPlan, SingleRowDecoder
 from tokenlean.errors import BackendError, BadRequestError, ConfigError, ContextLengthError
 from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Chunk, Event, Request, Response, Usage
 from tokenlean.models import resolve_model_dir
-from tokenlean.reasoning.drafting.model import DraftModel
-from tokenlean.reasoning.drafting.packed import use_fast_kernels
-from tokenlean.reasoning.drafting.retrieval import DraftDatastore, request_hints
-from tokenlean.reasoning.drafting.session import DraftPolicy, parse_draft_mode
 from tokenlean.threads import decode_threads
 
 __all__ = ["LocalBackend"]
@@ -86,7 +86,7 @@ class LocalBackend:
     ``draft_policy`` the draft length and cost figures of the adaptive switch; ``datastore`` the
     retrieval drafter's store of earlier outputs (pass one to share or pre-fill it).
     Prefix reuse: ``prefix_cache_entries`` caches kept (0 turns reuse off), ``prefix_cache_bytes``.
-    ``fast_kernels``: packed CPU weights, grouped attention (``reasoning/drafting/packed.py``):
+    ``fast_kernels``: packed CPU weights, grouped attention (``backends/local/packed.py``):
     faster decoding, cheap verification of drafts, for twice the linear layers' memory.
     ``threads``: torch intra-op threads of the decode thread (default: ``decode_threads``).
     """

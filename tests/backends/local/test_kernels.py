@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tokenlean.reasoning.drafting.grouped import ATTENTION, grouped_sdpa_attention, use_grouped_attention
-from tokenlean.reasoning.drafting.packed import pack_linear_weights
+from tokenlean.backends.local.grouped import ATTENTION, grouped_sdpa_attention, use_grouped_attention
+from tokenlean.backends.local.packed import pack_linear_weights
 
 
 class _Attention:
@@ -40,8 +40,8 @@ def test_fast_kernels_give_the_same_logits_on_smollm2() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tokenlean.backends.local.kv import crop_to, forward_tokens, new_cache
     from tokenlean.models import default_model_dir
-    from tokenlean.reasoning.drafting.kv import crop_to, forward_tokens, new_cache
 
     plain, fast = (
         AutoModelForCausalLM.from_pretrained(str(default_model_dir()), dtype=torch.float32).eval()

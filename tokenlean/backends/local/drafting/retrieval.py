@@ -23,9 +23,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from tokenlean.backends.local.drafting.lookup import NgramIndex
 from tokenlean.errors import BadRequestError
 from tokenlean.middleware.types import Request
-from tokenlean.reasoning.drafting.lookup import NgramIndex
 
 __all__ = ["HINTS_OPTION", "DraftDatastore", "RetrievalDrafter", "request_hints", "with_draft_hints"]
 

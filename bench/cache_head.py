@@ -1,0 +1,121 @@
+"""Train the cache's duplicate head (tokenlean/cache/head.py) on the fit split of labelled QQP.
+
+    python -m bench.cache_head          # trains, picks the epoch on val, writes the shipped weights
+
+Fit split: train. Validation split: choose the number of epochs (the one with the most duplicates
+hit at <= 1% false hits) and, in bench/cache.py, the default threshold. Test split: never read
+here. Inputs are MiniLM vectors from ``bench.cache.embed_all`` (cached on disk) and the head's
+own features; the model is a 784-128-1 perceptron with ReLU, trained with Adam and binary cross
+entropy (torch, CPU, a minute or two); weights are saved as float16 in
+tokenlean/cache/data/duplicate_head.npz with the feature standardisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.qqp_split import Pair, split_pairs
+from tokenlean.cache.head import HEAD_PATH, LEXICAL, lexical_features
+
+HIDDEN = 128
+EPOCHS = 12
+SEED = 0
+
+
+def pair_inputs(pairs: list[Pair], table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw lexical features, vector features ``[u*v, |u-v|]`` and labels for ``pairs``."""
+    u = np.vstack([table[a] for a, _, _ in pairs]).astype(np.float32)
+    v = np.vstack([table[b] for _, b, _ in pairs]).astype(np.float32)
+    cosines = np.einsum("ij,ij->i", u, v)
+    lexical = np.array(
+        [lexical_features(a, b, float(c)) for (a, b, _), c in zip(pairs, cosines, strict=True)],
+        dtype=np.float32,
+    )
+    labels = np.array([label for *_, label in pairs], dtype=np.float32)
+    return lexical, np.hstack([u * v, np.abs(u - v)]), labels
+
+
+def hit_at(scores: np.ndarray, labels: np.ndarray, false_hit: float) -> float:
+    """The share of duplicates whose score clears the lowest threshold with <= ``false_hit`` false hits."""
+    negatives = np.sort(scores[labels == 0])[::-1]
+    allowed = int(np.floor(false_hit * len(negatives)))
+    cut = negatives[allowed] if allowed < len(negatives) else -np.inf
+    return float(np.mean(scores[labels == 1] > cut))
+
+
+def train(
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    """Train on ``fit``; keep the epoch with the best val hit rate at <= 1% false hits."""
+    import torch
+
+    torch.manual_seed(SEED)
+    mean, scale = fit[0].mean(axis=0), fit[0].std(axis=0) + 1e-6
+    x_fit = torch.from_numpy(np.hstack([(fit[0] - mean) / scale, fit[1]]))
+    y_fit = torch.from_numpy(fit[2])
+    x_val = torch.from_numpy(np.hstack([(val[0] - mean) / scale, val[1]]))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(x_fit.shape[1], HIDDEN), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(HIDDEN, 1)
+    )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    best: tuple[float, dict[str, np.ndarray]] = (-1.0, {})
+    history = []
+    for epoch in range(EPOCHS):
+        model.train()
+        for batch in torch.randperm(len(x_fit)).split(256):
+            optimiser.zero_grad()
+            loss_fn(model(x_fit[batch])[:, 0], y_fit[batch]).backward()
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            scores = model(x_val)[:, 0].numpy()
+        row = {"epoch": epoch + 1, **{f"val_hit_at_{f}": hit_at(scores, val[2], f) for f in (0.005, 0.01, 0.02)}}
+        history.append(row)
+        print(row, flush=True)
+        if row["val_hit_at_0.01"] > best[0]:
+            first, last = model[0], model[3]
+            best = (
+                row["val_hit_at_0.01"],
+                {
+                    "w0": first.weight.detach().numpy().T.copy(),
+                    "b0": first.bias.detach().numpy().copy(),
+                    "w1": last.weight.detach().numpy().T.copy(),
+                    "b1": last.bias.detach().numpy().copy(),
+                },
+            )
+    return {"mean": mean, "scale": scale, **best[1]}, history
+
+
+def save(weights: dict[str, np.ndarray], path: Path) -> None:
+    """float16 weights (float32 standardisation), plus the depth and the feature names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {k: v.astype(np.float16) for k, v in weights.items() if k[0] in "wb"}
+    arrays |= {"mean": weights["mean"].astype(np.float32), "scale": weights["scale"].astype(np.float32)}
+    np.savez_compressed(path, depth=np.array(2), features=np.array(LEXICAL), **arrays)
+
+
+def main() -> None:
+    from bench.cache import embed_all
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=HEAD_PATH)
+    args = parser.parse_args()
+    splits = split_pairs()
+    texts = [t for name in ("fit", "val") for a, b, _ in splits[name] for t in (a, b)]
+    table, _ = embed_all(texts)
+    started = time.perf_counter()
+    fit, val = pair_inputs(splits["fit"], table), pair_inputs(splits["val"], table)
+    print(f"features: {time.perf_counter() - started:.0f} s", flush=True)
+    weights, _ = train(fit, val)
+    save(weights, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()

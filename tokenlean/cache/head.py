@@ -1,0 +1,167 @@
+"""``DuplicateHead``: a learnt pair classifier that decides a semantic hit from the top candidates.
+
+Plain cosine between two MiniLM vectors does not separate a reworded question from a near miss
+(same topic, another question: "How do I lose weight fast?" / "How do I lose belly fat fast?"),
+and the guard's per-word novelty penalty does not either on short questions (on labelled Quora
+pairs it hit fewer duplicates than plain cosine at every false-hit rate). The head reads what the
+cosine averages away: the element-wise product and absolute difference of the two vectors (which
+dimensions agree, which differ) plus lexical features of the two texts (word overlap, the words
+only one side has, numbers, negation, names, the question word), and outputs the probability that
+the two questions are duplicates. It is a two-layer perceptron trained on the *fit* split of the
+labelled QQP pairs by ``bench/cache_head.py``; its weights ship in ``data/duplicate_head.npz``
+(float16, about 100 kB) and inference is numpy only, on the few faiss candidates of one lookup.
+
+Every input is symmetric in the two texts, so the score does not depend on which was stored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tokenlean.cache.guard import _opposed, _swapped, features
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DEFAULT_THRESHOLD", "HEAD_PATH", "LEXICAL", "DuplicateHead", "lexical_features", "shipped_head"]
+
+HEAD_PATH = Path(__file__).resolve().parent / "data" / "duplicate_head.npz"
+DEFAULT_THRESHOLD = {"learned": 0.9, "guard": 0.7}
+"""The default hit thresholds: the head's probability chosen on the validation split for <= 1%
+false hits on near-miss questions (bench/cache.py), and the earlier guard rule's score."""
+LEXICAL = (
+    "cosine",
+    "novel_max",
+    "novel_min",
+    "content_jaccard",
+    "word_jaccard",
+    "bigram_jaccard",
+    "char_ratio",
+    "word_diff",
+    "numbers_differ",
+    "numbers_any",
+    "negation_differ",
+    "direction_opposed",
+    "order_swapped",
+    "question_word_differs",
+    "names_novel",
+    "names_any",
+)
+_TOKEN = re.compile(r"[a-z0-9]+")
+_NAME = re.compile(r"[A-Z][a-zA-Z]+")
+_QUESTION_WORDS = frozenset("what which who whom whose when where why how is are can do does should will".split())
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    words: frozenset[str]
+    bigrams: frozenset[tuple[str, str]]
+    first: str
+    names: frozenset[str]
+    chars: int
+    count: int
+
+
+@lru_cache(maxsize=8192)
+def _text(text: str) -> _Text:
+    tokens = _TOKEN.findall(text.lower())
+    first = next((t for t in tokens if t in _QUESTION_WORDS), "")
+    words = text.split()
+    names = frozenset(n.lower() for w in words[1:] for n in _NAME.findall(w)[:1] if w[:1].isupper())
+    bigrams = frozenset(zip(tokens, tokens[1:], strict=False))
+    return _Text(frozenset(tokens), bigrams, first, names, len(text), len(tokens))
+
+
+def _jaccard(a: frozenset[object], b: frozenset[object]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def lexical_features(a: str, b: str, cosine: float) -> list[float]:
+    """The scalar features of the pair, in ``LEXICAL`` order (symmetric in ``a`` and ``b``)."""
+    fa, fb = features(a), features(b)
+    ta, tb = _text(a), _text(b)
+    novel = (len(fa.content - fb.content), len(fb.content - fa.content))
+    names = (len(ta.names - tb.names), len(tb.names - ta.names))
+    return [
+        cosine,
+        float(max(novel)),
+        float(min(novel)),
+        _jaccard(fa.content, fb.content),  # type: ignore[arg-type]
+        _jaccard(ta.words, tb.words),  # type: ignore[arg-type]
+        _jaccard(ta.bigrams, tb.bigrams),  # type: ignore[arg-type]
+        min(ta.chars, tb.chars) / max(ta.chars, tb.chars, 1),
+        float(abs(ta.count - tb.count)),
+        float(fa.numbers != fb.numbers),
+        float(bool(fa.numbers or fb.numbers)),
+        float(fa.negated != fb.negated),
+        float(_opposed(fa.directions, fb.directions)),
+        float(_swapped(fa.order, fb.order)),
+        float(ta.first != tb.first),
+        float(max(names)),
+        float(bool(ta.names or tb.names)),
+    ]
+
+
+class DuplicateHead:
+    """The probability that two questions ask the same thing, from their vectors and texts."""
+
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        import numpy as np
+
+        self.mean = np.asarray(weights["mean"], dtype=np.float32)
+        self.scale = np.asarray(weights["scale"], dtype=np.float32)
+        self.layers = [
+            (np.asarray(weights[f"w{i}"], dtype=np.float32), np.asarray(weights[f"b{i}"], dtype=np.float32))
+            for i in range(int(weights["depth"]))
+        ]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> DuplicateHead:
+        """The shipped head (or one saved by ``bench/cache_head.py`` at ``path``)."""
+        import numpy as np
+
+        with np.load(Path(path) if path is not None else HEAD_PATH, allow_pickle=False) as stored:
+            return cls({name: stored[name] for name in stored.files})
+
+    def inputs(self, query: str, candidates: list[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The standardised input rows: ``[lexical, u*v, |u-v|]`` for each candidate (``v``'s rows)."""
+        import numpy as np
+
+        v = np.asarray(v, dtype=np.float32).reshape(len(candidates), -1)
+        u = np.asarray(u, dtype=np.float32).reshape(1, -1)
+        cosines = (v @ u[0]).tolist()
+        lexical = np.array(
+            [lexical_features(query, c, s) for c, s in zip(candidates, cosines, strict=True)],
+            dtype=np.float32,
+        )
+        return np.hstack([(lexical - self.mean) / self.scale, u * v, np.abs(u - v)])
+
+    def forward(self, rows: np.ndarray) -> np.ndarray:
+        """Probabilities for standardised input rows (see ``inputs``)."""
+        import numpy as np
+
+        hidden = rows
+        for i, (weight, bias) in enumerate(self.layers):
+            hidden = hidden @ weight + bias
+            if i < len(self.layers) - 1:
+                hidden = np.maximum(hidden, 0.0)
+        logits = np.clip(hidden[:, 0], -30.0, 30.0)
+        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+        return probabilities
+
+    def score(self, query: str, candidates: list[str], u: np.ndarray, v: np.ndarray) -> list[float]:
+        """The duplicate probability of ``query`` (vector ``u``) against each candidate (rows of ``v``)."""
+        if not candidates:
+            return []
+        return [float(p) for p in self.forward(self.inputs(query, candidates, u, v))]
+
+
+@lru_cache(maxsize=4)
+def shipped_head(path: str | None = None) -> DuplicateHead:
+    """One loaded head per path for the whole process."""
+    return DuplicateHead.load(path)
