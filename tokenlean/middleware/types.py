@@ -14,22 +14,68 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
-__all__ = ["Choice", "Chunk", "Event", "Message", "Request", "Response", "Usage"]
+__all__ = ["Choice", "Chunk", "Event", "Message", "Request", "Response", "Usage", "merge_tool_call_deltas"]
+
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat turn. ``content`` is plain text; multi-part content is flattened by the front-end."""
+    """One chat turn.
+
+    ``content`` is the text a stage may read or rewrite (a list of parts has its text parts
+    joined). ``parts`` keeps the original list when the client sent one (``image_url``,
+    ``input_audio``, ``file``, ``text``, ...): it goes upstream unchanged, except that a stage which
+    rewrote ``content`` has the text parts replaced by the new text (``wire_content``).
+    ``tool_calls`` is an assistant turn's calls (OpenAI shape), ``tool_call_id`` a tool turn's
+    answer target; ``extra`` holds the message's other fields (vendor ones included), as sent.
+    """
 
     role: Role
     content: str
     name: str | None = None
+    parts: tuple[Mapping[str, Any], ...] | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_call_id: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
+
+    def replace(self, **changes: Any) -> Message:
+        """Return a copy with ``changes`` applied (parts, tool calls and extras kept)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def has_non_text_parts(self) -> bool:
+        """The message carries parts other than text (images, audio, files, ...)."""
+        return any(part.get("type") != "text" for part in self.parts or ())
+
+    def wire_content(self) -> str | list[dict[str, Any]] | None:
+        """The ``content`` to send upstream: the parts as sent, with text parts following ``content``.
+
+        When a stage rewrote ``content`` the text parts are replaced by one text part, at the
+        place of the first, so non-text parts and their order survive. An assistant turn with
+        tool calls and no text gets ``None``, as OpenAI sends it.
+        """
+        if self.parts is None:
+            return None if not self.content and self.tool_calls else self.content
+        texts = [p for p in self.parts if p.get("type") == "text"]
+        if "".join(str(p.get("text") or "") for p in texts) == self.content:
+            return [dict(p) for p in self.parts]
+        out: list[dict[str, Any]] = []
+        for part in self.parts:
+            if part.get("type") != "text":
+                out.append(dict(part))
+            elif part is texts[0]:
+                out.append({**part, "text": self.content})
+        if not texts and self.content:
+            out.insert(0, {"type": "text", "text": self.content})
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +117,10 @@ class Request:
 
     ``prompt`` is set instead of ``messages`` for legacy text completions. ``extra`` holds
     OpenAI (or vLLM) fields tokenlean does not interpret; they are passed to the backend as they
-    came. ``options`` holds the per-call tokenlean options (``extra_body={"tokenlean": ...}``),
+    came. ``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` are OpenAI's
+    fields as sent (tool definitions, ``"none"``/``"auto"``/``"required"``/a named function, the
+    ``text``/``json_object``/``json_schema`` format); stages ask ``structured_features`` before
+    touching such a request. ``options`` holds the per-call tokenlean options (``extra_body={"tokenlean": ...}``),
     keyed by stage name. ``tenant`` scopes caches and pools; the proxy fills it from the API key.
     """
 
@@ -87,6 +136,10 @@ class Request:
     stream: bool = False
     logprobs: bool = False
     top_logprobs: int | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     tenant: str | None = None
@@ -108,6 +161,35 @@ class Request:
         return self.temperature == 0 or self.seed is not None
 
     @property
+    def structured_features(self) -> tuple[str, ...]:
+        """The fields that make this more than a plain-text chat, as the names of those fields.
+
+        ``"tools"`` (tool definitions, a tool choice, or tool calls / tool turns in the history),
+        ``"response_format"`` (JSON mode or a JSON schema) and ``"content"`` (parts other than
+        text). Empty for a plain-text request. Every stage asks this one question before it
+        rewrites a prompt or changes how the answer is produced: a stage that does not handle
+        these steps aside and says why (``step_aside_reason``), so the answer keeps its shape.
+        """
+        features: list[str] = []
+        if (
+            self.tools
+            or self.tool_choice is not None
+            or any(m.tool_calls or m.role == "tool" for m in self.messages)
+        ):
+            features.append("tools")
+        if self.response_format is not None and self.response_format.get("type", "text") != "text":
+            features.append("response_format")
+        if any(m.has_non_text_parts for m in self.messages):
+            features.append("content")
+        return tuple(features)
+
+    @property
+    def step_aside_reason(self) -> str | None:
+        """Why a text-only stage leaves this request alone (``"uses tools"`` ...), or None."""
+        features = self.structured_features
+        return "uses " + ", ".join(features) if features else None
+
+    @property
     def last_user_text(self) -> str:
         """The final user turn (or the text prompt): the question stages must protect."""
         if self.prompt is not None:
@@ -126,6 +208,11 @@ class Choice:
     text: str = ""
     finish_reason: str | None = "stop"
     logprobs: tuple[Mapping[str, Any], ...] | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
+    """Tool calls in OpenAI's shape (``{"id", "type": "function", "function": {"name", "arguments"}}``,
+    ``finish_reason`` ``"tool_calls"``). ``extra`` holds the choice's vendor fields (vLLM's
+    ``stop_reason``, ...) passed back unchanged; its key ``"message"`` holds extra message fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +221,9 @@ class Chunk:
 
     The last chunk of a choice has ``finish_reason``; a chunk with ``usage`` (and no text) may
     close the stream. ``events`` lets a stage report after the stream finished (a cache store).
+    ``tool_calls`` are streamed deltas in OpenAI's shape (each with its ``index``; arguments
+    arrive in fragments); ``extra`` holds the chunk choice's vendor fields, its key ``"delta"`` the
+    delta's extra fields.
     """
 
     index: int = 0
@@ -142,6 +232,28 @@ class Chunk:
     logprobs: tuple[Mapping[str, Any], ...] | None = None
     usage: Usage | None = None
     events: tuple[Event, ...] = ()
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
+
+
+def merge_tool_call_deltas(deltas: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """Join streamed tool-call deltas into complete calls (arguments concatenated per ``index``)."""
+    calls: dict[int, dict[str, Any]] = {}
+    for delta in deltas:
+        call = calls.setdefault(
+            int(delta.get("index", len(calls))), {"id": None, "type": "function", "function": {}}
+        )
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        if delta.get("type"):
+            call["type"] = delta["type"]
+        function = delta.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] = function["name"]
+        call["function"]["arguments"] = call["function"].get("arguments", "") + (
+            function.get("arguments") or ""
+        )
+    return tuple(calls[i] for i in sorted(calls))
 
 
 def _new_id() -> str:
@@ -159,6 +271,8 @@ class Response:
     stream: AsyncIterator[Chunk] | None = None
     id: str = field(default_factory=_new_id)
     created: int = field(default_factory=lambda: int(time.time()))
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
+    """The answer's top-level vendor fields (``system_fingerprint``, vLLM's ``prompt_logprobs``...)."""
 
     @property
     def text(self) -> str:
@@ -183,13 +297,16 @@ class Response:
     async def aread(self) -> Response:
         """Consume the stream (if any) and return the equivalent completed response.
 
-        Chunk events are folded into ``events``; the final ``usage`` chunk wins.
+        Chunk events are folded into ``events``; the final ``usage`` chunk wins; tool-call deltas
+        are joined into whole calls; the choice's vendor fields keep their last value.
         """
         if self.stream is None:
             return self
         texts: dict[int, list[str]] = {}
         finish: dict[int, str | None] = {}
         logprobs: dict[int, list[Mapping[str, Any]]] = {}
+        calls: dict[int, list[Mapping[str, Any]]] = {}
+        extras: dict[int, dict[str, Any]] = {}
         usage, events = self.usage, list(self.events)
         async for chunk in self.stream:
             texts.setdefault(chunk.index, []).append(chunk.text)
@@ -197,11 +314,32 @@ class Response:
                 finish[chunk.index] = chunk.finish_reason
             if chunk.logprobs:
                 logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
+            calls.setdefault(chunk.index, []).extend(chunk.tool_calls)
+            _merge_extra(extras.setdefault(chunk.index, {}), chunk.extra)
             if chunk.usage is not None:
                 usage = chunk.usage
             events.extend(chunk.events)
         choices = tuple(
-            Choice(i, "".join(texts[i]), finish.get(i, "stop"), tuple(logprobs[i]) if i in logprobs else None)
+            Choice(
+                i,
+                "".join(texts[i]),
+                finish.get(i, "stop"),
+                tuple(logprobs[i]) if i in logprobs else None,
+                merge_tool_call_deltas(calls[i]),
+                extras[i] or _NO_EXTRA,
+            )
             for i in sorted(texts)
         )
         return dataclasses.replace(self, choices=choices, usage=usage, events=tuple(events), stream=None)
+
+
+def _merge_extra(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Fold a chunk's vendor fields into a choice's: the delta's fields become the message's."""
+    for key, value in extra.items():
+        if key == "delta":
+            message = into.setdefault("message", {})
+            for name, part in value.items():
+                joined = isinstance(part, str) and isinstance(message.get(name), str)
+                message[name] = message[name] + part if joined else part
+        elif value is not None or key not in into:
+            into[key] = value
