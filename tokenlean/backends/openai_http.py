@@ -6,11 +6,11 @@ parsed whole; streamed ones are relayed chunk by chunk as each server-sent event
 (nothing is buffered). Several upstream URLs are replicas of one model, routed with prefix
 affinity (``replicas.py``).
 
-Retries happen only before the caller has received anything: for a stream, only until the first
-chunk is yielded. After that a failure surfaces as an error from the stream, because replaying a
-generation the client has half seen would duplicate text. Timeouts are not retried (the upstream
-is alive but slow; a second copy of the request doubles its load); connection failures and 502/
-503/504 answers are, on another replica when there is one.
+Retries follow the one policy in ``retry.py`` (connection failures, timeouts before the first
+byte, 429/502/503/504, jittered backoff, ``Retry-After``, never past the deadline), in one loop
+(``_attempts``), on another replica when there is one. A stream is retried only until its first
+chunk: opening it and reading that chunk is the attempt, and what follows is relayed without
+retries, because replaying a generation the client has half seen would duplicate text.
 
 Errors are translated here, at the boundary: connection failure → ``BackendUnavailableError``
 (503), connect/read/total timeout → ``BackendTimeoutError`` (504), an error status →
@@ -25,7 +25,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -38,9 +38,11 @@ from tokenlean.backends.openai_wire import (
     parse_completion,
     redact_error,
     request_body,
+    retry_after,
     sse_data,
 )
 from tokenlean.backends.replicas import Replica, ReplicaSet, Routing, url_secrets
+from tokenlean.backends.retry import RetryPolicy
 from tokenlean.backends.upstream_metrics import UpstreamMetrics
 from tokenlean.errors import (
     BackendError,
@@ -55,7 +57,6 @@ from tokenlean.middleware.types import Chunk, Request, Response
 __all__ = ["OpenAIBackend", "normalize_url"]
 
 T = TypeVar("T")
-_RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 def normalize_url(url: str) -> str:
@@ -81,18 +82,22 @@ def _translate(exc: BaseException, url: str) -> BackendError:
     """An httpx or asyncio failure as the matching tokenlean error."""
     if isinstance(exc, BackendError):
         return exc
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        kind = type(exc).__name__ if isinstance(exc, httpx.TimeoutException) else "total timeout"
-        return BackendTimeoutError(f"upstream {url} timed out ({kind})")
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeoutError(f"upstream {url} timed out ({type(exc).__name__})")
+    if isinstance(exc, TimeoutError):  # _within's deadline: the request's whole budget is spent
+        return BackendTimeoutError(f"upstream {url} timed out (total timeout)", deadline_passed=True)
     if isinstance(exc, httpx.ConnectError):
         return BackendUnavailableError(f"cannot connect to upstream {url}: {exc}")
     return BackendError(f"upstream {url} failed: {type(exc).__name__}: {exc}")
 
 
-def _retryable(error: BackendError) -> bool:
-    if isinstance(error, UpstreamStatusError):
-        return error.upstream_status in _RETRY_STATUSES
-    return not isinstance(error, BackendTimeoutError) or "ConnectTimeout" in error.message
+class _Progress:
+    """How far one attempt got: once the answer's first byte is in, it is no longer retried."""
+
+    __slots__ = ("first_byte",)
+
+    def __init__(self) -> None:
+        self.first_byte = False
 
 
 class OpenAIBackend:
@@ -103,7 +108,9 @@ class OpenAIBackend:
     (``"affinity"``: prefix-affine consistent hashing with bounded loads).
     """
 
-    capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
+    capabilities = Capabilities(  # tools, formats and content parts go upstream as sent
+        streaming=True, logprobs=True, n=True, batching=True, tools=True, response_format=True, content_parts=None
+    )
 
     def __init__(
         self,
@@ -128,7 +135,7 @@ class OpenAIBackend:
         self.upstream_metrics = UpstreamMetrics(self.replicas)  # latency, errors, vLLM drafting: /metrics
         self.model = model
         self.total_timeout = total_timeout
-        self.max_retries = max_retries
+        self.retry = RetryPolicy(attempts=max_retries + 1)
         self.health_interval = health_interval
         timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -168,13 +175,13 @@ class OpenAIBackend:
         deadline = asyncio.get_running_loop().time() + self.total_timeout
         body = request_body(request, await self._model_for(request))
         if not request.stream:
-            return await self._attempts(request, lambda r: self._post(r, request, body, deadline))
-        stream = self._stream(request, body, deadline)
-        try:
-            first = await stream.__anext__()
-        except StopAsyncIteration:
-            return Response(model=body["model"], stream=_empty())
-        return Response(model=body["model"], stream=_Prepended(first, stream))
+            return await self._attempts(
+                request, deadline, lambda r, progress: self._post(r, request, body, deadline, progress)
+            )
+        replica, first, rest = await self._attempts(
+            request, deadline, lambda r, progress: self._open(r, request, body, deadline, progress), hold=True
+        )
+        return Response(model=body["model"], stream=_UpstreamStream(self, replica, first, rest))
 
     async def _model_for(self, request: Request) -> str:
         if self.model:
@@ -191,32 +198,57 @@ class OpenAIBackend:
             )
         return names[0]
 
-    async def _attempts(self, request: Request, once: Callable[[Replica], Awaitable[T]]) -> T:
-        """Run ``once`` on a routed replica, retrying failures that are safe to retry."""
+    async def _attempts(
+        self,
+        request: Request,
+        deadline: float,
+        once: Callable[[Replica, _Progress], Awaitable[T]],
+        *,
+        hold: bool = False,
+    ) -> T:
+        """The one retry loop: run ``once`` on a routed replica until it succeeds or may not retry.
+
+        With ``hold`` the replica stays acquired after success (a stream releases it at its end).
+        """
         tried: list[Replica] = []
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             replica = self.replicas.pick(request, exclude=tried) or tried[-1]
             tried.append(replica)
             self.replicas.acquire(replica)
+            progress = _Progress()
             try:
-                result = await once(replica)
+                result = await once(replica, progress)
             except Exception as exc:
+                self.replicas.release(replica)
                 error = self._failed(replica, exc)
-                if attempt == self.max_retries or not _retryable(error):
+                wait = self._retry_wait(error, attempt, progress, tried, deadline)
+                if wait is None:
                     raise error from exc
             else:
                 replica.mark_up()
+                if not hold:
+                    self.replicas.release(replica)
                 return result
-            finally:
-                self.replicas.release(replica)
-            await self._backoff(attempt, tried)
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
+            await asyncio.sleep(wait)
 
-    async def _backoff(self, attempt: int, tried: list[Replica]) -> None:
-        """No wait when another replica is left to try; exponential (capped) on the same one."""
-        if len(set(map(id, tried))) < len(self.replicas):
-            return
-        await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+    def _retry_wait(
+        self, error: BackendError, attempt: int, progress: _Progress, tried: list[Replica], deadline: float
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None``: raise ``error`` now.
+
+        No wait when another replica is left to try and the upstream asked for none.
+        """
+        if attempt + 1 >= self.retry.attempts:
+            return None
+        if not self.retry.retryable(error, after_first_byte=progress.first_byte):
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if retry_after is None and len(set(map(id, tried))) < len(self.replicas):
+            return 0.0 if remaining > 0 else None
+        return self.retry.delay(attempt, retry_after=retry_after, remaining=remaining)
 
     def _failed(self, replica: Replica, exc: BaseException) -> BackendError:
         error = redact_error(_translate(exc, replica.url), self._secrets)
@@ -226,52 +258,41 @@ class OpenAIBackend:
         return error
 
     async def _post(
-        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
     ) -> Response:
         client = self._clients[replica.url]
         timer = self.upstream_metrics.start(replica.url, stream=False)
         upstream = client.build_request("POST", endpoint(request), json=body)
         answer = await _within(deadline, client.send(upstream, stream=True))
+        progress.first_byte = True
         try:
             timer.headers()
             await _within(deadline, answer.aread())
         finally:
             await answer.aclose()
         if answer.status_code >= 400:
-            raise error_from_body(answer.status_code, answer.content)
+            raise error_from_body(answer.status_code, answer.content, retry_after(answer.headers))
         completion = parse_completion(answer.json())
         timer.done()
         return completion
 
-    async def _stream(self, request: Request, body: dict[str, Any], deadline: float) -> AsyncIterator[Chunk]:
-        """Relay one upstream stream; retry on another replica only while nothing was yielded."""
-        tried: list[Replica] = []
-        for attempt in range(self.max_retries + 1):
-            replica = self.replicas.pick(request, exclude=tried) or tried[-1]
-            tried.append(replica)
-            self.replicas.acquire(replica)
-            yielded = False
-            try:
-                # aclosing: a caller that stops early closes the upstream response now, so vLLM
-                # aborts the generation instead of finishing it for nobody.
-                async with contextlib.aclosing(self._relay(replica, request, body, deadline)) as chunks:
-                    async for chunk in chunks:
-                        if not yielded:
-                            replica.mark_up()
-                        yielded = True
-                        yield chunk
-                return
-            except Exception as exc:
-                error = self._failed(replica, exc)
-                if yielded or attempt == self.max_retries or not _retryable(error):
-                    raise error from exc
-            finally:
-                self.replicas.release(replica)
-            await self._backoff(attempt, tried)
+    async def _open(
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
+    ) -> tuple[Replica, Chunk | None, AsyncIterator[Chunk]]:
+        """One streamed attempt: open the stream and read its first chunk (``None``: empty)."""
+        chunks = self._relay(replica, request, body, deadline, progress)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            return replica, None, chunks
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return replica, first, chunks
 
     async def _relay(
-        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
-    ) -> AsyncIterator[Chunk]:
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
+    ) -> AsyncGenerator[Chunk, None]:
         client = self._clients[replica.url]
         timer = self.upstream_metrics.start(replica.url, stream=True)
         upstream = client.build_request("POST", endpoint(request), json=body)
@@ -279,7 +300,8 @@ class OpenAIBackend:
         timer.headers()
         try:
             if answer.status_code >= 400:
-                raise error_from_body(answer.status_code, await _within(deadline, answer.aread()))
+                body_bytes = await _within(deadline, answer.aread())
+                raise error_from_body(answer.status_code, body_bytes, retry_after(answer.headers))
             events = sse_data(answer.aiter_bytes())
             while True:
                 try:
@@ -298,6 +320,7 @@ class OpenAIBackend:
                     raise _stream_error(data["error"])
                 for chunk in parse_chunk(data):
                     timer.first_chunk()
+                    progress.first_byte = True
                     yield chunk
         finally:
             await answer.aclose()
@@ -372,29 +395,49 @@ async def _drain(events: AsyncIterator[bytes]) -> None:
         pass
 
 
-async def _empty() -> AsyncIterator[Chunk]:
-    return
-    yield  # pragma: no cover - makes this an async generator
+class _UpstreamStream:
+    """A stream after its first chunk was read (the retried part): that chunk, then the rest.
 
+    Relayed as it comes and never retried. A class rather than an async generator so that
+    ``aclose`` always closes the upstream response and frees the replica, even when the caller
+    stops before reading past the first chunk (an unstarted generator's ``finally`` never runs).
+    """
 
-class _Prepended:
-    """The stream after its first chunk was read (to retry before answering): first, then the rest."""
-
-    def __init__(self, first: Chunk, rest: AsyncIterator[Chunk]) -> None:
-        self._first: Chunk | None = first
+    def __init__(
+        self, backend: OpenAIBackend, replica: Replica, first: Chunk | None, rest: AsyncGenerator[Chunk, None]
+    ) -> None:
+        self._backend = backend
+        self._replica: Replica | None = replica
+        self._first = first
         self._rest = rest
 
-    def __aiter__(self) -> _Prepended:
+    def __aiter__(self) -> _UpstreamStream:
         return self
 
     async def __anext__(self) -> Chunk:
         if self._first is not None:
             first, self._first = self._first, None
             return first
-        return await self._rest.__anext__()
+        try:
+            return await self._rest.__anext__()
+        except StopAsyncIteration:
+            self._release()
+            raise
+        except Exception as exc:
+            replica = self._release()
+            if replica is None:
+                raise
+            raise self._backend._failed(replica, exc) from exc
 
     async def aclose(self) -> None:
-        """Close the upstream response now (a client that went away)."""
-        aclose = getattr(self._rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        """Close the upstream response now (a client that went away): vLLM stops generating."""
+        try:
+            await self._rest.aclose()
+        finally:
+            self._release()
+
+    def _release(self) -> Replica | None:
+        replica, self._replica = self._replica, None
+        if replica is not None:
+            self._backend.replicas.release(replica)
+        return replica

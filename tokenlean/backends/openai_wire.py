@@ -13,6 +13,8 @@ stages see one form.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "parse_completion",
     "redact_error",
     "request_body",
+    "retry_after",
     "sse_data",
 ]
 
@@ -37,9 +40,27 @@ def endpoint(request: Request) -> str:
 
 
 def _message(message: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    """A message as the client sent it: content parts, tool calls, tool call id and extra fields."""
+    out: dict[str, Any] = {**message.extra, "role": message.role, "content": message.wire_content()}
     if message.name is not None:
         out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [dict(call) for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _tool_fields(request: Request) -> dict[str, Any]:
+    """Tools, tool choice and response format, as the client sent them (absent when not sent)."""
+    fields: dict[str, Any] = {
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "response_format": request.response_format,
+    }
+    out = {k: v for k, v in fields.items() if v is not None}
+    if request.tools:
+        out["tools"] = [dict(tool) for tool in request.tools]
     return out
 
 
@@ -49,6 +70,7 @@ def request_body(request: Request, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model}
     if chat:
         body["messages"] = [_message(m) for m in request.messages]
+        body.update(_tool_fields(request))
     else:
         body["prompt"] = request.prompt
     for name in ("max_tokens", "temperature", "top_p", "seed"):
@@ -102,8 +124,23 @@ def _logprobs(data: Any) -> tuple[Mapping[str, Any], ...] | None:
     )
 
 
+_CHOICE_KEYS = {"index", "message", "delta", "text", "finish_reason", "logprobs"}
+_MESSAGE_KEYS = {"role", "content", "tool_calls"}
+_RESPONSE_KEYS = {"id", "object", "created", "model", "choices", "usage", "tokenlean"}
+
+
+def _choice_extra(raw: Mapping[str, Any], nested: str) -> dict[str, Any]:
+    """A choice's vendor fields (vLLM's ``stop_reason``, ...) and, under ``nested``, its message's."""
+    extra = {k: v for k, v in raw.items() if k not in _CHOICE_KEYS and v is not None}
+    inner = raw.get(nested) or {}
+    inner_extra = {k: v for k, v in inner.items() if k not in _MESSAGE_KEYS and v is not None}
+    if inner_extra:
+        extra[nested] = inner_extra
+    return extra
+
+
 def parse_completion(data: Mapping[str, Any]) -> Response:
-    """A non-streamed JSON answer (chat or text completion) as a ``Response``."""
+    """A non-streamed JSON answer (chat or text completion) as a ``Response``, extras kept."""
     choices = []
     for position, raw in enumerate(data.get("choices") or ()):
         message = raw.get("message")
@@ -114,6 +151,8 @@ def parse_completion(data: Mapping[str, Any]) -> Response:
                 text=text,
                 finish_reason=raw.get("finish_reason"),
                 logprobs=_logprobs(raw.get("logprobs")),
+                tool_calls=tuple((message or {}).get("tool_calls") or ()),
+                extra=_choice_extra(raw, "message"),
             )
         )
     extra: dict[str, Any] = {}
@@ -125,6 +164,7 @@ def parse_completion(data: Mapping[str, Any]) -> Response:
         model=str(data.get("model") or ""),
         choices=tuple(choices),
         usage=_usage(data.get("usage")) or Usage(),
+        extra={k: v for k, v in data.items() if k not in _RESPONSE_KEYS},
         **extra,
     )
 
@@ -133,7 +173,8 @@ def parse_chunk(data: Mapping[str, Any]) -> list[Chunk]:
     """One SSE chunk as tokenlean chunks: one per choice that carries something, then usage.
 
     The role-only opening delta carries no text and is dropped; every other delta is kept as it
-    came, so the stream stays one upstream chunk to one client chunk.
+    came (tool-call deltas and vendor fields included), so the stream stays one upstream chunk to
+    one client chunk.
     """
     out = []
     for raw in data.get("choices") or ():
@@ -141,9 +182,18 @@ def parse_chunk(data: Mapping[str, Any]) -> list[Chunk]:
         text = (delta.get("content") if delta is not None else raw.get("text")) or ""
         finish = raw.get("finish_reason")
         logprobs = _logprobs(raw.get("logprobs"))
-        if text or finish is not None or logprobs:
+        calls = tuple((delta or {}).get("tool_calls") or ())
+        extra = _choice_extra(raw, "delta")
+        if text or finish is not None or logprobs or calls or extra:
             out.append(
-                Chunk(index=int(raw.get("index", 0)), text=text, finish_reason=finish, logprobs=logprobs)
+                Chunk(
+                    index=int(raw.get("index", 0)),
+                    text=text,
+                    finish_reason=finish,
+                    logprobs=logprobs,
+                    tool_calls=calls,
+                    extra=extra,
+                )
             )
     usage = _usage(data.get("usage"))
     if usage is not None:
@@ -161,7 +211,23 @@ def redact_error(error: BackendError, secrets: Sequence[str]) -> BackendError:
     return error
 
 
-def error_from_body(status: int, body: bytes) -> UpstreamStatusError:
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), ``None`` if absent."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), 0.0)
+
+
+def error_from_body(status: int, body: bytes, retry_after: float | None = None) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's own message and ``param``.
 
     vLLM answers ``{"error": {"message", "type", "param", "code"}}`` (older releases put the
@@ -178,7 +244,9 @@ def error_from_body(status: int, body: bytes) -> UpstreamStatusError:
         param = inner.get("param") if isinstance(inner.get("param"), str) else None
     if not message:
         message = body.decode("utf-8", "replace")[:500] or f"HTTP {status}"
-    return UpstreamStatusError(f"upstream answered {status}: {message}", upstream_status=status, param=param)
+    return UpstreamStatusError(
+        f"upstream answered {status}: {message}", upstream_status=status, param=param, retry_after=retry_after
+    )
 
 
 async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -186,11 +254,13 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
     Works on the raw body bytes (no text decoding, no line objects: this loop runs once per
     token). Comment lines (keep-alives) and other fields are skipped; multi-line data is joined
-    with newlines, and CRLF line ends are accepted, as the SSE specification says.
+    with newlines. Line ends may be LF, CRLF or a bare CR, as the SSE specification allows, and a
+    CRLF may be split across two reads (``_LineEnds``).
     """
     buffer = b""
+    line_ends = _LineEnds()
     async for chunk in chunks:
-        buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+        buffer += line_ends.normalise(chunk)
         while (end := buffer.find(b"\n\n")) >= 0:
             event, buffer = buffer[:end], buffer[end + 2 :]
             payload = _data(event)
@@ -200,6 +270,26 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         payload = _data(buffer)
         if payload is not None:
             yield payload
+
+
+class _LineEnds:
+    """Turns CRLF and bare CR into LF across reads: a CR ending one read may pair with the next LF."""
+
+    __slots__ = ("_after_cr",)
+
+    def __init__(self) -> None:
+        self._after_cr = False
+
+    def normalise(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the LF of a CRLF whose CR ended the previous read
+        if b"\r" not in chunk:
+            self._after_cr = False
+            return chunk
+        self._after_cr = chunk.endswith(b"\r")
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 def _data(event: bytes) -> bytes | None:

@@ -60,7 +60,12 @@ class Pipeline:
         self._handler = handler
 
     async def __call__(self, request: Request) -> Response:
-        """Answer ``request``; errors from the backend propagate as ``TokenleanError``."""
+        """Answer ``request``; errors from the backend propagate as ``TokenleanError``.
+
+        A request using what the backend cannot do (tools, a response format, image parts...) is
+        refused first, before any stage could answer it from a cache or reshape it.
+        """
+        self.backend.capabilities.refuse_unsupported(request)
         return await self._handler(request)
 
     def stage(self, name: str) -> Stage | None:

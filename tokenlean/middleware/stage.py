@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
+from tokenlean.errors import BadRequestError
 from tokenlean.middleware.types import Request, Response
 
 __all__ = ["Backend", "Capabilities", "Handler", "Stage"]
@@ -35,12 +36,40 @@ class Stage(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend can do, so stages ask instead of guessing."""
+    """What a backend can do, so stages ask instead of guessing.
+
+    ``tools`` (``tools``/``tool_choice``), ``response_format`` (JSON mode and JSON schemas) and
+    ``content_parts`` (the content part types it reads; ``None``: any, passed on as sent) are
+    checked by the pipeline before anything runs: a request using what the backend cannot do
+    gets a 400 naming the field instead of an answer that silently ignored it.
+    """
 
     streaming: bool = True
     logprobs: bool = False
     n: bool = True
     batching: bool = False
+    tools: bool = False
+    response_format: bool = False
+    content_parts: frozenset[str] | None = frozenset({"text"})
+
+    def refuse_unsupported(self, request: Request) -> None:
+        """Raise ``BadRequestError`` naming the first field of ``request`` this backend cannot honour."""
+        if not self.tools and (request.tools or request.tool_choice is not None):
+            raise BadRequestError("tools: this backend does not support tool calling", param="tools")
+        if not self.response_format and (request.response_format or {}).get("type", "text") != "text":
+            raise BadRequestError(
+                "response_format: this backend does not support structured output", param="response_format"
+            )
+        if self.content_parts is None:
+            return
+        for i, message in enumerate(request.messages):
+            for part in message.parts or ():
+                if part.get("type") not in self.content_parts:
+                    raise BadRequestError(
+                        f"messages.{i}.content: content parts of type {part.get('type')!r} are not "
+                        f"supported by this backend (supported: {', '.join(sorted(self.content_parts))})",
+                        param=f"messages.{i}.content",
+                    )
 
 
 @runtime_checkable

@@ -36,9 +36,13 @@ from tokenlean.backends.local.decoding import RowDecoder, SamplingSettings
 from tokenlean.backends.local.drafting.model import DraftModel
 from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_hints
 from tokenlean.backends.local.drafting.session import DraftPolicy, parse_draft_mode
+from tokenlean.backends.local.grammar import GrammarCompiler
 from tokenlean.backends.local.packed import use_fast_kernels
 from tokenlean.backends.local.prefix_cache import PrefixCache
 from tokenlean.backends.local.single_row import DraftPlan, SingleRowDecoder
+from tokenlean.backends.local.structured import StructuredPlan, chat_messages, refuse_unreadable_parts, structured_plan
+from tokenlean.backends.local.tool_calls import ToolCallReader
+from tokenlean.backends.local.unsupported import refuse_unsupported_sampling
 from tokenlean.errors import BackendError, BadRequestError, ConfigError, ContextLengthError
 from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Chunk, Event, Request, Response, Usage
@@ -60,6 +64,7 @@ class _Job:
     chunks: asyncio.Queue[Chunk | BaseException | None]
     plan: DraftPlan = field(default_factory=lambda: DraftPlan("off"))
     events: list[Event] = field(default_factory=list)
+    readers: list[ToolCallReader] | None = None  # rows read back as tool calls (``tool_calls.py``)
     cancelled: bool = False
     open_rows: int = field(init=False)
 
@@ -92,6 +97,8 @@ class LocalBackend:
     """
 
     capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
+    # grammar-constrained decoding (``grammar.py``, ``structured.py``); images, audio, files: a 400
+    supports_tools, supports_response_format, supported_content_parts = True, True, frozenset({"text"})
 
     def __init__(
         self,
@@ -127,6 +134,7 @@ class LocalBackend:
         self.default_max_tokens = default_max_tokens
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
+        self.grammars = GrammarCompiler(self.tokenizer, self.eos_ids, int(self.model.config.vocab_size))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = (
             "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
@@ -166,11 +174,11 @@ class LocalBackend:
         """The one model this backend serves."""
         return [self.name]
 
-    def encode(self, request: Request) -> list[int]:
+    def encode(self, request: Request, structured: StructuredPlan | None = None) -> list[int]:
         """Token ids of the prompt: the chat template applied to ``messages``, or the raw ``prompt``."""
         if request.prompt is not None:
             return list(self.tokenizer.encode(request.prompt, add_special_tokens=False))
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        messages = chat_messages(request, structured or StructuredPlan())  # tools as system text
         if not getattr(self.tokenizer, "chat_template", None):  # a base model: plain "role: text" turns
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
             return list(self.tokenizer.encode(text))
@@ -203,15 +211,21 @@ class LocalBackend:
         """Queue ``request`` for the next batch; stream or collect its tokens."""
         if not request.messages and request.prompt is None:
             raise BadRequestError("messages must not be empty", param="messages")
+        refuse_unsupported_sampling(request)
+        refuse_unreadable_parts(request)
+        structured = structured_plan(request)
         plan = self._plan(request)
-        prompt_ids = self.encode(request)
+        plan = DraftPlan("off") if structured.constrained else plan  # drafts are not checked against grammars
+        prompt_ids = self.encode(request, structured)
         settings = self._settings(request, len(prompt_ids))
         loop = asyncio.get_running_loop()
+        shapers = await asyncio.to_thread(self.grammars.shapers, structured.grammar, request.n, structured.param)
         rows = [
-            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i))
+            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i), shapers=shapers[i])
             for i in range(request.n)
         ]
-        job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan)
+        readers = [ToolCallReader(structured.tool_names, structured.tool_auto) for _ in rows]
+        job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan, readers=readers if structured.tool_names else None)
         self._jobs.put(job)
         response = Response(model=self.name, stream=self._chunks(job))
         return response if request.stream else await response.aread()
@@ -363,12 +377,14 @@ class LocalBackend:
     def _send(job: _Job, index: int, row: RowDecoder, token: int) -> None:
         """Record ``token`` in ``row`` and send the text (and logprobs) it released."""
         text = row.advance(token)
+        text = job.readers[index].feed(text) if job.readers else text
         logprobs = (row.logprobs[-1],) if row.settings.logprobs else None
         if text or logprobs:
             job.send(Chunk(index, text, logprobs=logprobs))
 
     def _close_row(self, job: _Job, index: int, row: RowDecoder) -> None:
-        job.send(Chunk(index, "", row.finish_reason))
+        text, calls, reason = job.readers[index].finish(row.finish_reason) if job.readers else ("", (), None)
+        job.send(Chunk(index, text, reason or row.finish_reason, tool_calls=calls))
         if row.finish_reason != "cancelled":
             self.datastore.add(row.token_ids)  # earlier outputs feed the retrieval drafter
         job.open_rows -= 1
