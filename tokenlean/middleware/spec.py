@@ -12,7 +12,9 @@ stages:
 
 Unknown keys anywhere are rejected with the key named: a typo in a config file should fail at
 startup, not silently disable an optimisation. A stage class is built with ``cls(**options)``,
-or with ``cls.from_spec(options, backend=...)`` when it needs the backend (a cascade's tiers).
+or with ``cls.from_spec(options, backend=...)`` when it needs the backend (a cascade's tiers);
+a class with a ``spec_model`` has its options validated through it first, so a wrong type is
+named (``stages.compress.options.rate``) before anything is built.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tokenlean.errors import ConfigError
+from tokenlean.extras import check_backend, check_stage
+from tokenlean.middleware.options import construct
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.registry import resolve_backend, resolve_stage
 from tokenlean.middleware.stage import Backend, Stage
@@ -54,6 +58,9 @@ class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backend: BackendSpec = Field(default_factory=BackendSpec)
     stages: list[StageSpec] = Field(default_factory=list)
+    profile: str | None = None
+    """A named profile (``lean``, ``lossless``, ``off``; see ``tokenlean.profiles``) the stages merge
+    into; ``None``: exactly the stages listed."""
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> PipelineSpec:
@@ -89,14 +96,25 @@ class PipelineSpec(BaseModel):
             raise ConfigError(f"pipeline spec {path} must be a mapping at the top level")
         return cls.parse(data)
 
+    def resolved(self) -> PipelineSpec:
+        """This spec with its ``profile`` expanded into plain stages (itself when it names none)."""
+        if self.profile is None:
+            return self
+        from tokenlean.profiles import expand
+
+        return expand(self)
+
     def build_backend(self) -> Backend:
-        """Construct the backend this spec names."""
-        return _construct(
-            resolve_backend(self.backend.type), self.backend.options, f"backend {self.backend.type}"
+        """Construct the backend this spec names (its extra checked first: see tokenlean.extras)."""
+        check_backend(self.backend.type, self.backend.options)
+        return construct(  # type: ignore[no-any-return]
+            resolve_backend(self.backend.type), self.backend.options, where="backend.options"
         )
 
     def build(self, backend: Backend | None = None) -> Pipeline:
         """Construct the pipeline; ``backend`` overrides the spec's own (the CLI's ``--upstream``)."""
+        if self.profile is not None:
+            return self.resolved().build(backend)
         backend = backend or self.build_backend()
         stages = [self._build_stage(spec, backend) for spec in self.stages]
         policies = {stage.name: spec.policy for stage, spec in zip(stages, self.stages, strict=True)}
@@ -104,17 +122,11 @@ class PipelineSpec(BaseModel):
 
     @staticmethod
     def _build_stage(spec: StageSpec, backend: Backend) -> Stage:
+        check_stage(spec.type, spec.options)  # a missing extra fails here, at startup
         cls = resolve_stage(spec.type)
         if hasattr(cls, "from_spec"):
             try:
                 return cls.from_spec(spec.options, backend=backend)  # type: ignore[no-any-return]
             except TypeError as exc:
                 raise ConfigError(f"stage {spec.type}: {exc}", param=f"stages.{spec.type}.options") from exc
-        return _construct(cls, spec.options, f"stage {spec.type}")  # type: ignore[no-any-return]
-
-
-def _construct(cls: Any, options: dict[str, Any], what: str) -> Any:
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ConfigError(f"{what}: {exc}", param="options") from exc
+        return construct(cls, spec.options, where=f"stages.{spec.type}.options")  # type: ignore[no-any-return]
