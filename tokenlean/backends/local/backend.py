@@ -40,8 +40,12 @@ from tokenlean.backends.local.grammar import GrammarCompiler
 from tokenlean.backends.local.packed import use_fast_kernels
 from tokenlean.backends.local.prefix_cache import PrefixCache
 from tokenlean.backends.local.single_row import DraftPlan, SingleRowDecoder
-from tokenlean.backends.local.structured import StructuredPlan, chat_messages, refuse_unreadable_parts, structured_plan
-from tokenlean.backends.local.tool_calls import ToolCallReader
+from tokenlean.backends.local.structured import (
+    StructuredPlan,
+    chat_messages,
+    refuse_unreadable_parts,
+    structured_plan,
+)
 from tokenlean.backends.local.unsupported import refuse_unsupported_sampling
 from tokenlean.errors import BackendError, BadRequestError, ConfigError, ContextLengthError
 from tokenlean.middleware.stage import Capabilities
@@ -64,7 +68,7 @@ class _Job:
     chunks: asyncio.Queue[Chunk | BaseException | None]
     plan: DraftPlan = field(default_factory=lambda: DraftPlan("off"))
     events: list[Event] = field(default_factory=list)
-    readers: list[ToolCallReader] | None = None  # rows read back as tool calls (``tool_calls.py``)
+    readers: list[Any] | None = None  # ToolCallReader per row: rows read back as tool calls
     cancelled: bool = False
     open_rows: int = field(init=False)
 
@@ -96,9 +100,10 @@ class LocalBackend:
     ``threads``: torch intra-op threads of the decode thread (default: ``decode_threads``).
     """
 
-    capabilities = Capabilities(streaming=True, logprobs=True, n=True, batching=True)
-    # grammar-constrained decoding (``grammar.py``, ``structured.py``); images, audio, files: a 400
-    supports_tools, supports_response_format, supported_content_parts = True, True, frozenset({"text"})
+    # tools and response formats by grammar-constrained decoding (``grammar.py``); text parts only
+    capabilities = Capabilities(
+        streaming=True, logprobs=True, n=True, batching=True, tools=True, response_format=True
+    )
 
     def __init__(
         self,
@@ -219,13 +224,14 @@ class LocalBackend:
         prompt_ids = self.encode(request, structured)
         settings = self._settings(request, len(prompt_ids))
         loop = asyncio.get_running_loop()
-        shapers = await asyncio.to_thread(self.grammars.shapers, structured.grammar, request.n, structured.param)
+        shapers = await asyncio.to_thread(
+            self.grammars.shapers, structured.grammar, request.n, structured.param
+        )
         rows = [
-            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i), shapers=shapers[i])
-            for i in range(request.n)
+            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i), shapers=shaping)
+            for i, shaping in enumerate(shapers)
         ]
-        readers = [ToolCallReader(structured.tool_names, structured.tool_auto) for _ in rows]
-        job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan, readers=readers if structured.tool_names else None)
+        job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan, readers=structured.readers(request.n))
         self._jobs.put(job)
         response = Response(model=self.name, stream=self._chunks(job))
         return response if request.stream else await response.aread()

@@ -48,11 +48,15 @@ class RowDecoder:
     sent: int = 0  # characters of the decoded text already sent
     finish_reason: str | None = None
     logprobs: list[dict[str, Any]] = field(default_factory=list)
+    # logit shapers (penalties, then a grammar's mask): ``shape(logits, token_ids)``, ``accept(token)``
+    shapers: tuple[Any, ...] = ()
 
     def choose(self, logits: Any) -> int:
         """Pick the next token from this row's last-position ``logits`` (1-D tensor)."""
         import torch
 
+        for shaper in self.shapers:  # per row, before sampling: greedy, top-p, logprobs all see it
+            logits = shaper.shape(logits, self.token_ids)
         if self.settings.greedy:
             token = int(torch.argmax(logits))
         else:
@@ -100,6 +104,8 @@ class RowDecoder:
             self.finish_reason = "stop"
             return self._flush(self._text())
         self.token_ids.append(token)
+        for shaper in self.shapers:
+            shaper.accept(token)
         text = self._text()
         cut = _first_stop(text, self.settings.stop, self.sent)
         if cut is not None:
