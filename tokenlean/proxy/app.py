@@ -26,7 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tokenlean.errors import PayloadTooLargeError, TokenleanError, UnknownModelError
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Request, Response
+from tokenlean.ledger import Ledger
 from tokenlean.proxy.auth import ApiKeys
+from tokenlean.proxy.dashboard import add_dashboard
 from tokenlean.proxy.errors import error_body, error_response, from_validation_error, http_error_response
 from tokenlean.proxy.health_port import HealthListener
 from tokenlean.proxy.limits import TenantLimits
@@ -62,6 +64,7 @@ def create_app(
     limits: TenantLimits | None = None,
     max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
     health: HealthListener | None = None,
+    ledger: Ledger | None = None,
 ) -> FastAPI:
     """Build the proxy app around ``pipeline`` (closed when the app shuts down).
 
@@ -70,6 +73,7 @@ def create_app(
     ``max_messages`` are refused with a 413 naming the limit, and so are per-call stage options
     (``tokenlean`` in the body plus ``x-tokenlean-*`` headers) over ``max_option_bytes`` as JSON.
     ``health`` (a ``HealthListener``) serves liveness on its own port while the app runs.
+    ``ledger`` records every answered request (``tokenlean.ledger``); ``/dashboard`` shows it.
     """
 
     @asynccontextmanager
@@ -98,6 +102,10 @@ def create_app(
     app.state.proxy = proxy
     app.state.metrics = proxy.metrics
     _add_routes(app, proxy)
+    if ledger is not None:
+        proxy.ledger = ledger
+        proxy.metrics.registry.register(ledger)  # its totals on /metrics
+        add_dashboard(app, proxy.keys, ledger)
     return app
 
 
@@ -177,6 +185,8 @@ def _publish_schemas(app: FastAPI, defs: dict[str, Any]) -> None:
 
 class _Proxy:
     """Request handling shared by the chat and text completion routes."""
+
+    ledger: Ledger | None = None
 
     def __init__(
         self,
@@ -304,6 +314,8 @@ class _Proxy:
         self.metrics.observe_usage(response.usage)
         self.metrics.observe_events(response.events)
         self.limits.charge_tokens(request.tenant, response.usage.total_tokens)
+        if self.ledger is not None:
+            self.ledger.observe(request, response, elapsed, endpoint=kind)
         access_log.info(
             json.dumps(
                 {
