@@ -144,10 +144,18 @@ class BackendUnavailableError(BackendError):
 
 
 class BackendTimeoutError(BackendError):
-    """The backend did not answer within the configured timeout."""
+    """The backend did not answer within the configured timeout.
+
+    ``deadline_passed`` says the request's whole time budget is spent (nothing may retry it), as
+    opposed to one connect or read step timing out.
+    """
 
     status = 504
     code = "backend_timeout"
+
+    def __init__(self, message: str, *, param: str | None = None, deadline_passed: bool = False) -> None:
+        super().__init__(message, param=param)
+        self.deadline_passed = deadline_passed
 
 
 class UpstreamStatusError(BackendError):
@@ -157,9 +165,12 @@ class UpstreamStatusError(BackendError):
     becomes a 502, because the fault is behind the proxy, not in it.
     """
 
-    def __init__(self, message: str, *, upstream_status: int, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, upstream_status: int, param: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, param=param)
         self.upstream_status = upstream_status
+        self.retry_after = retry_after  # seconds, from the upstream's Retry-After header
         self.status = upstream_status if 400 <= upstream_status < 500 else 502
         if 400 <= upstream_status < 500:
             self.type = "invalid_request_error"

@@ -60,6 +60,7 @@ class FakeUpstream:
         body = await request.json()
         body["_path"] = request.url.path
         body["_peer_port"] = request.client.port if request.client else None  # one per TCP connection
+        body["_received_at"] = time.monotonic()
         self.calls.append(body)
         scenario = str(body.get("scenario") or body.get("model", "echo"))
         attempt = self.seen[scenario] = self.seen.get(scenario, 0) + 1
@@ -70,6 +71,8 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": message, "type": "BadRequestError", "code": 400}}, 400)
         if scenario.startswith("flaky-") and attempt == 1:
             return _error(int(scenario.split("-")[1]))
+        if scenario == "busy-429" and attempt == 1:  # asks the client to wait before retrying
+            return _error(429, {"retry-after": str(body.get("retry_after_s", 0.3))})
         if scenario == "slow":
             await asyncio.sleep(float(body.get("sleep_s", 2.0)))
         if body.get("stream"):
@@ -102,7 +105,7 @@ def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps({'object': 'chat.completion.chunk', 'model': 'fake-model', **data})}\n\n"
 
 
-def _error(status: int) -> Response:
+def _error(status: int, headers: dict[str, str] | None = None) -> Response:
     body = {
         "error": {
             "message": f"scripted {status}",
@@ -111,7 +114,7 @@ def _error(status: int) -> Response:
             "code": status,
         }
     }
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _answer(body: dict[str, Any], scenario: str) -> dict[str, Any]:

@@ -183,15 +183,32 @@ async def test_connection_refused_is_503(free_port_url: str) -> None:
     assert health["status"] == "unavailable" and health["upstreams"][0]["healthy"] is False
 
 
-async def test_read_timeout_is_504_and_not_retried(upstream) -> None:
+async def test_read_timeout_before_the_first_byte_is_retried_then_504(upstream) -> None:
     fake, url = upstream
     async with backend(url, read_timeout=0.3, max_retries=2) as b:
-        started = time.perf_counter()
-        with pytest.raises(BackendTimeoutError) as info:
-            await b.complete(ask("slow", extra={"sleep_s": 1.5}))
-    assert info.value.status == 504
-    assert time.perf_counter() - started < 1.2
-    assert len(fake.calls) == 1
+        for stream in (False, True):
+            with pytest.raises(BackendTimeoutError) as info:
+                await b.complete(ask("slow", stream=stream, extra={"sleep_s": 1.5}))
+            assert info.value.status == 504
+    assert len(fake.calls) == 2 * 3  # nothing arrived: every attempt of the policy was made
+
+
+async def test_429_is_retried_after_the_wait_the_upstream_asked_for(upstream) -> None:
+    fake, url = upstream
+    async with backend(url, max_retries=2) as b:
+        answer = await b.complete(ask("busy-429", extra={"retry_after_s": 0.4}))
+    assert answer.text == "The capital of France is Paris."
+    first, second = (call["_received_at"] for call in fake.calls)
+    assert second - first >= 0.4  # Retry-After honoured: the retry came no earlier than asked
+
+
+async def test_4xx_answers_are_never_retried(upstream) -> None:
+    fake, url = upstream
+    async with backend(url, max_retries=3) as b:
+        for status in (400, 401, 404, 422):
+            with pytest.raises(UpstreamStatusError):
+                await b.complete(ask(f"status-{status}"))
+    assert len(fake.calls) == 4
 
 
 async def test_total_timeout_cuts_a_long_stream(upstream) -> None:

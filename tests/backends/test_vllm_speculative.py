@@ -9,6 +9,7 @@ skips with the reason (scripts/setup-vllm.sh creates it); under CI (``CI=true``)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -22,7 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import unavailable
 from tokenlean.backends.vllm_launcher import vllm_python
-from tokenlean.backends.vllm_speculative import draft_event, fetch_spec_decode_metrics, speculative_args
+from tokenlean.backends.vllm_speculative import (
+    SpecDecodeMetrics,
+    afetch_spec_decode_metrics,
+    draft_event,
+    speculative_args,
+)
 from tokenlean.testing import VLLMServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -84,6 +90,12 @@ def test_ngram_speculation_keeps_greedy_output_and_reports_acceptance(
     assert event.data["drafted"] > 0 and 0 < event.data["accepted"] <= event.data["drafted"]
     assert (after - before).acceptance_rate > 0.3  # the copy prompt is drafted well
     assert fetch_spec_decode_metrics(plain.url).draft_tokens == 0  # the plain server never drafts
+
+
+def fetch_spec_decode_metrics(url: str) -> SpecDecodeMetrics:
+    """The server's drafting counters now (zero when it exports none)."""
+    figures = asyncio.run(afetch_spec_decode_metrics(url, timeout=10.0))
+    return figures if figures is not None else SpecDecodeMetrics()
 
 
 def _upstream_series(text: str, upstream: str) -> dict[str, float]:

@@ -109,7 +109,13 @@ class OpenAIBackend:
     """
 
     capabilities = Capabilities(  # tools, formats and content parts go upstream as sent
-        streaming=True, logprobs=True, n=True, batching=True, tools=True, response_format=True, content_parts=None
+        streaming=True,
+        logprobs=True,
+        n=True,
+        batching=True,
+        tools=True,
+        response_format=True,
+        content_parts=None,
     )
 
     def __init__(
@@ -222,7 +228,7 @@ class OpenAIBackend:
             except Exception as exc:
                 self.replicas.release(replica)
                 error = self._failed(replica, exc)
-                wait = self._retry_wait(error, attempt, progress, tried, deadline)
+                wait = self._retry_wait(error, exc, attempt, progress, tried, deadline)
                 if wait is None:
                     raise error from exc
             else:
@@ -234,7 +240,13 @@ class OpenAIBackend:
             await asyncio.sleep(wait)
 
     def _retry_wait(
-        self, error: BackendError, attempt: int, progress: _Progress, tried: list[Replica], deadline: float
+        self,
+        error: BackendError,
+        exc: BaseException,
+        attempt: int,
+        progress: _Progress,
+        tried: list[Replica],
+        deadline: float,
     ) -> float | None:
         """Seconds to wait before the next attempt, or ``None``: raise ``error`` now.
 
@@ -242,7 +254,8 @@ class OpenAIBackend:
         """
         if attempt + 1 >= self.retry.attempts:
             return None
-        if not self.retry.retryable(error, after_first_byte=progress.first_byte):
+        broken = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
+        if not self.retry.retryable(error, after_first_byte=progress.first_byte, connection_failed=broken):
             return None
         retry_after = getattr(error, "retry_after", None)
         remaining = deadline - asyncio.get_running_loop().time()

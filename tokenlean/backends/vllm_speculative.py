@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +33,6 @@ __all__ = [
     "add_vllm_args_command",
     "afetch_spec_decode_metrics",
     "draft_event",
-    "fetch_spec_decode_metrics",
     "main",
     "metrics_url",
     "parse_spec_decode_metrics",
@@ -107,18 +104,22 @@ class SpecDecodeMetrics:
         )
 
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_POSITION = re.compile(r'position="(\d+)"')
+_PREFIX = "vllm:spec_decode_num_"
 
 
-def _spec_samples(text: str) -> Iterator[tuple[str, str, float]]:
-    """``(field, labels, value)`` for each ``vllm:spec_decode_num_*`` sample line."""
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None or not match["name"].startswith("vllm:spec_decode_num_"):
-            continue
-        field = match["name"].removeprefix("vllm:spec_decode_num_").removesuffix("_total")
-        yield field, match["labels"] or "", float(match["value"])
+def _spec_samples(text: str) -> Iterator[tuple[str, Mapping[str, str], float]]:
+    """``(field, labels, value)`` for each ``vllm:spec_decode_num_*`` counter sample.
+
+    Parsed by prometheus_client's own text-format parser (the format has escapes, timestamps and
+    exemplars a regular expression gets wrong); ``*_created`` samples are timestamps, not counts.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(_PREFIX) and not sample.name.endswith("_created"):
+                field = sample.name.removeprefix(_PREFIX).removesuffix("_total")
+                yield field, sample.labels, float(sample.value)
 
 
 def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
@@ -127,9 +128,8 @@ def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
     positions: dict[int, float] = {}
     for field, labels, value in _spec_samples(text):
         if field == "accepted_tokens_per_pos":
-            position = _POSITION.search(labels)
-            if position is not None:
-                index = int(position.group(1))
+            if labels.get("position", "").isdigit():
+                index = int(labels["position"])
                 positions[index] = positions.get(index, 0.0) + value
         elif field in totals:
             totals[field] += value
@@ -142,12 +142,6 @@ def parse_spec_decode_metrics(text: str) -> SpecDecodeMetrics:
 def metrics_url(base_url: str) -> str:
     """A server's ``/metrics`` address from its OpenAI base URL (with or without ``/v1``)."""
     return base_url.rstrip("/").removesuffix("/v1") + "/metrics"
-
-
-def fetch_spec_decode_metrics(base_url: str, timeout: float = 10.0) -> SpecDecodeMetrics:
-    """Scrape ``/metrics`` of a vLLM server (``base_url`` with or without the ``/v1`` suffix)."""
-    with urllib.request.urlopen(metrics_url(base_url), timeout=timeout) as answer:
-        return parse_spec_decode_metrics(answer.read().decode())
 
 
 async def afetch_spec_decode_metrics(

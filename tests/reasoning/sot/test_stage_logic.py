@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from tokenlean.errors import BackendError, BadRequestError, ConfigError
@@ -9,7 +12,7 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.types import Message, Request
 from tokenlean.reasoning.sot import SkeletonStage
-from tokenlean.reasoning.sot.router import Route
+from tokenlean.reasoning.sot.router import Route, RouterWeights, SkeletonRouter
 
 from .conftest import LEAD, SlowFake, phase, scripted
 
@@ -25,7 +28,7 @@ class FixedRouter:
 
     def route(self, text: str) -> Route:
         self.asked.append(text)
-        return Route(self.value >= 0.5, self.value, "fixed")
+        return Route(self.value >= 0.5, self.value, "fixed", 0.5)
 
 
 def pipeline(backend: SlowFake, **options: object) -> Pipeline:
@@ -110,7 +113,7 @@ async def test_a_failed_or_unusable_opening_line_leaves_the_points_alone() -> No
     backend = SlowFake(scripted(), fail={"lead": 2})
     response = await pipeline(backend, lead_max_tokens=24)(Request(messages=QUESTION, max_tokens=200))
     assert response.text == POINTS and sot_events(response)[0].data["lead"] is False
-    assert [phase(r) for r in backend.requests].count("lead") == 2  # one retry, no more
+    assert [phase(r) for r in backend.requests].count("lead") == 1  # not retried by the stage
 
     def listing(request: Request) -> str:  # a "lead" that is really the list again
         return "1. Plan the week\n2. More" if phase(request) == "lead" else scripted()(request)
@@ -174,16 +177,16 @@ async def test_a_tight_budget_keeps_fewer_points_or_falls_back() -> None:
     assert sot_events(response)[0].data["reason"] == "max_tokens leaves no room to expand the points"
 
 
-async def test_a_failed_expansion_is_retried_then_falls_back_to_its_title() -> None:
-    backend = SlowFake(scripted(), fail={"point2": 1, "point3": 2})
+async def test_a_failed_expansion_falls_back_to_its_title_without_a_retry() -> None:
+    backend = SlowFake(scripted(), fail={"point2": 1})
     response = await pipeline(backend)(Request(messages=QUESTION, max_tokens=200))
     assert (
         response.text
-        == "1. Plan the week: body of point 1\n2. Set priorities: body of point 2\n3. Avoid distractions"
+        == "1. Plan the week: body of point 1\n2. Set priorities\n3. Avoid distractions: body of point 3"
     )
     [event] = sot_events(response)
-    assert event.data["retried"] == [1] and event.data["failed"] == [2]
-    assert [phase(r) for r in backend.requests].count("point3") == 2  # one retry, no more
+    assert event.data["failed"] == [1]
+    assert [phase(r) for r in backend.requests].count("point2") == 1  # the stage retries nothing
 
 
 async def test_a_failed_expansion_does_not_fail_a_stream() -> None:
@@ -233,9 +236,38 @@ async def test_the_router_decides_in_auto_mode_and_requests_override_it() -> Non
     )
     response = await pipeline(backend, mode="auto", router=high)(Request(messages=QUESTION, max_tokens=200))
     assert sot_events(response)[0].action == "expanded" and sot_events(response)[0].data["probability"] == 0.9
+    assert sot_events(response)[0].data["threshold"] == 0.5 and sot_events(response)[0].data["routed"] is True
     off = Request(messages=QUESTION, max_tokens=200, options={"sot": {"mode": "OFF"}})
     response = await pipeline(backend, mode="on", router=high)(off)
     assert response.text == "normal answer" and sot_events(response)[0].data["reason"] == "off"
+
+
+class KeywordEmbedder:
+    """Stands in for MiniLM: unit vector e0 for texts with "tips", e1 otherwise."""
+
+    dimension = 384
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.eye(384, dtype=np.float32)[[0 if "tips" in t else 1 for t in texts]]
+
+
+async def test_auto_mode_decides_on_the_calibrated_probability_and_the_weights_threshold(
+    tmp_path: Path,
+) -> None:
+    coef = np.zeros(384, dtype=np.float32)
+    coef[0], coef[1] = 2.0, -2.0
+    # raw probabilities 0.88 / 0.12; calibrated sigmoid(0.5 * logit) 0.73 / 0.27; threshold 0.8
+    RouterWeights(coef, 0.0, 0.8, {}, 0, (0.5, 0.0)).save(tmp_path / "w.npz")
+    router = SkeletonRouter(tmp_path / "w.npz", embedder=KeywordEmbedder())
+    backend = SlowFake(scripted())
+    ask = Request(messages=(Message("user", "Some tips for sleeping well?"),), max_tokens=200)
+    [event] = sot_events(await pipeline(backend, mode="auto", router=router)(ask))
+    assert event.action == "not_routed" and event.data["routed"] is False  # 0.88 raw would have passed
+    assert event.data["probability"] == pytest.approx(0.7311, abs=1e-4) and event.data["threshold"] == 0.8
+    assert event.data["route"] == "classifier below 0.8"
+    router = SkeletonRouter(tmp_path / "w.npz", embedder=KeywordEmbedder(), threshold=0.7)
+    [event] = sot_events(await pipeline(backend, mode="auto", router=router)(ask))
+    assert event.action == "expanded" and event.data["routed"] is True and event.data["threshold"] == 0.7
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,11 @@ side by side. The answer is the points in skeleton order. Known failure mode: th
 needs a backend that batches; on one that serves requests one at a time the expansions queue
 and SoT is slower than normal generation.
 
-An expansion that fails is retried once; if it fails again the point keeps only its title and
-the others are kept (``PointResult.error`` records why). Only if every point failed does the
-failure propagate, because then there is no answer left to give. The opening line (``lead``)
-is one more request in the same batch; if it fails twice the answer simply has none.
+An expansion that fails is not retried here (the backend's retry policy has already done what
+is safe): the point keeps only its title and the others are kept (``PointResult.error`` records
+why). Only if every point failed does the failure propagate, because then there is no answer
+left to give. The opening line (``lead``) is one more request in the same batch; if it fails the
+answer simply has none.
 """
 
 from __future__ import annotations
@@ -59,13 +60,12 @@ class Skeleton:
 
 @dataclass(frozen=True, slots=True)
 class PointResult:
-    """One point: its title, the cleaned expansion ("" when it failed), cost and attempts."""
+    """One point: its title, the cleaned expansion ("" when it failed) and its cost."""
 
     index: int
     title: str
     text: str
     usage: Usage
-    attempts: int
     finish_reason: str | None
     error: BaseException | None = None
 
@@ -110,15 +110,16 @@ async def write_skeleton(
     )
 
 
-async def _twice(call_next: Handler, request: Request) -> tuple[Response | None, int, BaseException | None]:
-    """The response to ``request``, asking a second time if the first call fails."""
-    error: BaseException | None = None
-    for attempt in (1, 2):
-        try:
-            return await (await call_next(request)).aread(), attempt, None
-        except Exception as exc:  # noqa: BLE001  # any failure of one part: retried, then given up
-            error = exc
-    return None, 2, error
+async def _once(call_next: Handler, request: Request) -> tuple[Response | None, BaseException | None]:
+    """The response to ``request``, or the failure that ended it.
+
+    Not retried here: failures from below a stage are retried only by the backend's one retry
+    policy (tokenlean/backends/retry.py), which knows what is safe to repeat (DESIGN.md).
+    """
+    try:
+        return await (await call_next(request)).aread(), None
+    except Exception as exc:  # noqa: BLE001  # one part failing costs that part, not the answer
+        return None, exc
 
 
 async def expand_point(
@@ -129,13 +130,13 @@ async def expand_point(
     index: int,
     max_tokens: int,
 ) -> PointResult:
-    """Expand point ``index``; one retry, then the title alone."""
+    """Expand point ``index``; if that fails, the point keeps its title alone."""
     point_request = sub_request(
         request, prompts.point(request, points, index), max_tokens, f"point{index + 1}"
     )
-    response, attempts, error = await _twice(call_next, point_request)
+    response, error = await _once(call_next, point_request)
     if response is None:
-        return PointResult(index, points[index], "", Usage(), attempts, None, error)
+        return PointResult(index, points[index], "", Usage(), None, error)
     others = [p for i, p in enumerate(points) if i != index]
     finish = response.choices[0].finish_reason if response.choices else None
     text = drop_restated_opening(
@@ -143,21 +144,19 @@ async def expand_point(
     )
     if finish == "length":
         text = trim_to_sentence(text)
-    return PointResult(index, points[index], text, response.usage, attempts, finish)
+    return PointResult(index, points[index], text, response.usage, finish)
 
 
 async def write_lead(
     request: Request, call_next: Handler, prompts: SkeletonPrompts, max_tokens: int
 ) -> PointResult:
-    """The answer's opening sentence (``index`` -1); one retry, then none (``text`` empty)."""
-    response, attempts, error = await _twice(
-        call_next, sub_request(request, prompts.lead(request), max_tokens, "lead")
-    )
+    """The answer's opening sentence (``index`` -1); none (``text`` empty) if it fails."""
+    response, error = await _once(call_next, sub_request(request, prompts.lead(request), max_tokens, "lead"))
     if response is None:
-        return PointResult(-1, "", "", Usage(), attempts, None, error)
+        return PointResult(-1, "", "", Usage(), None, error)
     finish = response.choices[0].finish_reason if response.choices else None
     text = clean_lead(response.text, truncated=finish == "length")
-    return PointResult(-1, "", text, response.usage, attempts, finish)
+    return PointResult(-1, "", text, response.usage, finish)
 
 
 async def expand_all(

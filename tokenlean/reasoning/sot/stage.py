@@ -19,7 +19,9 @@ does not parse falls back to normal generation; an expansion that fails is retri
 its point keeps only its title; an opening line that fails is left out.
 
 Events (``stage="sot"``): ``skipped`` (off, or a request SoT cannot serve: n > 1, logprobs,
-tools, a text prompt), ``not_routed`` (the router's probability was under the threshold),
+tools, a text prompt), ``not_routed`` (the guard refused it, or the router's calibrated
+probability was under the threshold: ``probability``, ``threshold``, ``route`` and ``routed`` say
+which and what it decided),
 ``fallback`` (skeleton unparseable or no token budget), ``expanded`` (SoT answered: points,
 titles, lead, skeleton_ms, expansion_ms, skeleton_tokens, expansion_tokens (lead included),
 lead_tokens, retried, failed). A streamed answer carries ``skeleton`` on the response (sent
@@ -124,7 +126,7 @@ class SkeletonStage:
         info: dict[str, Any] = {"routed": True, "mode": mode, "probability": None}
         if mode == "auto":
             route = await asyncio.to_thread(self.router.route, request.last_user_text)
-            info.update(probability=route.probability, route=route.reason)
+            info.update(probability=route.probability, threshold=route.threshold, route=route.reason)
             if not route.suits:
                 event = Event(self.name, "not_routed", _ms(started), {**info, "routed": False})
                 return (await call_next(request)).with_event(event)
@@ -287,7 +289,6 @@ class SkeletonStage:
             "expansion_ms": round(expansion_ms, 1),
             "expansion_tokens": sum(r.usage.completion_tokens for r in results) + lead_tokens,
             "lead_tokens": lead_tokens,
-            "retried": [r.index for r in results if r.attempts > 1 and r.error is None],
             "failed": [r.index for r in results if r.error is not None],
         }
         return Event(self.name, "expanded", _ms(started), data)
