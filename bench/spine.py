@@ -2,6 +2,13 @@
 through the proxy (HTTP, streaming) against calling LocalBackend directly, same model, one run.
 
     python -m bench.spine [--requests 6] [--max-tokens 48]
+    python -m bench.spine --detokenise     # decode tokens/s at 32/256/1024 tokens, before vs after
+
+``--detokenise`` measures what incremental detokenisation bought: decode speed of LocalBackend at
+32, 256 and 1,024 output tokens with the current linear-time detokeniser against the previous
+one (re-decoding the whole sequence at every step, reproduced here by patching
+``RowDecoder._text`` for the "before" rows), interleaved in one run. To make every request
+produce exactly that many tokens the backend's end-of-sequence ids are cleared (bench only).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import RESULTS, environment, median, print_table, write_results
+from bench.common import RESULTS, environment, goal, median, print_table, write_results
 
 PROMPTS = [
     "Explain why the sky is blue.",
@@ -116,6 +123,66 @@ async def measure(port: int, requests: int, max_tokens: int) -> dict[str, list[f
     return rows
 
 
+DETOK_LENGTHS = (32, 256, 1024)
+
+
+def _full_redecode(row: Any) -> str:
+    """The detokeniser before incremental decoding: the whole sequence, every step."""
+    return str(row.tokenizer.decode(row.token_ids, skip_special_tokens=True))
+
+
+async def measure_detokenise(repeats: int) -> dict[str, dict[int, list[float]]]:
+    """Decode tokens/s per output length, "before" (full re-decode) and "after" (incremental)."""
+    from tokenlean.backends.local import LocalBackend
+    from tokenlean.backends.local.decoding import RowDecoder
+
+    backend = LocalBackend(prefix_cache_entries=0, draft="off")
+    backend.eos_ids = frozenset()  # every request runs to max_tokens
+    incremental = RowDecoder._text
+    rows: dict[str, dict[int, list[float]]] = {"before": {}, "after": {}}
+    await direct(backend, "warm up", 4)
+    for _ in range(repeats):
+        for length in DETOK_LENGTHS:
+            for variant in ("before", "after"):  # interleaved: machine noise hits both alike
+                RowDecoder._text = _full_redecode if variant == "before" else incremental  # type: ignore[method-assign]
+                first, total, tokens = await direct(
+                    backend, "Tell me a long story about a lighthouse.", length
+                )
+                rows[variant].setdefault(length, []).append(_rate(first, total, tokens))
+    RowDecoder._text = incremental  # type: ignore[method-assign]
+    await backend.aclose()
+    return rows
+
+
+def detokenise_main(repeats: int) -> None:
+    """Run ``measure_detokenise`` and merge its figures and goals into spine.json."""
+    import json
+
+    rows = asyncio.run(measure_detokenise(repeats))
+    medians = {v: {n: median(rows[v][n]) for n in DETOK_LENGTHS} for v in rows}
+    print_table(
+        ["output tokens", "before: full re-decode (tok/s)", "after: incremental (tok/s)", "after / before"],
+        [
+            [n, medians["before"][n], medians["after"][n], medians["after"][n] / medians["before"][n]]
+            for n in DETOK_LENGTHS
+        ],
+    )
+    path = RESULTS / "spine.json"
+    results = json.loads(path.read_text()) if path.exists() else {"goals": []}
+    flat = medians["after"][1024] / medians["after"][32]
+    results["detokenise"] = {"environment": environment(), "samples": rows, "medians": medians}
+    results["goals"] = [g for g in results.get("goals", []) if not g["name"].startswith("detokenise")] + [
+        goal("detokenise: decode speed at 1,024 tokens vs 32 (linear: flat)", ">= 0.9", flat, flat >= 0.9),
+        goal(
+            "detokenise: decode speed at 1,024 tokens, incremental vs full re-decode",
+            ">= 1.0",
+            medians["after"][1024] / medians["before"][1024],
+            medians["after"][1024] >= medians["before"][1024],
+        ),
+    ]
+    write_results("spine", results)
+
+
 def plot(rows: dict[str, list[float]]) -> None:
     import matplotlib
 
@@ -136,7 +203,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--detokenise", action="store_true", help="only the detokenisation before/after rows")
+    parser.add_argument("--repeats", type=int, default=2, help="--detokenise: runs per length and variant")
     args = parser.parse_args()
+    if args.detokenise:
+        detokenise_main(args.repeats)
+        return
     port = _free_port()
     process, cold_start = start_server(port)
     try:

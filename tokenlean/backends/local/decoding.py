@@ -4,10 +4,14 @@ Kept apart from the batching loop in ``local.py`` so that each piece is small an
 ``RowDecoder`` knows one generated sequence (its sampling settings, its tokens, the text already
 sent), and the loop only moves tensors.
 
-Incremental detokenisation: a token can end in the middle of a UTF-8 character or a word piece,
-so each step decodes the whole generated sequence and sends the new suffix, holding back a
-trailing replacement character. Stop strings: text that could still grow into a stop string is
-held back until it cannot, so a client never receives part of a stop sequence.
+Incremental detokenisation, in linear time (the prefix/read offsets of TGI and vLLM): each step
+decodes only a short window — the tokens since the last settled point plus a few before it, so
+that a word piece's leading space and the tokenizer's clean-up rules see their context — and
+appends what the window added. A token can end in the middle of a UTF-8 character, so a window
+ending in a replacement character is not settled yet and its text is held back. Re-decoding the
+whole sequence each step, as this module once did, is quadratic in the output length. Stop
+strings: text that could still grow into a stop string is held back until it cannot, so a client
+never receives part of a stop sequence.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class RowDecoder:
     generator: Any = None
     token_ids: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the decoded text already sent
+    settled: str = ""  # the text of token_ids[:read_offset], final
+    prefix_offset: int = 0  # where the decode window starts (context for the new tokens)
+    read_offset: int = 0  # tokens whose text is settled
     finish_reason: str | None = None
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     # logit shapers (penalties, then a grammar's mask): ``shape(logits, token_ids)``, ``accept(token)``
@@ -130,7 +137,23 @@ class RowDecoder:
         return self.finish_reason is not None
 
     def _text(self) -> str:
-        return str(self.tokenizer.decode(self.token_ids, skip_special_tokens=True))
+        """All text generated so far: the settled part plus what the current window adds."""
+        window = self.token_ids[self.prefix_offset :]
+        context = self._decode(self.token_ids[self.prefix_offset : self.read_offset])
+        added = self._decode(window)[len(context) :]
+        if added and not added.endswith("\ufffd"):  # a complete piece: settle it, slide the window
+            self.settled += added
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.token_ids)
+            return self.settled
+        return self.settled + added
+
+    def _decode(self, token_ids: list[int]) -> str:
+        """The text of ``token_ids``, without the tokenizer's space clean-up ("it 's" → "it's"):
+        a clean-up that looks across a window's start would drop settled characters (vLLM too
+        streams the tokens' own text)."""
+        if not token_ids:
+            return ""
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def _flush(self, text: str) -> str:
         new = text[self.sent :] if len(text) > self.sent else ""
