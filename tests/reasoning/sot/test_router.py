@@ -14,12 +14,21 @@ from tokenlean.errors import ConfigError
 from tokenlean.reasoning.sot import RouterWeights, SkeletonRouter, read_router_csv
 from tokenlean.reasoning.sot.features import CUES, VERSION, WIDTH, lexical_features
 from tokenlean.reasoning.sot.router import DEFAULT_WEIGHTS, maths_or_code
-from tokenlean.reasoning.sot.train_router import GRID, THRESHOLDS, evaluate, train
+from tokenlean.reasoning.sot.train_router import (
+    GRID,
+    PRECISION,
+    THRESHOLDS,
+    evaluate,
+    platt,
+    precise_threshold,
+    train,
+)
 
 from .conftest import DATA
 
 LIMA = DATA / "sot" / "lima" / "router.csv"
 VICUNA = DATA / "sot" / "vicuna" / "router.csv"
+GSM8K = DATA.parent / "gsm8k" / "test.jsonl"
 
 
 def need(path: Path) -> Path:
@@ -28,16 +37,18 @@ def need(path: Path) -> Path:
     return path
 
 
-def test_shipped_weights_are_small_and_say_where_they_came_from() -> None:
+def test_shipped_weights_are_small_calibrated_and_say_where_they_came_from() -> None:
     assert DEFAULT_WEIGHTS.stat().st_size < 10_000
     weights = RouterWeights.load(DEFAULT_WEIGHTS)
-    assert weights.lexical == VERSION and weights.coef.shape == (384 + WIDTH,)
-    assert "lima" in weights.meta["trained_on"] and weights.meta["C"] in GRID
-    chosen = weights.meta["cv"]["chosen"]
-    assert weights.threshold == pytest.approx(chosen["threshold"]) and chosen["threshold"] in THRESHOLDS
-    assert (
-        chosen["roc_auc"] > 0.85 and chosen["accuracy"] >= weights.meta["cv"]["vector_alone_best"]["accuracy"]
-    )
+    assert weights.coef.shape == ((384 + WIDTH) if weights.lexical else 384,)
+    assert [Path(p).parent.name for p in weights.meta["trained_on"]] == ["lima", "vicuna"]
+    assert weights.meta["C"] in GRID and weights.calibration != (1.0, 0.0)
+    cv = weights.meta["cv"]
+    best = max(c["roc_auc"] for c in cv["candidates"])
+    assert cv["chosen"]["roc_auc"] > 0.85 and cv["chosen"]["roc_auc"] >= best - 0.0005
+    # the threshold is the one chosen for precision on held-out folds, and it reached the target there
+    assert weights.threshold in THRESHOLDS and weights.threshold == cv["at_threshold"]["threshold"]
+    assert weights.meta["precision_reached"] and cv["at_threshold"]["precision"] >= PRECISION
 
 
 def test_lexical_cues_read_the_form_of_a_request() -> None:
@@ -47,6 +58,8 @@ def test_lexical_cues_read_the_form_of_a_request() -> None:
     on = [{names[i] for i in range(len(names)) if row[i]} for row in rows]
     assert on[0] == {"what_are", "plural_list", "question_mark"}
     assert on[1] == {"write", "genre"} and on[2] == set()
+    [row] = lexical_features(["Translate the following sentence into French: I like tea."])
+    assert {"given_text", "transform"} <= {names[i] for i in range(len(names)) if row[i]}
     assert rows[2, -2:].tolist() == [0.0, 0.0]
     assert rows[0, -2] == pytest.approx(np.log1p(len("What are some ways to save money?")) / 8)
     assert lexical_features(["a\nb\nc"])[0, -1] == pytest.approx(2 / 20)
@@ -58,7 +71,18 @@ def test_weights_without_cues_still_load_and_a_newer_cue_list_is_refused(tmp_pat
     np.savez(old, coef=coef, intercept=np.float32(0.1), threshold=np.float32(0.5), meta=np.array("{}"))
     weights = RouterWeights.load(old)
     vectors = np.eye(2, 384, dtype=np.float32)
-    assert weights.lexical == 0 and weights.probabilities(vectors).shape == (2,)
+    assert weights.lexical == 0 and weights.calibration == (1.0, 0.0)  # written before calibration
+    assert np.allclose(weights.probabilities(vectors), 1 / (1 + np.exp(-(vectors @ coef + 0.1))))
+    np.savez(
+        old,
+        coef=coef,
+        intercept=np.float32(0.1),
+        threshold=np.float32(0.5),
+        meta=np.array("{}"),
+        calibration=np.float64(2),
+    )
+    with pytest.raises(ConfigError, match="router weights"):
+        RouterWeights.load(old)
     RouterWeights(np.zeros(384 + WIDTH), 0.0, 0.5, {}, VERSION + 1).save(tmp_path / "future.npz")
     with pytest.raises(ConfigError, match="retrain"):
         RouterWeights.load(tmp_path / "future.npz")
@@ -107,31 +131,75 @@ def test_the_real_router_sends_lists_to_sot_and_maths_and_stories_elsewhere() ->
     assert routes[0].probability is not None and routes[0].probability >= router.threshold
 
 
-def test_accuracy_on_vicuna_80_which_it_never_saw() -> None:
+def test_calibration_is_applied_to_the_logit() -> None:
+    coef = np.zeros(384, dtype=np.float32)
+    coef[0] = 2.0
+    weights = RouterWeights(coef, -1.0, 0.7, {}, 0, (1.5, 0.25))
+    vectors = np.eye(3, 384, dtype=np.float32)  # logits 1, -1, -1
+    assert np.allclose(weights.logits(vectors), [1.0, -1.0, -1.0])
+    assert np.allclose(
+        weights.probabilities(vectors), 1 / (1 + np.exp(-(1.5 * np.array([1.0, -1, -1]) + 0.25)))
+    )
+
+
+def test_platt_recovers_a_known_sigmoid() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, 20_000)
+    labels = rng.random(20_000) < 1 / (1 + np.exp(-(0.5 * logits - 1.0)))
+    scale, shift = platt(logits, labels)
+    assert scale == pytest.approx(0.5, abs=0.05) and shift == pytest.approx(-1.0, abs=0.08)
+
+
+def test_the_threshold_is_the_lowest_from_which_precision_holds() -> None:
+    # probabilities 0.50 .. 0.99; labels: all right from 0.72, wrong at 0.70 and 0.71, every other one below
+    probabilities = np.round(np.linspace(0.5, 0.99, 50), 2)
+    labels = (probabilities >= 0.8) | ((probabilities >= 0.72) & (probabilities < 0.8))
+    labels[probabilities < 0.7] = np.arange((probabilities < 0.7).sum()) % 2 == 0
+    guarded = np.zeros(50, dtype=bool)
+    threshold, reached = precise_threshold(probabilities, labels, guarded, 0.9)
+    assert reached and threshold == 0.7  # 0.7 routes 30, 28 right (0.933); 0.65 routes 35, 30 right (0.857)
+    guarded[probabilities >= 0.9] = True  # the guard says no whatever the score: fewer routed
+    assert precise_threshold(probabilities, labels, guarded, 0.9) == (0.7, True)
+    assert precise_threshold(probabilities, np.zeros(50, dtype=bool), guarded, 0.9) == (THRESHOLDS[-1], False)
+
+
+def test_maths_word_problems_it_never_saw_are_not_routed() -> None:
+    """GSM8K questions: maths by construction, which the paper names as unsuitable for SoT."""
+    path = need(GSM8K)
+    texts = [json.loads(line)["question"] for line in path.read_text().splitlines()[:200]]
+    routed = [r for r in SkeletonRouter().routes(texts) if r.suits]
+    assert len(routed) <= 2  # measured 0 of 200 with the shipped weights (docs/sot.md)
+
+
+def test_vicuna_80_yes_is_precise() -> None:
+    """Vicuna-80 is part of the training data now: a regression guard, not an unseen-data score."""
     texts, labels = read_router_csv(need(VICUNA))
-    assert len(texts) == 80
-    suits = [r.suits for r in SkeletonRouter().routes(texts)]
-    accuracy = float(np.mean([s == bool(y) for s, y in zip(suits, labels, strict=True)]))
-    # measured 0.825 when the weights were trained (docs/sot.md); this guards against regressions
-    assert accuracy >= 0.8
+    routes = SkeletonRouter().routes(texts)
+    said_yes = [bool(y) for r, y in zip(routes, labels, strict=True) if r.suits]
+    assert len(said_yes) >= 10 and sum(said_yes) / len(said_yes) >= 0.9
 
 
-def test_training_learns_the_labels_and_round_trips(tmp_path: Path) -> None:
+def test_training_chooses_on_held_out_folds_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     texts, labels = read_router_csv(need(LIMA))
     rng = np.random.default_rng(0)
     picked = sorted(rng.choice(len(texts), size=160, replace=False))
     texts = [texts[i][:400] for i in picked]
     y = np.asarray([labels[i] for i in picked])
     vectors = shared_embedder().embed(texts)
-    weights = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1)
-    chosen = weights.meta["cv"]["chosen"]
-    assert chosen["roc_auc"] > 0.65  # chance is 0.5
-    # the choice is the best cross-validated accuracy among every candidate tried
-    assert chosen["accuracy"] >= max(r["accuracy"] for r in weights.meta["cv"]["at_threshold_0.5"])
+    weights = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1, precision=0.7)
+    cv = weights.meta["cv"]
+    assert cv["chosen"]["roc_auc"] > 0.65  # chance is 0.5
+    assert cv["chosen"]["roc_auc"] == max(c["roc_auc"] for c in cv["candidates"])
+    assert weights.threshold in THRESHOLDS and weights.threshold == cv["at_threshold"]["threshold"]
+    if weights.meta["precision_reached"]:
+        assert cv["at_threshold"]["precision"] >= 0.7
     assert weights.coef.shape == ((384 + WIDTH) if weights.lexical else 384,)
+    again = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1, precision=0.7)
+    assert np.array_equal(again.coef, weights.coef) and again.calibration == weights.calibration
     weights.save(tmp_path / "router.npz")
-    again = RouterWeights.load(tmp_path / "router.npz")
-    assert np.allclose(again.probabilities(vectors, texts), weights.probabilities(vectors, texts), atol=1e-5)
-    assert json.dumps(again.meta) == json.dumps(weights.meta, sort_keys=True)
-    scores = evaluate(again, vectors, y, texts)
-    assert scores["accuracy_without_guard"] > 0.7  # on its own training data
+    loaded = RouterWeights.load(tmp_path / "router.npz")
+    assert np.allclose(loaded.probabilities(vectors, texts), weights.probabilities(vectors, texts), atol=1e-5)
+    assert loaded.threshold == weights.threshold and loaded.calibration == weights.calibration
+    assert json.dumps(loaded.meta) == json.dumps(weights.meta, sort_keys=True)
+    scores = evaluate(loaded, vectors, y, texts)
+    assert scores["roc_auc"] > 0.8 and scores["majority_baseline"] == round(max(y.mean(), 1 - y.mean()), 4)

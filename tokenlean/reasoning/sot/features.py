@@ -7,7 +7,12 @@ embedding mostly encodes the *topic* of a request, while these are properties of
 "What are some ways to ..." and "Write a poem about ..." can share a topic and differ in form.
 So the router also sees a few binary cues for those forms, plus the request's length (LIMA's
 requests are long forum posts, chat traffic is short). On LIMA's 10-fold cross-validation the
-cues lift ROC AUC from 0.85 to 0.87 and accuracy from 0.785 to 0.796.
+cues lift ROC AUC from 0.85 to 0.87 and accuracy from 0.785 to 0.796. Version 2 adds two cues
+for requests that work on a text they carry (``given_text``: "the following", "this paragraph";
+``transform``: translate, summarise, rewrite, classify, extract): instruction sets are full of
+them and their answer must follow that text, not a list of points. They are neutral on LIMA's
+cross-validation (ROC AUC 0.8687 vs 0.8683) and fire on 3-4 % of LIMA, none of Vicuna-80: a
+prior for other traffic, not a fitted gain.
 Known failure mode: the cues are English keyword patterns; a paraphrase that avoids them is
 judged by the embedding alone, and a cue word used in another sense ("a class of problems")
 nudges the score the wrong way. The cue list is versioned (``VERSION``) with the weights that
@@ -24,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CUES", "VERSION", "WIDTH", "lexical_features"]
 
-VERSION = 1
+VERSION = 2
 
 # name -> pattern (case-insensitive); each is one 0/1 feature, in this order
 CUES: dict[str, str] = {
@@ -55,6 +60,10 @@ CUES: dict[str, str] = {
     "opinion": r"\b(should we|do we have|is it (better|more important)|or should)\b",
     "question_mark": r"\?",
     "digit": r"\d",
+    "given_text": r"\b(the following|this (text|passage|paragraph|sentence|article)|below:)",
+    "transform": (
+        r"\b(translate|summari[sz]e|paraphrase|rewrite|rephrase|proofread|classify|extract|convert|fill in)\b"
+    ),
 }
 _COMPILED = tuple(re.compile(pattern, re.IGNORECASE) for pattern in CUES.values())
 WIDTH = len(CUES) + 2  # the cues, then log length and line count

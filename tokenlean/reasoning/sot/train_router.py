@@ -1,69 +1,143 @@
 """Train the SoT router and write ``router.npz``: ``python -m tokenlean.reasoning.sot.train_router``.
 
-The classifier is a logistic regression over MiniLM vectors of SoT's labelled LIMA requests
-(``sot/lima/router.csv``, 1 = suits a skeleton), optionally with lexical cues appended
-(``features.py``). Everything is chosen by cross-validation on LIMA alone (10 folds, repeated
-3 times with different shuffles): whether to use the cues, the class weighting (balanced or
-none), the regularisation ``C`` and the decision threshold, all by the cross-validated accuracy
-of the whole router, i.e. with the maths/code/step-by-step guard (``router.maths_or_code``) in
-front (ties: higher balanced accuracy, then ROC AUC). The Vicuna-80 labels are never trained
-or tuned on: with ``--vicuna`` they are only scored, once the choice is made, for the record.
-Needs scikit-learn (training only; the shipped router runs on numpy).
+The classifier is a logistic regression over MiniLM vectors of SoT's labelled requests
+(``sot/<set>/router.csv``, 1 = suits a skeleton), optionally with lexical cues appended
+(``features.py``). The shipped router is trained on LIMA and Vicuna-80 together; everything is
+chosen on held-out folds of the training requests alone (10 folds stratified by set and label,
+repeated 3 times with different shuffles):
+
+1. the design (cues or not, regularisation ``C``) by the held-out ROC AUC (ties: fewer features,
+   stronger regularisation), i.e. by how well it *ranks*, which carries to other traffic better
+   than a threshold does;
+2. Platt calibration (``sigmoid(a * logit + b)``) fitted on the held-out logits;
+3. the threshold: the lowest on ``THRESHOLDS`` from which the whole router (the maths/code/
+   step-by-step guard in front) keeps held-out precision >= ``PRECISION`` at every higher one,
+   because a wrong "yes" costs answer quality and a wrong "no" only the speed-up.
+
+``--cross`` also runs the same procedure across data sets (train on LIMA, test on Vicuna-80;
+train on Vicuna-80, test on LIMA): those are the figures for data the router was not tuned on.
+The run is deterministic: rerunning it rewrites the same ``router.npz``. Needs scikit-learn
+(training only; the shipped router runs on numpy).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenlean.reasoning.sot.features import VERSION, lexical_features
 from tokenlean.reasoning.sot.router import DEFAULT_WEIGHTS, RouterWeights, maths_or_code, read_router_csv
 
-__all__ = ["GRID", "THRESHOLDS", "cross_validate", "evaluate", "main", "train"]
+if TYPE_CHECKING:
+    from tokenlean.embeddings import Embedder
 
-_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sot_questions" / "sot"
-GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(9))  # 0.30 .. 0.70
-CLASS_WEIGHTS = ("balanced", None)
+__all__ = [
+    "GRID",
+    "PRECISION",
+    "THRESHOLDS",
+    "Labelled",
+    "cross_dataset",
+    "cross_validate",
+    "evaluate",
+    "load_sets",
+    "main",
+    "platt",
+    "precise_threshold",
+    "train",
+]
+
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sot_questions" / "sot"
+SETS = ("lima", "vicuna")
+GRID = (0.1, 0.3, 1.0, 3.0)
+THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50 .. 0.95
+PRECISION = 0.85
+MIN_ROUTED = 10  # a threshold that routes fewer held-out requests (over all repeats) says nothing
 SEED = 0
 
 
-def _model(c: float, class_weight: str | None) -> Any:
+@dataclass(frozen=True, eq=False)
+class Labelled:
+    """One labelled set: its name, requests, 0/1 labels and their MiniLM vectors."""
+
+    name: str
+    texts: list[str]
+    labels: Any
+    vectors: Any
+
+
+def load_sets(names: tuple[str, ...], embedder: Embedder, root: Path = DATA) -> list[Labelled]:
+    """SoT's ``router.csv`` of each named set, embedded."""
+    import numpy as np
+
+    sets = []
+    for name in names:
+        texts, labels = read_router_csv(root / name / "router.csv")
+        sets.append(Labelled(name, texts, np.asarray(labels), embedder.embed(texts)))
+    return sets
+
+
+def _design(vectors: Any, texts: list[str], lexical: int) -> Any:
+    import numpy as np
+
+    return np.hstack([vectors, lexical_features(texts)]) if lexical else vectors
+
+
+def _model(c: float) -> Any:
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-    return LogisticRegression(C=c, class_weight=class_weight, max_iter=5000)
+    return LogisticRegression(C=c, max_iter=5000)
 
 
-def _held_out(
-    features: Any, labels: Any, c: float, class_weight: str | None, folds: int, repeats: int
-) -> Any:
-    """Out-of-fold probabilities, one row per repeat (a different shuffle each time)."""
+def _held_out(features: Any, labels: Any, strata: Any, c: float, folds: int, repeats: int) -> Any:
+    """Out-of-fold logits, one row per repeat (a different shuffle each time)."""
     import numpy as np
     from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
 
     out = np.zeros((repeats, len(labels)))
     for repeat in range(repeats):
         splitter = StratifiedKFold(folds, shuffle=True, random_state=SEED + repeat)
-        for fit, test in splitter.split(features, labels):
-            model = _model(c, class_weight).fit(features[fit], labels[fit])
-            out[repeat, test] = model.predict_proba(features[test])[:, 1]
+        for fit, test in splitter.split(features, strata):
+            out[repeat, test] = _model(c).fit(features[fit], labels[fit]).decision_function(features[test])
     return out
 
 
-def _scores(held_out: Any, labels: Any, guarded: Any, threshold: float) -> dict[str, float]:
-    """Mean over repeats of the guarded router's accuracy and balanced accuracy, and ROC AUC."""
+def platt(logits: Any, labels: Any) -> tuple[float, float]:
+    """Platt scaling: ``(a, b)`` of the 1-D logistic fit of ``labels`` on held-out ``logits``."""
     import numpy as np
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score  # type: ignore[import-untyped]
 
-    routed = [(row >= threshold) & ~guarded for row in held_out]
+    fit = _model(1e6).fit(np.asarray(logits).reshape(-1, 1), labels)
+    return round(float(fit.coef_[0, 0]), 6), round(float(fit.intercept_[0]), 6)
+
+
+def outcome(routed: Any, labels: Any) -> dict[str, float]:
+    """Accuracy, precision and recall of the SoT class, false-positive rate, share routed."""
+    import numpy as np
+
+    routed, labels = np.asarray(routed, dtype=bool), np.asarray(labels, dtype=bool)
+    hits = int((routed & labels).sum())
     return {
-        "accuracy": round(float(np.mean([(r == labels).mean() for r in routed])), 4),
-        "balanced_accuracy": round(float(np.mean([balanced_accuracy_score(labels, r) for r in routed])), 4),
-        "roc_auc": round(float(np.mean([roc_auc_score(labels, row) for row in held_out])), 4),
+        "accuracy": round(float((routed == labels).mean()), 4),
+        "precision": round(hits / max(1, int(routed.sum())), 4),
+        "recall": round(hits / max(1, int(labels.sum())), 4),
+        "false_positive_rate": round(int((routed & ~labels).sum()) / max(1, int((~labels).sum())), 4),
+        "routed": int(routed.sum()),
     }
+
+
+def precise_threshold(probabilities: Any, labels: Any, guarded: Any, target: float) -> tuple[float, bool]:
+    """The lowest threshold from which precision stays >= ``target`` at every higher one that
+    routes at least ``MIN_ROUTED``; ``(highest threshold, False)`` if none reaches it."""
+    chosen = None
+    for threshold in reversed(THRESHOLDS):
+        routed = (probabilities >= threshold) & ~guarded
+        if routed.sum() < MIN_ROUTED:
+            continue
+        if outcome(routed, labels)["precision"] < target:
+            break
+        chosen = threshold
+    return (chosen, True) if chosen is not None else (THRESHOLDS[-1], False)
 
 
 def cross_validate(
@@ -71,29 +145,35 @@ def cross_validate(
     labels: Any,
     texts: list[str],
     *,
+    strata: Any = None,
     grid: tuple[float, ...] = GRID,
     folds: int = 10,
     repeats: int = 3,
 ) -> list[dict[str, Any]]:
-    """Every candidate (cues or not, class weight, C, threshold) with its cross-validated scores."""
+    """Every design (cues or not, ``C``) with its mean held-out ROC AUC and its held-out logits."""
     import numpy as np
+    from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
 
     labels = np.asarray(labels)
-    guarded = np.array([maths_or_code(t) is not None for t in texts])
-    designs = {0: vectors, VERSION: np.hstack([vectors, lexical_features(texts)])}
+    strata = labels if strata is None else np.asarray(strata)
     rows = []
-    for (lexical, design), class_weight, c in itertools.product(designs.items(), CLASS_WEIGHTS, grid):
-        held_out = _held_out(design, labels, c, class_weight, folds, repeats)
-        for threshold in THRESHOLDS:
-            scores = _scores(held_out, labels, guarded, threshold)
-            rows.append(
-                {"lexical": lexical, "class_weight": class_weight, "C": c, "threshold": threshold, **scores}
-            )
+    for lexical in (0, VERSION):
+        design = _design(vectors, texts, lexical)
+        for c in grid:
+            logits = _held_out(design, labels, strata, c, folds, repeats)
+            auc = float(np.mean([roc_auc_score(labels, row) for row in logits]))
+            rows.append({"lexical": lexical, "C": c, "roc_auc": round(auc, 4), "logits": logits})
     return rows
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(rows, key=lambda r: (r["accuracy"], r["balanced_accuracy"], r["roc_auc"]))
+    """Highest AUC; ties (to 3 decimals): no cues, then the smaller ``C``."""
+    return max(rows, key=lambda r: (round(r["roc_auc"], 3), -r["lexical"], -r["C"]))
+
+
+def _held_out_curve(probabilities: Any, labels: Any, guarded: Any) -> list[dict[str, float]]:
+    """The guarded router's held-out outcome at every threshold (all repeats pooled)."""
+    return [{"threshold": t, **outcome((probabilities >= t) & ~guarded, labels)} for t in THRESHOLDS]
 
 
 def train(
@@ -101,82 +181,134 @@ def train(
     labels: Any,
     texts: list[str],
     *,
+    strata: Any = None,
+    precision: float = PRECISION,
     grid: tuple[float, ...] = GRID,
     folds: int = 10,
     repeats: int = 3,
 ) -> RouterWeights:
-    """Choose the candidate by cross-validation, refit it on everything, return it with its scores."""
+    """Choose the design, calibration and threshold on held-out folds; refit the design on everything."""
     import numpy as np
 
     labels = np.asarray(labels)
-    rows = cross_validate(vectors, labels, texts, grid=grid, folds=folds, repeats=repeats)
+    rows = cross_validate(vectors, labels, texts, strata=strata, grid=grid, folds=folds, repeats=repeats)
     best = _best(rows)
-    design = vectors if not best["lexical"] else np.hstack([vectors, lexical_features(texts)])
-    model = _model(best["C"], best["class_weight"]).fit(design, labels)
-    at_half = [r for r in rows if r["threshold"] == 0.5]
+    scale, shift = platt(best["logits"].ravel(), np.tile(labels, repeats))
+    probabilities = (1.0 / (1.0 + np.exp(-(scale * best["logits"] + shift)))).ravel()
+    pooled_labels = np.tile(labels, repeats)
+    guarded = np.tile([maths_or_code(t) is not None for t in texts], repeats)
+    threshold, reached = precise_threshold(probabilities, pooled_labels, guarded, precision)
+    model = _model(best["C"]).fit(_design(vectors, texts, best["lexical"]), labels)
     meta = {
-        "model": f"logistic regression, class_weight={best['class_weight']}",
+        "model": "logistic regression, Platt-calibrated on held-out folds",
         "features": "all-MiniLM-L6-v2" + (f" + lexical cues v{best['lexical']}" if best["lexical"] else ""),
         "embedder": "all-MiniLM-L6-v2",
-        "trained_on": "imagination-research/sot data/lima/router.csv",
         "examples": len(labels),
         "positives": int(labels.sum()),
         "C": best["C"],
-        "chosen_by": "LIMA cross-validated accuracy of the guarded router (ties: balanced accuracy, AUC)",
+        "precision_target": precision,
+        "precision_reached": reached,
+        "chosen_by": "held-out ROC AUC (design), Platt on held-out logits, threshold for held-out precision",
         "cv": {
             "folds": folds,
             "repeats": repeats,
             "seed": SEED,
-            "chosen": best,
-            "vector_alone_best": _best([r for r in rows if not r["lexical"]]),
-            "at_threshold_0.5": at_half,
+            "candidates": [{k: v for k, v in r.items() if k != "logits"} for r in rows],
+            "chosen": {"lexical": best["lexical"], "C": best["C"], "roc_auc": best["roc_auc"]},
+            "at_threshold": {
+                "threshold": threshold,
+                **outcome((probabilities >= threshold) & ~guarded, pooled_labels),
+            },
+            "curve": _held_out_curve(probabilities, pooled_labels, guarded),
         },
-        "date": time.strftime("%Y-%m-%d"),
     }
-    return RouterWeights(model.coef_[0], float(model.intercept_[0]), best["threshold"], meta, best["lexical"])
+    weights = model.coef_[0].astype(np.float32)
+    return RouterWeights(
+        weights, float(model.intercept_[0]), threshold, meta, best["lexical"], (scale, shift)
+    )
 
 
-def evaluate(weights: RouterWeights, vectors: Any, labels: Any, texts: list[str]) -> dict[str, float]:
-    """Accuracy (with and without the guard), balanced accuracy and ROC AUC on held-out labels."""
+def evaluate(weights: RouterWeights, vectors: Any, labels: Any, texts: list[str]) -> dict[str, Any]:
+    """The whole router (guard in front) on labelled requests, against the majority baseline."""
     import numpy as np
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score  # type: ignore[import-untyped]
+    from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels)
     probabilities = weights.probabilities(vectors, texts)
     classifier = probabilities >= weights.threshold
-    routed = classifier & ~np.array([maths_or_code(t) is not None for t in texts])
+    guarded = np.array([maths_or_code(t) is not None for t in texts], dtype=bool)
+    routed = classifier & ~guarded
     return {
-        "accuracy": float((routed == labels).mean()),
-        "accuracy_without_guard": float((classifier == labels).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, routed)),
-        "roc_auc": float(roc_auc_score(labels, probabilities)),
+        "examples": len(labels),
+        "positives": int(labels.sum()),
+        "threshold": round(weights.threshold, 4),
+        **outcome(routed, labels),
+        "majority_baseline": round(float(max(labels.mean(), 1 - labels.mean())), 4),
+        "roc_auc": round(float(roc_auc_score(labels, probabilities)), 4),
+        "accuracy_without_guard": round(float((classifier == labels).mean()), 4),
+        "curve": [{"threshold": t, **outcome((probabilities >= t) & ~guarded, labels)} for t in THRESHOLDS],
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train on LIMA, write the weights, score Vicuna-80 if present."""
+def train_on(sets: list[Labelled], *, precision: float = PRECISION, **options: Any) -> RouterWeights:
+    """``train`` on the union of ``sets``, folds stratified by set and label."""
     import numpy as np
 
+    texts = [text for labelled in sets for text in labelled.texts]
+    labels = np.concatenate([labelled.labels for labelled in sets])
+    strata = np.concatenate([labelled.labels + 2 * i for i, labelled in enumerate(sets)])
+    vectors = np.vstack([labelled.vectors for labelled in sets])
+    weights = train(vectors, labels, texts, strata=strata, precision=precision, **options)
+    weights.meta["trained_on"] = [f"imagination-research/sot data/{s.name}/router.csv" for s in sets]
+    return weights
+
+
+def cross_dataset(
+    sets: list[Labelled], *, precision: float = PRECISION, **options: Any
+) -> list[dict[str, Any]]:
+    """Train on each set alone (everything chosen on its own folds), test on each of the others."""
+    results = []
+    for source in sets:
+        weights = train_on([source], precision=precision, **options)
+        for target in sets:
+            if target is source:
+                continue
+            results.append(
+                {
+                    "train": source.name,
+                    "test": target.name,
+                    "design": weights.meta["features"],
+                    "C": weights.meta["C"],
+                    "calibration": list(weights.calibration),
+                    "held_out_in_training": weights.meta["cv"]["at_threshold"],
+                    "test_scores": evaluate(weights, target.vectors, target.labels, target.texts),
+                }
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train on the named sets (default LIMA + Vicuna-80), write the weights; ``--cross`` as well."""
     from tokenlean.embeddings import shared_embedder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lima", type=Path, default=_DATA / "lima" / "router.csv")
-    parser.add_argument("--vicuna", type=Path, default=_DATA / "vicuna" / "router.csv")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), help="names under sot_questions/sot/")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--precision", type=float, default=PRECISION, help="held-out precision target")
+    parser.add_argument("--cross", action="store_true", help="also train on each set, test on the others")
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = parser.parse_args(argv)
-    embedder = shared_embedder()
-    texts, labels = read_router_csv(args.lima)
-    weights = train(embedder.embed(texts), np.asarray(labels), texts)
+    sets = load_sets(tuple(args.sets), shared_embedder(), args.data)
+    weights = train_on(sets, precision=args.precision)
     weights.save(args.out)
     cv = weights.meta["cv"]
-    print(f"trained on {len(texts)} LIMA requests; {weights.meta['features']}; {weights.meta['model']}")
-    print(f"chosen by LIMA CV: {cv['chosen']}")
-    print(f"best without the lexical cues: {cv['vector_alone_best']}")
+    print(f"trained on {weights.meta['trained_on']}: {weights.meta['features']}, C={weights.meta['C']}")
+    print(f"calibration (a, b) = {weights.calibration}; threshold {weights.threshold}")
+    print(f"held out: {cv['at_threshold']} (precision target {args.precision})")
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
-    if args.vicuna.exists():
-        held_texts, held_labels = read_router_csv(args.vicuna)
-        scores = evaluate(weights, embedder.embed(held_texts), held_labels, held_texts)
-        print("Vicuna-80 (never trained or tuned on):", scores)
+    if args.cross:
+        for row in cross_dataset(sets, precision=args.precision):
+            print(f"train {row['train']} -> test {row['test']}: {row['test_scores']}")
 
 
 if __name__ == "__main__":
