@@ -38,6 +38,7 @@ from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_
 from tokenlean.backends.local.drafting.session import DraftPolicy, parse_draft_mode
 from tokenlean.backends.local.grammar import GrammarCompiler
 from tokenlean.backends.local.packed import use_fast_kernels
+from tokenlean.backends.local.penalties import penalties_for
 from tokenlean.backends.local.prefix_cache import PrefixCache
 from tokenlean.backends.local.single_row import DraftPlan, SingleRowDecoder
 from tokenlean.backends.local.structured import (
@@ -219,13 +220,15 @@ class LocalBackend:
         refuse_unsupported_sampling(request)
         refuse_unreadable_parts(request)
         structured = structured_plan(request)
+        penalties = penalties_for(request, self.grammars.vocab_size)
         plan = self._plan(request)
-        plan = DraftPlan("off") if structured.constrained else plan  # drafts are not checked against grammars
+        if structured.constrained or penalties:  # drafts are verified against the plain distribution
+            plan = DraftPlan("off")
         prompt_ids = self.encode(request, structured)
         settings = self._settings(request, len(prompt_ids))
         loop = asyncio.get_running_loop()
         shapers = await asyncio.to_thread(
-            self.grammars.shapers, structured.grammar, request.n, structured.param
+            self.grammars.shapers, structured.grammar, request.n, structured.param, penalties
         )
         rows = [
             RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i), shapers=shaping)

@@ -33,7 +33,7 @@ __all__ = ["JSON_OPTIONS", "GrammarCompiler", "GrammarConstraint", "json_grammar
 
 # One fixed layout, as ``json.dumps`` writes it: a small model left free to choose whitespace
 # can wander into endless newlines; fixed separators also make tool-call text predictable.
-JSON_OPTIONS: dict[str, Any] = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+JSON_OPTIONS: Any = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 
 
 def json_grammar(schema: Mapping[str, Any]) -> str:
@@ -103,12 +103,17 @@ class GrammarCompiler:
         if is_error:
             raise BadRequestError(f"{param}: cannot be enforced: {'; '.join(messages)}", param=param)
 
-    def shapers(self, grammar: str | None, rows: int, param: str) -> list[tuple[GrammarConstraint, ...]]:
-        """Each row's shapers: its own matcher for ``grammar`` (none without one); checks it first."""
+    def shapers(self, grammar: str | None, rows: int, param: str, first: Any = None) -> list[tuple[Any, ...]]:
+        """Each row's shapers: ``first`` (penalties, shared) then its own matcher for ``grammar``.
+
+        The grammar is checked first (a 400 naming ``param``); its mask comes last, so no bias can
+        bring back a token the grammar forbids.
+        """
+        shared = (first,) if first is not None else ()
         if grammar is None:
-            return [() for _ in range(rows)]
+            return [shared for _ in range(rows)]
         self.check(grammar, param)
-        return [(self.constraint(grammar),) for _ in range(rows)]
+        return [(*shared, self.constraint(grammar)) for _ in range(rows)]
 
     def constraint(self, grammar: str) -> GrammarConstraint:
         """A fresh matcher for one row, positioned at the start of the grammar."""

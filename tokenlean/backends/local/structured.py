@@ -76,7 +76,7 @@ def structured_plan(request: Request) -> StructuredPlan:
             json_grammar(schema), system_text=note, param="response_format.json_schema.schema"
         )
     tools = _tools_by_name(request.tools)
-    names = _called_names(choice, tools)
+    names = tuple(_called_names(choice, tools))
     call = _call_schema({name: tools[name] for name in names})
     listing = _tool_listing(tools, choice, names)
     if choice != "auto":
@@ -161,7 +161,7 @@ def _call_schema(tools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
 
 
-def _tool_listing(tools: Mapping[str, Mapping[str, Any]], choice: Any, names: list[str]) -> str:
+def _tool_listing(tools: Mapping[str, Mapping[str, Any]], choice: Any, names: tuple[str, ...]) -> str:
     """The system text that shows the model its tools and how to call one."""
     described = [
         {"name": name, "description": f.get("description", ""), "parameters": f.get("parameters") or {}}

@@ -1,8 +1,8 @@
 """Fields of the OpenAI API the embedded backend's sampler does not implement: refused, never ignored.
 
-A client that sends ``logit_bias`` or a penalty expects the answer to change; answering as if
-the field were absent would be a silent wrong answer. Values that change nothing (a penalty of
-0, an empty bias, ``echo: false``) are accepted.
+A client that sends such a field expects the answer to change; answering as if the field were
+absent would be a silent wrong answer. Values that change nothing (``echo: false``) are accepted.
+``logit_bias`` and the penalties are implemented (``penalties.py``); ``echo`` is still refused.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from tokenlean.middleware.types import Request
 
 __all__ = ["refuse_unsupported_sampling"]
 
-_UNSUPPORTED = ("logit_bias", "presence_penalty", "frequency_penalty", "echo")
+# logit_bias and the penalties are implemented (``penalties.py``)
+_UNSUPPORTED = ("echo",)
 
 
 def refuse_unsupported_sampling(request: Request) -> None:

@@ -1,0 +1,100 @@
+"""The pure parts of structured output: schema closing, tool-call reading, penalties, request checks."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from tokenlean.backends.local.grammar import closed
+from tokenlean.backends.local.penalties import penalties_for
+from tokenlean.backends.local.structured import chat_messages, refuse_unreadable_parts, structured_plan
+from tokenlean.backends.local.tool_calls import ToolCallReader, parse_tool_call
+from tokenlean.errors import BadRequestError
+from tokenlean.middleware.types import Message, Request
+
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
+def test_closed_schema_forbids_unlisted_keys_but_keeps_valid_outputs_valid() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer"}}}},
+        "allOf": [{"properties": {"c": {"type": "string"}}}],
+    }
+    tight = closed(schema)
+    assert tight["additionalProperties"] is False
+    assert tight["properties"]["a"]["additionalProperties"] is False
+    assert "additionalProperties" not in tight["allOf"][0]  # closing a branch would forbid "a"
+    jsonschema.validate({"a": {"b": 1}}, tight)
+    jsonschema.validate({"a": {"b": 1}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"a": {"b": 1, "x": 2}}, tight)
+    named = closed({"type": "object", "properties": {"properties": {"type": "string"}}})
+    assert named["properties"] == {"properties": {"type": "string"}}  # a key named "properties" stays a key
+
+
+def test_tool_call_reader_reads_calls_and_lets_text_through() -> None:
+    call = ToolCallReader(("lookup",))
+    assert call.feed('{"name": "lookup", ') == "" and call.feed('"arguments": {"q": "x"}}') == ""
+    text, calls, reason = call.finish("stop")
+    assert text == "" and reason == "tool_calls"
+    assert calls[0]["index"] == 0 and json.loads(calls[0]["function"]["arguments"]) == {"q": "x"}
+    auto = ToolCallReader(("lookup",), auto=True)
+    assert auto.feed(" ") == "" and auto.feed("Hello") == " Hello" and auto.feed("!") == "!"
+    assert auto.finish("stop") == ("", (), "stop")
+    cut = ToolCallReader(("lookup",))
+    cut.feed('{"name": "lookup", "argu')
+    assert cut.finish("length") == ('{"name": "lookup", "argu', (), "length")
+    assert parse_tool_call('{"name": "other", "arguments": {}}', ("lookup",)) is None
+
+
+def test_tool_choice_and_parts_are_checked() -> None:
+    named = {"type": "function", "function": {"name": "missing"}}
+    with pytest.raises(BadRequestError) as caught:
+        structured_plan(Request(messages=(Message("user", "hi"),), tools=(TOOL,), tool_choice=named))
+    assert caught.value.param == "tool_choice"
+    with pytest.raises(BadRequestError) as caught:
+        structured_plan(Request(messages=(Message("user", "hi"),), response_format={"type": "yaml"}))
+    assert caught.value.param == "response_format.type"
+    audio = Message(
+        "user", "", parts=({"type": "text", "text": ""}, {"type": "input_audio", "input_audio": {}})
+    )
+    with pytest.raises(BadRequestError) as caught:
+        refuse_unreadable_parts(Request(messages=(audio,)))
+    assert caught.value.param == "messages.0.content"
+
+
+def test_tools_and_history_reach_the_prompt_as_text() -> None:
+    history = (
+        Message("user", "find x"),
+        Message(
+            "assistant",
+            "",
+            tool_calls=({"id": "c1", "function": {"name": "lookup", "arguments": '{"q":"x"}'}},),
+        ),
+        Message("tool", "x is 1", tool_call_id="c1"),
+    )
+    request = Request(messages=history, tools=(TOOL,), tool_choice="required")
+    plan = structured_plan(request)
+    turns = chat_messages(request, plan)
+    assert turns[0]["role"] == "system" and '"lookup"' in turns[0]["content"]
+    assert turns[2] == {"role": "assistant", "content": '{"name": "lookup", "arguments": {"q": "x"}}'}
+    assert turns[3] == {"role": "tool", "content": "x is 1"}
+    assert plan.constrained and plan.tool_names == ("lookup",)
+    assert not structured_plan(Request(messages=history, tools=(TOOL,), tool_choice="none")).constrained
+
+
+def test_penalties_follow_openai_definition() -> None:
+    import torch
+
+    request = Request(extra={"presence_penalty": 0.5, "frequency_penalty": 1.0, "logit_bias": {"2": 3}})
+    penalties = penalties_for(request, vocab_size=4)
+    assert penalties is not None
+    shaped = penalties.shape(torch.zeros(4), [1, 1, 3])
+    assert shaped.tolist() == [0.0, -2.5, 3.0, -1.5]
+    assert penalties_for(Request(extra={"presence_penalty": 0}), vocab_size=4) is None
+    with pytest.raises(BadRequestError) as caught:
+        penalties_for(Request(extra={"logit_bias": {"9": 1}}), vocab_size=4)
+    assert caught.value.param == "logit_bias"
