@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokenlean.middleware.stage import Handler
-from tokenlean.middleware.types import Message, Request, Response, Usage
+from tokenlean.middleware.types import Event, Message, Request, Response, Usage
 from tokenlean.reasoning.sot.parse import (
     clean_expansion,
     clean_lead,
@@ -56,6 +56,7 @@ class Skeleton:
     usage: Usage
     ms: float
     model: str = ""
+    events: tuple[Event, ...] = ()  # what the stages below (drafting, prefix reuse) did for the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class PointResult:
     usage: Usage
     finish_reason: str | None
     error: BaseException | None = None
+    events: tuple[Event, ...] = ()  # what the stages below did for this call
 
 
 def sub_request(request: Request, messages: Sequence[Message], max_tokens: int, suffix: str) -> Request:
@@ -106,7 +108,12 @@ async def write_skeleton(
         question=request.last_user_text,
     )
     return Skeleton(
-        points, response.text, response.usage, (time.perf_counter() - started) * 1000, response.model
+        points,
+        response.text,
+        response.usage,
+        (time.perf_counter() - started) * 1000,
+        response.model,
+        response.events,
     )
 
 
@@ -144,7 +151,7 @@ async def expand_point(
     )
     if finish == "length":
         text = trim_to_sentence(text)
-    return PointResult(index, points[index], text, response.usage, finish)
+    return PointResult(index, points[index], text, response.usage, finish, events=response.events)
 
 
 async def write_lead(
@@ -156,7 +163,7 @@ async def write_lead(
         return PointResult(-1, "", "", Usage(), None, error)
     finish = response.choices[0].finish_reason if response.choices else None
     text = clean_lead(response.text, truncated=finish == "length")
-    return PointResult(-1, "", text, response.usage, finish)
+    return PointResult(-1, "", text, response.usage, finish, events=response.events)
 
 
 async def expand_all(

@@ -170,7 +170,10 @@ class SkeletonStage:
         choice = Choice(0, assemble(results, lead), self._finish_reason(request, results, budgets[0]))
         event = self._expanded(info, results, lead, _ms(expansion_started), started)
         return Response(
-            model=skeleton.model, choices=(choice,), usage=_usage(skeleton, results, lead), events=(event,)
+            model=skeleton.model,
+            choices=(choice,),
+            usage=_usage(skeleton, results, lead),
+            events=(*_sub_events(skeleton, results, lead), event),
         )
 
     async def _lead(self, request: Request, call_next: Handler, budget: int) -> PointResult | None:
@@ -256,7 +259,9 @@ class SkeletonStage:
         _raise_if_all_failed(results, unwrap=True)
         event = self._expanded(info, results, lead, _ms(expansion_started), started)
         yield Chunk(0, "", self._finish_reason(request, results, budget))
-        yield Chunk(usage=_usage(skeleton, results, lead), events=(event,))
+        yield Chunk(
+            usage=_usage(skeleton, results, lead), events=(*_sub_events(skeleton, results, lead), event)
+        )
 
     async def _fall_back(
         self, request: Request, call_next: Handler, skeleton: Skeleton, info: dict[str, Any], started: float
@@ -264,6 +269,7 @@ class SkeletonStage:
         """Normal generation after a skeleton that cannot be used; its tokens still count."""
         response = await call_next(request)
         event = Event(self.name, "fallback", _ms(started), info)
+        response = response.replace(events=(*skeleton.events, *response.events))
         if response.stream is not None:
             return response.replace(stream=_add_usage(response.stream, skeleton.usage)).with_event(event)
         return response.replace(usage=response.usage + skeleton.usage).with_event(event)
@@ -322,6 +328,14 @@ def _examples(
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _sub_events(
+    skeleton: Skeleton, results: Sequence[PointResult], lead: PointResult | None
+) -> tuple[Event, ...]:
+    """The events the stages below reported for every call SoT made (skeleton, points, opening line)."""
+    parts = (*results, *([lead] if lead is not None else []))
+    return (*skeleton.events, *(event for part in parts for event in part.events))
 
 
 def _usage(skeleton: Skeleton, results: Sequence[PointResult], lead: PointResult | None) -> Usage:
