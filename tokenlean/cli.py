@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from tokenlean.errors import ConfigError, TokenleanError
+from tokenlean.errors import TokenleanError
 
 __all__ = ["build_parser", "main"]
 
@@ -36,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="local model folder or .gguf file (default: embedded SmolLM2-135M-Instruct)"
     )
     serve.add_argument(
-        "--config", default=os.environ.get("TOKENLEAN_CONFIG"), help="pipeline spec (YAML or JSON)"
+        "--config",
+        default=os.environ.get("TOKENLEAN_CONFIG"),
+        help="config file (YAML or JSON): a pipeline spec, plus optional server: (these flags) and "
+        "models: sections (docs/deploy.md); flags win over the file",
     )
     serve.add_argument(
         "--upstream",
@@ -51,8 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lean", "lossless", "off"],
         help="stage profile (docs/profiles.md); default: lean without --config, the spec's own with it",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="processes serving one port (default 1); share limits with --redis-url"
+    )
+    serve.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis for per-key limits shared by every proxy process (e.g. redis://127.0.0.1:6379/0)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one JSON line per request on the tokenlean.access logger (default on)",
+    )
     serve.add_argument(
         "--api-key", action="append", default=None, metavar="KEY", help="require this bearer key (repeatable)"
     )
@@ -82,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "uses one, else ~/.cache/tokenlean/ledger.sqlite)",
     )
     serve.add_argument("--prices", help="price table JSON {model: [prompt, completion]} ($ per 1M tokens)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     _add_optional_commands(commands)
     return parser
 
@@ -121,82 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         return int(args.handler(args) or 0)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=(args.log_level or "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return _serve(args)
+        from tokenlean.proxy.serve import run
+
+        return run(args, sys.argv[1:] if argv is None else argv)
     except TokenleanError as exc:
         print(f"tokenlean: {exc.message}", file=sys.stderr)
         return 2
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from tokenlean.proxy.app import create_app
-    from tokenlean.proxy.health_port import HealthListener
-    from tokenlean.proxy.limits import TenantLimits
-
-    started = time.perf_counter()
-    keys = _api_keys(args)
-    pipeline = _build_pipeline(args)
-    limits = TenantLimits(
-        requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute
-    )
-    sizes = {
-        "max_body_bytes": args.max_body_bytes,
-        "max_messages": args.max_messages,
-        "max_option_bytes": args.max_option_bytes,
-    }
-    health = HealthListener(args.host, args.health_port) if args.health_port is not None else None
-    app = create_app(
-        pipeline,
-        api_keys=keys,
-        limits=limits,
-        health=health,
-        ledger=_ledger(args, pipeline),
-        **{k: v for k, v in sizes.items() if v is not None},
-    )
-    print(
-        f"tokenlean: pipeline ready in {time.perf_counter() - started:.1f} s; serving "
-        f"{', '.join(pipeline.backend.models())} on http://{args.host}:{args.port}/v1",
-        file=sys.stderr,
-        flush=True,
-    )
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
-    )
-    server = uvicorn.Server(config)
-    _exit_cleanly_after_draining(server)
-    server.run()
-    return 0 if server.started else 3  # 3: uvicorn's code for a failed start (e.g. port in use)
-
-
-def _exit_cleanly_after_draining(server: Any) -> None:
-    """On SIGTERM/SIGINT uvicorn stops accepting, drains in-flight streams, then re-raises the signal.
-
-    Re-raised into the default handler, a clean, drained shutdown ends with status -15, which
-    systemd, Kubernetes and CI read as a crash. uvicorn restores the handlers it found before
-    re-raising, so the ones installed here receive that signal: they ask the server to exit
-    (a no-op by then; before uvicorn has installed its own, it still stops the server).
-    """
-
-    def stop(signum: int, frame: Any) -> None:
-        server.should_exit = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-
-
-def _api_keys(args: argparse.Namespace) -> list[str]:
-    keys = list(args.api_key or [k for k in os.environ.get("TOKENLEAN_API_KEYS", "").split(",") if k])
-    if args.api_key_file:
-        try:
-            lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --api-key-file: {exc}") from exc
-        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    return keys
 
 
 def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
@@ -216,8 +163,9 @@ def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
 def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from tokenlean.extras import check_backend
     from tokenlean.middleware.spec import PipelineSpec
+    from tokenlean.proxy.settings import load_config
 
-    spec = PipelineSpec.from_file(args.config) if args.config else PipelineSpec(profile="lean")
+    spec = load_config(args.config).pipeline_spec() if args.config else PipelineSpec(profile="lean")
     if args.profile:
         spec = spec.model_copy(update={"profile": args.profile})
     spec = spec.resolved()  # profile stages and backend options laid out as a plain spec

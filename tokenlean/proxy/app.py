@@ -31,7 +31,7 @@ from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.dashboard import add_dashboard
 from tokenlean.proxy.errors import error_body, error_response, from_validation_error, http_error_response
 from tokenlean.proxy.health_port import HealthListener
-from tokenlean.proxy.limits import TenantLimits
+from tokenlean.proxy.limits import Limits, TenantLimits
 from tokenlean.proxy.metrics import ProxyMetrics
 from tokenlean.wire import (
     ChatCompletionRequest,
@@ -61,7 +61,7 @@ def create_app(
     api_keys: Sequence[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_messages: int = DEFAULT_MAX_MESSAGES,
-    limits: TenantLimits | None = None,
+    limits: Limits | None = None,
     max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
     health: HealthListener | None = None,
     ledger: Ledger | None = None,
@@ -89,6 +89,7 @@ def create_app(
                 health.stop()
             await pipeline.aclose()
 
+            await proxy.limits.aclose()
     app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, http_error_response)  # 404/405 as OpenAI errors
     proxy = _Proxy(
@@ -194,7 +195,7 @@ class _Proxy:
         keys: ApiKeys,
         max_body_bytes: int,
         max_messages: int,
-        limits: TenantLimits,
+        limits: Limits,
         *,
         max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
     ) -> None:
@@ -226,7 +227,7 @@ class _Proxy:
         started = time.perf_counter()
         try:
             request = await self._parse(http, wire, request_id)
-            self.limits.admit(request.tenant)
+            await self.limits.aadmit(request.tenant)
             response = await self.pipeline(request)
         except ValidationError as exc:
             return self._failed(
@@ -241,7 +242,7 @@ class _Proxy:
             include_usage = bool((request.extra.get("stream_options") or {}).get("include_usage"))
             body = self._sse(request, response, kind, include_usage, started)
             return StreamingResponse(body, media_type="text/event-stream", headers=headers)
-        self._observe(kind, 200, request, response, started)
+        await self._observe(kind, 200, request, response, started)
         payload = chat_response(response) if kind == "chat" else completion_response(response)
         return JSONResponse(payload, headers=headers)
 
@@ -306,16 +307,18 @@ class _Proxy:
         )
         return response
 
-    def _observe(self, kind: str, status: int, request: Request, response: Response, started: float) -> None:
+    async def _observe(
+        self, kind: str, status: int, request: Request, response: Response, started: float
+    ) -> None:
         """Metrics, the tenant's token charge and one access-log line (never prompt or answer text)."""
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(kind, str(status)).inc()
         self.metrics.latency.labels(kind).observe(elapsed)
         self.metrics.observe_usage(response.usage)
         self.metrics.observe_events(response.events)
-        self.limits.charge_tokens(request.tenant, response.usage.total_tokens)
-        if self.ledger is not None:
-            self.ledger.observe(request, response, elapsed, endpoint=kind)
+        await self.limits.acharge_tokens(request.tenant, response.usage.total_tokens)
+        if self.ledger is not None:  # a store write (SQLite or Redis) off the event loop
+            await asyncio.to_thread(self.ledger.observe, request, response, elapsed, endpoint=kind)
         access_log.info(
             json.dumps(
                 {
@@ -359,7 +362,7 @@ class _Proxy:
                     )
                     seen.add(chunk.index)
                 yield "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
-            self._observe(kind, 200, request, final.replace(stream=None), started)
+            await self._observe(kind, 200, request, final.replace(stream=None), started)
         except Exception as exc:  # noqa: BLE001 - headers are sent: an error event, then a clean end
             yield "data: " + json.dumps(_stream_error(exc)) + "\n\n"
             self.metrics.errors.labels(getattr(exc, "code", "internal_error")).inc()

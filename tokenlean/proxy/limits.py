@@ -3,16 +3,37 @@
 A bucket refills continuously at ``per_minute / 60`` per second up to ``per_minute``. Requests are
 charged one unit up front; tokens are charged after the answer (prompt + completion), so a
 tenant may overdraw its token bucket by one request's worth and then waits it off.
+
+These buckets live in one process: N proxy processes would allow N times the limit. Several
+processes share one set of buckets through Redis with ``RedisLimits`` (tokenlean.proxy.shared_limits),
+the same algorithm run atomically inside Redis.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tokenlean.errors import RateLimitError
 
-__all__ = ["TenantLimits"]
+__all__ = ["Limits", "TenantLimits"]
+
+
+class Limits(Protocol):
+    """What the proxy asks of a limiter: in-process (``TenantLimits``) or shared (``RedisLimits``)."""
+
+    async def aadmit(self, tenant: str | None) -> None:
+        """Charge one request or raise ``RateLimitError``."""
+        ...
+
+    async def acharge_tokens(self, tenant: str | None, tokens: int) -> None:
+        """Charge a finished request's tokens."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
 
 
 @dataclass(slots=True)
@@ -64,6 +85,17 @@ class TenantLimits:
         if self.tokens_per_minute:
             bucket = self._bucket(self._tokens, tenant, self.tokens_per_minute, time.monotonic())
             bucket.level -= tokens
+
+    async def aadmit(self, tenant: str | None) -> None:
+        """``admit``, awaitable: the proxy's interface, shared with ``RedisLimits``."""
+        self.admit(tenant)
+
+    async def acharge_tokens(self, tenant: str | None, tokens: int) -> None:
+        """``charge_tokens``, awaitable: the proxy's interface, shared with ``RedisLimits``."""
+        self.charge_tokens(tenant, tokens)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the buckets live in this process."""
 
     @staticmethod
     def _bucket(table: dict[str | None, _Bucket], tenant: str | None, capacity: float, now: float) -> _Bucket:

@@ -1,6 +1,7 @@
 """Prometheus metrics for one proxy app: requests, latency, tokens, and what every stage did.
 
-Each app owns its own registry (tests build many apps in one process). Stage events are counted
+Each app owns its own registry (tests build many apps in one process); with several worker
+processes the counters are summed across them (``render``, prometheus_client's multiprocess mode). Stage events are counted
 by (stage, action), their time observed per stage, and every numeric field in an event's data
 (tokens_saved, drafted, accepted, cost_saved, ...) is summed per (stage, field): a new stage gets
 its savings on /metrics without touching this module.
@@ -13,9 +14,11 @@ time, never raising) and adds them to this registry, so they render with the pro
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 from tokenlean.middleware.types import Event, Usage
 
@@ -84,8 +87,23 @@ class ProxyMetrics:
                     self.stage_values.labels(event.stage, name).inc(value)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition.
+
+        Under ``PROMETHEUS_MULTIPROC_DIR`` (set by ``tokenlean serve --workers N``) every worker
+        writes its counters to files there, and whichever worker answers the scrape reports the
+        sum over all of them; the upstream collectors are this worker's own view.
+        """
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+        own = getattr(self.registry, "_collector_to_names", {})  # the ledger and upstream collectors
+        for source in [c for c in own if not isinstance(c, MetricWrapperBase)]:
+            registry.register(source)
+        return generate_latest(registry)
 
     async def scrape(self, backend: Any) -> bytes:
         """``render``, with ``backend``'s upstream figures refreshed and included (when it has any).
