@@ -77,13 +77,18 @@ class TokenleanChatModel(BaseChatModel):
     @classmethod
     def from_spec(
         cls,
-        spec: PipelineSpec | Mapping[str, Any] | str | Path,
+        spec: PipelineSpec | Mapping[str, Any] | str | Path | None = None,
         *,
         backend: Backend | None = None,
         **fields: Any,
     ) -> TokenleanChatModel:
-        """Build the pipeline a spec (object, dict or YAML/JSON path) declares; ``backend`` overrides its own."""
-        return cls(pipeline=load_spec(spec).build(backend), **fields)
+        """Build the pipeline a spec (object, dict or YAML/JSON path) declares; ``backend`` overrides its own.
+
+        No spec: the lean default profile (docs/profiles.md) around the embedded model.
+        """
+        return cls(
+            pipeline=load_spec(spec if spec is not None else {"profile": "lean"}).build(backend), **fields
+        )
 
     @classmethod
     def around(
