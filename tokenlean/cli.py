@@ -150,14 +150,14 @@ def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
     """The savings ledger: ``--ledger``, else the cache's Redis (shared by every process), else SQLite."""
     if args.ledger == "off":
         return None
-    from tokenlean.ledger import PriceTable, open_ledger
+    from tokenlean.ledger import PriceTable, message_token_counter, open_ledger
 
     location = args.ledger
     cache = pipeline.stage("cache")
     if location is None and cache is not None and getattr(cache.store, "name", "") == "redis":
         location = cache.store.url
     prices = PriceTable.from_file(args.prices) if args.prices else None
-    return open_ledger(location, prices=prices)
+    return open_ledger(location, prices=prices, prompt_counter=message_token_counter())
 
 
 def _build_pipeline(args: argparse.Namespace):  # type: ignore[no-untyped-def]
