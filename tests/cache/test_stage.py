@@ -116,7 +116,7 @@ async def test_per_request_controls(embedder: Any) -> None:
     no_store = await pipeline(ask(question, options={"cache": {"no_store": True}}))
     assert cache_event(no_store).data["stored"] is False
     await pipeline(ask(question))
-    no_cache = await pipeline(ask(question, options={"cache": {"no_cache": "true"}}))  # header-style string
+    no_cache = await pipeline(ask(question, options={"cache": {"no_cache": True}}))
     assert cache_event(no_cache).action == "miss" and cache_event(no_cache).data["read"] is False
     spaced = await pipeline(ask(question, options={"cache": {"namespace": "eval-run-2"}}))
     assert cache_event(spaced).action == "miss"

@@ -75,6 +75,7 @@ class CacheStage:
     """Answer repeated (and reworded) deterministic requests from the cache."""
 
     name: ClassVar[str] = "cache"
+    options_model: ClassVar[type[CacheOptions]] = CacheOptions
 
     def __init__(
         self,

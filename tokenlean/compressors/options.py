@@ -1,23 +1,41 @@
-"""Per-request options of the ``compress`` stage (``extra_body={"tokenlean": {"compress": {...}}}``).
+"""Options of the ``compress`` stage: its spec options and its per-call options, as typed models.
 
-A bad option is the caller's error: ``BadRequestError`` whose ``param`` names the field
-(``tokenlean.compress.rate``), which the proxy turns into a 400. ``false`` or ``{"off": true}``
-turns the stage off for one request.
+Per call (``extra_body={"tokenlean": {"compress": {...}}}`` or ``x-tokenlean-compress-*``
+headers) a request may override the spec's ``rate`` or ``target_tokens``, ``mode``,
+``min_prompt_tokens`` and ``last_user``, add ``protect`` strings, or turn the stage off (``false``
+or ``{"off": true}``). A bad option is the caller's error: ``BadRequestError`` whose ``param``
+names the field (``tokenlean.compress.rate``), which the proxy turns into a 400.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from tokenlean.compressors.lingua import MODES
-from tokenlean.errors import BadRequestError
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-__all__ = ["LAST_USER", "OPTION_FIELDS", "CompressOptions", "parse_request_options"]
+from tokenlean.middleware.options import SpecOptions, StageOptions, parse_call_options
 
-OPTION_FIELDS = ("rate", "target_tokens", "mode", "off", "protect", "min_prompt_tokens", "last_user")
+__all__ = [
+    "LAST_USER",
+    "CompressCallOptions",
+    "CompressOptions",
+    "CompressSpecOptions",
+    "parse_request_options",
+]
+
 LAST_USER = ("blocks", "keep")
+Mode = Literal["auto", "question", "plain"]
+LastUser = Literal["blocks", "keep"]
+Rate = Annotated[float, Field(gt=0, le=1, description="Kept fraction of the context: 0.5 is 2x compression.")]
+TargetTokens = Annotated[int, Field(ge=1, description="Token budget for the context; replaces `rate`.")]
+MinPromptTokens = Annotated[
+    int, Field(ge=0, description="Prompts shorter than this (target tokens) pass through untouched.")
+]
+_MODE = "`question`: scored against the question (LongLLMLingua); `plain`: by perplexity alone; `auto`: question when there is one."
+_LAST_USER = "`blocks`: the last user turn's paragraphs before the question are compressed too; `keep`: it stays verbatim."
+_PROTECT = "Strings kept verbatim wherever they occur."
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,58 +50,74 @@ class CompressOptions:
     last_user: str = "blocks"
 
 
-def _bad(field: str, message: str) -> BadRequestError:
-    return BadRequestError(f"tokenlean.compress.{field}: {message}", param=f"tokenlean.compress.{field}")
+class CompressCallOptions(StageOptions):
+    """Per-call overrides of the compress stage; ``false`` is ``{"off": true}``."""
+
+    rate: Rate | None = None
+    target_tokens: TargetTokens | None = None
+    mode: Mode | None = Field(default=None, description=_MODE)
+    protect: Sequence[str] = Field(default=(), description=_PROTECT + " Added to the spec's.")
+    min_prompt_tokens: MinPromptTokens | None = None
+    last_user: LastUser | None = Field(default=None, description=_LAST_USER)
+    off: bool = Field(default=False, description="Turn the stage off for this request.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"off": True} if value is False else value
+
+    @field_validator("target_tokens")
+    @classmethod
+    def _not_both(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("rate") is not None:
+            raise ValueError("give rate or target_tokens, not both")
+        return value
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+class CompressSpecOptions(SpecOptions):
+    """The compress stage's constructor options as a spec sets them."""
 
-
-def _check(field: str, value: Any) -> None:
-    """Type and range of one field; ``bool`` is never accepted where a number is."""
-    if field == "rate" and value is not None and (not _is_number(value) or not 0 < value <= 1):
-        raise _bad(field, f"must be a number in (0, 1] (kept fraction: 0.5 is 2x), got {value!r}")
-    if field in ("target_tokens", "min_prompt_tokens") and value is not None:
-        low = 1 if field == "target_tokens" else 0
-        if not _is_number(value) or int(value) != value or value < low:
-            raise _bad(field, f"must be an integer >= {low}, got {value!r}")
-    if field == "mode" and value not in MODES:
-        raise _bad(field, f"must be one of {', '.join(MODES)}, got {value!r}")
-    if field == "last_user" and value not in LAST_USER:
-        raise _bad(field, f"must be one of {', '.join(LAST_USER)}, got {value!r}")
-    if field == "off" and not isinstance(value, bool):
-        raise _bad(field, f"must be true or false, got {value!r}")
-    if field == "protect" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-        raise _bad(field, f"must be a list of strings, got {value!r}")
+    rate: Rate | None = 0.5
+    target_tokens: TargetTokens | None = None
+    mode: Mode = Field(default="auto", description=_MODE)
+    min_prompt_tokens: MinPromptTokens = 400
+    min_block_tokens: int = Field(
+        default=48, ge=0, description="Paragraphs shorter than this stay as they are."
+    )
+    roles: Sequence[str] = Field(
+        default=("system", "developer", "tool", "user"),
+        description="Roles of the messages that are compressed.",
+    )
+    last_user: LastUser = Field(default="blocks", description=_LAST_USER)
+    protect: Sequence[str] = Field(default=(), description=_PROTECT)
+    protect_numbers: bool = Field(default=False, description="Keep every number verbatim.")
+    protect_entities: bool = Field(
+        default=False, description="Keep named entities (capitalised word runs) verbatim."
+    )
+    model: str | None = Field(
+        default=None, description="Scorer model folder (default: the embedded SmolLM2)."
+    )
+    target_model: str | None = Field(
+        default=None, description="Tokenizer budgets are counted in (default: the embedded model's)."
+    )
+    device: str = Field(default="cpu", description="Torch device of the scorer.")
+    tuning: dict[str, Any] | None = Field(default=None, description="LinguaConfig fields (expert tuning).")
 
 
 def parse_request_options(raw: Any, defaults: CompressOptions) -> CompressOptions | None:
     """The options for this request, or ``None`` when compression is off for it."""
-    if raw is None:
-        return defaults
-    if raw is False:
+    call = parse_call_options(CompressCallOptions, raw, stage="compress")
+    if call.off:
         return None
-    if not isinstance(raw, Mapping):
-        raise BadRequestError(
-            f"tokenlean.compress must be an object or false, got {raw!r}", param="tokenlean.compress"
-        )
-    unknown = sorted(set(raw) - set(OPTION_FIELDS))
-    if unknown:
-        raise _bad(unknown[0], f"unknown option; known: {', '.join(OPTION_FIELDS)}")
-    for field, value in raw.items():
-        _check(field, value)
-    if raw.get("off"):
-        return None
-    if raw.get("rate") is not None and raw.get("target_tokens") is not None:
-        raise _bad("target_tokens", "give rate or target_tokens, not both")
     changes: dict[str, Any] = {
-        k: v for k, v in raw.items() if k in ("mode", "min_prompt_tokens", "last_user")
+        key: getattr(call, key)
+        for key in ("mode", "min_prompt_tokens", "last_user")
+        if getattr(call, key) is not None
     }
-    if raw.get("rate") is not None:
-        changes.update(rate=float(raw["rate"]), target_tokens=None)
-    if raw.get("target_tokens") is not None:
-        changes.update(target_tokens=int(raw["target_tokens"]), rate=None)
-    if "protect" in raw:
-        changes["protect"] = (*defaults.protect, *raw["protect"])
+    if call.rate is not None:
+        changes.update(rate=call.rate, target_tokens=None)
+    if call.target_tokens is not None:
+        changes.update(target_tokens=call.target_tokens, rate=None)
+    if call.protect:
+        changes["protect"] = (*defaults.protect, *call.protect)
     return replace(defaults, **changes)

@@ -8,7 +8,8 @@ compressing a short prompt costs more time than it saves.
 
 Per request (``extra_body={"tokenlean": {"compress": {...}}}``): ``rate`` (kept fraction, 0.5 is
 2x) or ``target_tokens``, ``mode`` (auto, question, plain), ``off``, ``protect`` (strings kept
-verbatim), ``min_prompt_tokens``, ``last_user`` (blocks, keep). See ``options.py``.
+verbatim), ``min_prompt_tokens``, ``last_user`` (blocks, keep). See ``options.py`` and
+docs/config-reference.md.
 
 Known failure mode: compression changes the prompt, so a backend's prefix cache no longer
 matches across requests that share a long system prompt; put the compress stage after a
@@ -26,7 +27,12 @@ from typing import Any, ClassVar
 from tokenlean.compressors.base import Compressor
 from tokenlean.compressors.chat import DEFAULT_ROLES, rebuild_request, split_request
 from tokenlean.compressors.lingua import LinguaCompressor, LinguaConfig
-from tokenlean.compressors.options import CompressOptions, parse_request_options
+from tokenlean.compressors.options import (
+    CompressCallOptions,
+    CompressOptions,
+    CompressSpecOptions,
+    parse_request_options,
+)
 from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Event, Request, Response
@@ -44,6 +50,8 @@ class CompressionStage:
     """
 
     name: ClassVar[str] = "compress"
+    options_model: ClassVar[type[CompressCallOptions]] = CompressCallOptions
+    spec_model: ClassVar[type[CompressSpecOptions]] = CompressSpecOptions
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenlean.errors import PayloadTooLargeError, TokenleanError, UnknownModelError
+from tokenlean.middleware.options import header_options, option_models, validate_call_options
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Request, Response
 from tokenlean.ledger import Ledger
@@ -268,8 +269,14 @@ class _Proxy:
         return request
 
     def _options(self, http: HTTPRequest, body_options: Any) -> dict[str, Any]:
-        """Per-call stage options (body and headers), bounded in size and free of NaN."""
-        options = _merge_header_options(http, body_options)
+        """Per-call stage options (body and headers), bounded in size and free of NaN.
+
+        ``x-tokenlean-<stage>-<option>`` header values are converted by the type the stage's
+        options model declares for that option (``tokenlean.middleware.options``); the body's
+        options win field by field; both are validated here, so a bad one is a 400 naming it.
+        """
+        models = option_models(self.pipeline.stages, self.pipeline.backend)
+        options = validate_call_options(models, body_options, header_options(http.headers.items()))
         check_json_values(options, "tokenlean")
         size = len(json.dumps(options, separators=(",", ":")))
         if size > self.max_option_bytes:
@@ -401,36 +408,6 @@ def _request_id(http: HTTPRequest) -> str:
     if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
         return given
     return uuid.uuid4().hex
-
-
-def _merge_header_options(http: HTTPRequest, options: Any) -> dict[str, Any]:
-    """``x-tokenlean-<stage>-<key>: value`` headers as per-call options; the body's options win."""
-    merged: dict[str, Any] = {}
-    for name, value in http.headers.items():
-        if not name.startswith(_HEADER_PREFIX):
-            continue
-        stage, _, key = name[len(_HEADER_PREFIX) :].partition("-")
-        if not stage or not key:
-            continue
-        merged.setdefault(stage, {})[key.replace("-", "_")] = _header_value(value)
-    for stage, value in dict(options).items():
-        if isinstance(value, dict) and isinstance(merged.get(stage), dict):
-            merged[stage] = {**merged[stage], **value}
-        else:
-            merged[stage] = value
-    return merged
-
-
-def _header_value(value: str) -> Any:
-    lowered = value.strip().lower()
-    if lowered in {"true", "1", "yes"}:
-        return True
-    if lowered in {"false", "0", "no"}:
-        return False
-    try:
-        return json.loads(value)
-    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack: a plain string
-        return value
 
 
 def _event_headers(response: Response, request_id: str) -> dict[str, str]:

@@ -20,26 +20,51 @@ to refuse instead).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from pydantic import Field, model_validator
+
 from tokenlean.errors import BadRequestError, UnknownModelError
+from tokenlean.middleware.options import StageOptions, parse_call_options
 from tokenlean.middleware.stage import Backend, Handler
 from tokenlean.middleware.types import Event, Request, Response
 from tokenlean.reasoning.cascade.runner import Cascade
 from tokenlean.reasoning.cascade.scorers import build_scorer
-from tokenlean.reasoning.cascade.tiers import build_tiers, parse_options
+from tokenlean.reasoning.cascade.tiers import CascadeOptions, build_tiers, parse_options
 
-__all__ = ["CASCADE_PREFIX", "CascadeStage"]
+__all__ = ["CASCADE_PREFIX", "CascadeCallOptions", "CascadeStage"]
 
 CASCADE_PREFIX = "cascade:"
-_OPTION_KEYS = {"cascade", "thresholds", "escalate_on_error", "enabled"}
+
+
+class CascadeCallOptions(StageOptions):
+    """Per-call options of the cascade stage; a bare string is a cascade name, ``false`` disables."""
+
+    cascade: str | None = Field(default=None, description="The named cascade to run (default: the spec's).")
+    thresholds: Sequence[float] | None = Field(
+        default=None, description="One score threshold per tier but the last, replacing the spec's."
+    )
+    escalate_on_error: bool | None = Field(
+        default=None,
+        description="Whether a failing tier escalates to the next one (else its error is raised).",
+    )
+    enabled: bool = Field(default=True, description="false: pass the request through untouched.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"cascade": value}
+        return {"enabled": False} if value is False else value
 
 
 class CascadeStage:
     """Answer from the cheapest tier whose answer the scorer accepts."""
 
     name: ClassVar[str] = "cascade"
+    options_model: ClassVar[type[CascadeCallOptions]] = CascadeCallOptions
+    spec_model: ClassVar[type[CascadeOptions]] = CascadeOptions  # read by from_spec (tiers.parse_options)
 
     def __init__(self, cascades: Mapping[str, Cascade], *, default: str | None = None) -> None:
         self.cascades = dict(cascades)
@@ -60,18 +85,18 @@ class CascadeStage:
         """The model names that select a cascade (``cascade:<name>``), for ``/v1/models``."""
         return [CASCADE_PREFIX + name for name in self.cascades]
 
-    def select(self, request: Request) -> tuple[Cascade | None, dict[str, Any]]:
+    def select(self, request: Request) -> tuple[Cascade | None, CascadeCallOptions]:
         """The cascade ``request`` asks for (by model name, option or default) and its options."""
-        options = _options(request.option(self.name))
+        options = parse_call_options(CascadeCallOptions, request.option(self.name), stage=self.name)
         by_model = self.resolve_model(request.model)
-        if options.get("enabled") is False:
+        if not options.enabled:
             if by_model is not None:
                 raise BadRequestError(
                     f"model {request.model!r} is a cascade; it cannot be disabled",
                     param="tokenlean.cascade.enabled",
                 )
             return None, options
-        name = by_model or options.get("cascade") or self.default
+        name = by_model or options.cascade or self.default
         if name is None:
             return None, options
         if name not in self.cascades:
@@ -80,8 +105,21 @@ class CascadeStage:
                 param="tokenlean.cascade.cascade",
             )
         cascade = self.cascades[name]
-        _check_thresholds(options.get("thresholds"), len(cascade.tiers) - 1)
+        _check_thresholds(options.thresholds, len(cascade.tiers) - 1)
         return cascade, options
+
+    def bypass_request(self, request: Request) -> Request:
+        """``request`` as the pipeline forwards it when this stage failed: no cascade model name.
+
+        A bypass goes on to the pipeline's backend, so a ``cascade:<name>`` request is sent to
+        the last tier's model when that tier uses the pipeline's backend, else to the default.
+        """
+        if not request.model.startswith(CASCADE_PREFIX):
+            return request
+        cascade = self.cascades.get(request.model[len(CASCADE_PREFIX) :])
+        last = cascade.tiers[-1] if cascade is not None else None
+        model = last.model if last is not None and last.backend is None and last.model else ""
+        return request.replace(model=model)
 
     def resolve_model(self, model: str) -> str | None:
         """``"cascade:<name>"`` -> ``name``; ``None`` for other models; 404 for an unknown cascade."""
@@ -99,22 +137,23 @@ class CascadeStage:
         cascade, options = self.select(request)
         if cascade is None:
             return await call_next(request)
-        if request.n > 1:
+        request = request.replace(model=_plain_model(request.model))  # tiers name their own models
+        if request.n > 1 or request.step_aside_reason is not None:
+            # n answers, tool calls or JSON cannot be scored as one text: the strongest tier answers
             return await self._straight_to_last(request, call_next, cascade)
-        return await cascade.run(
-            request, call_next, options.get("thresholds"), options.get("escalate_on_error")
-        )
+        return await cascade.run(request, call_next, options.thresholds, options.escalate_on_error)
 
     @staticmethod
     async def _straight_to_last(request: Request, call_next: Handler, cascade: Cascade) -> Response:
         last = cascade.tiers[-1]
-        tier_request = request.replace(model=last.model or request.model)
+        tier_request = request.replace(model=last.model or _plain_model(request.model))
         response = await (last.backend.complete(tier_request) if last.backend else call_next(tier_request))
+        reason = "n>1" if request.n > 1 else request.step_aside_reason
         event = Event(
             CascadeStage.name,
             "skipped",
             0.0,
-            {"cascade": cascade.name, "reason": "n>1", "tier": last.name, "tiers_tried": [last.name]},
+            {"cascade": cascade.name, "reason": reason, "tier": last.name, "tiers_tried": [last.name]},
         )
         return response.with_event(event)
 
@@ -128,41 +167,17 @@ class CascadeStage:
                     await tier.backend.aclose()
 
 
-def _options(raw: Any) -> dict[str, Any]:
-    """Normalise ``tokenlean.cascade``: a name, ``false``, or a mapping of known keys."""
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        return {"cascade": raw}
-    if raw is False:
-        return {"enabled": False}
-    if not isinstance(raw, Mapping):
-        raise BadRequestError(
-            "tokenlean.cascade must be a cascade name, false, or an object", param="tokenlean.cascade"
-        )
-    unknown = set(raw) - _OPTION_KEYS
-    if unknown:
-        key = min(unknown)
-        raise BadRequestError(
-            f"unknown cascade option {key!r}; known: {', '.join(sorted(_OPTION_KEYS))}",
-            param=f"tokenlean.cascade.{key}",
-        )
-    for key in ("enabled", "escalate_on_error"):
-        if key in raw and not isinstance(raw[key], bool):
-            raise BadRequestError(f"{key} must be true or false", param=f"tokenlean.cascade.{key}")
-    if "cascade" in raw and not isinstance(raw["cascade"], str):
-        raise BadRequestError("cascade must be a name", param="tokenlean.cascade.cascade")
-    return dict(raw)
+def _plain_model(model: str) -> str:
+    """``model`` unless it names a cascade: ``cascade:<name>`` means nothing to a backend.
+
+    An empty name lets the backend pick its own model (OpenAIBackend: the upstream's first).
+    """
+    return "" if model.startswith(CASCADE_PREFIX) else model
 
 
-def _check_thresholds(value: Any, expected: int) -> None:
-    if value is None:
-        return
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != expected
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
+def _check_thresholds(value: Sequence[float] | None, expected: int) -> None:
+    """The thresholds' count depends on the cascade chosen, so it is checked here, not in the model."""
+    if value is not None and len(value) != expected:
         raise BadRequestError(
             f"thresholds must be a list of {expected} number(s), one per tier but the last",
             param="tokenlean.cascade.thresholds",
