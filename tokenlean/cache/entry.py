@@ -1,7 +1,7 @@
 """What a cache store holds: one answer, its keys, its embedding, and when it expires.
 
-The answer is kept as JSON (text, finish reason and logprobs of every choice, the model name and
-the usage) so any store can hold it as a string; the embedding is kept as raw float32 bytes so a
+The answer is kept as JSON (text, finish reason, logprobs, tool calls and vendor fields of every
+choice, the model name and the usage) so any store can hold it as a string; the embedding is kept as raw float32 bytes so a
 process that joins later can rebuild its vector index from the store alone.
 """
 
@@ -64,7 +64,14 @@ class CacheEntry:
 def encode_answer(response: Response) -> str:
     """A completed response as compact JSON (model, choices, usage)."""
     choices = [
-        [c.index, c.text, c.finish_reason, list(c.logprobs) if c.logprobs is not None else None]
+        [
+            c.index,
+            c.text,
+            c.finish_reason,
+            list(c.logprobs) if c.logprobs is not None else None,
+            [dict(call) for call in c.tool_calls],
+            dict(c.extra),
+        ]
         for c in response.choices
     ]
     usage = [response.usage.prompt_tokens, response.usage.completion_tokens]
@@ -75,8 +82,9 @@ def decode_answer(answer: str) -> Response:
     """The response ``encode_answer`` stored, with a fresh id and creation time."""
     data: dict[str, Any] = json.loads(answer)
     choices = tuple(
-        Choice(int(i), str(text), finish, tuple(lp) if lp is not None else None)
-        for i, text, finish, lp in data["choices"]
+        Choice(int(i), str(text), finish, tuple(lp) if lp is not None else None, tuple(calls), extra)
+        for i, text, finish, lp, *rest in data["choices"]
+        for calls, extra in [rest or ([], {})]  # entries written before tool calls were kept
     )
     prompt, completion = data["usage"]
     return Response(model=data["model"], choices=choices, usage=Usage(int(prompt), int(completion)))

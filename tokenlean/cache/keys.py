@@ -5,10 +5,12 @@ prompt (or another conversation history) receives an answer written for a differ
 every key covers everything that changes the answer, after canonicalisation:
 
 * the **exact key** hashes the scope (tenant and namespace), the model, the whole message list
-  (roles, names, text) or the text prompt, and the sampling parameters that matter;
+  (roles, names, text, non-text parts, tool calls and tool call ids) or the text prompt, the
+  sampling parameters that matter, and the tools, tool choice and response format;
 * the **context key** hashes the same things except the text of the final user turn. The semantic
   lookup only compares requests with an identical context key, so a paraphrase can only ever be
-  answered from an entry written for the same system prompt, history and parameters.
+  answered from an entry written for the same system prompt, history and parameters. A request
+  with tools, a JSON response format or non-text parts has no context key: it is matched exactly.
 
 Canonicalisation keeps what can change an answer and drops what cannot: line endings, trailing
 blanks and runs of blank lines are normalised, but indentation is kept (it is meaning in code);
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tokenlean.middleware.types import Request
+from tokenlean.middleware.types import Message, Request
 
 __all__ = ["RequestKeys", "canonical_json", "canonical_text", "request_keys"]
 
@@ -35,7 +37,7 @@ IGNORED_EXTRA = frozenset({"user", "metadata", "stream_options", "store", "servi
 
 _TRAILING_BLANKS = re.compile(r"[ \t\f\v]+\n")
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_VERSION = 1  # bump when the key layout changes, so old entries stop matching
+_VERSION = 2  # bump when the key layout changes, so old entries stop matching
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,25 @@ def _sampling(request: Request) -> dict[str, Any]:
         "n": request.n,
         "logprobs": request.logprobs,
         "top_logprobs": request.top_logprobs if request.logprobs else None,
+        "tools": list(request.tools),
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "response_format": request.response_format,
         "extra": extra,
     }
+
+
+def _message_key(message: Message) -> list[Any]:
+    """A message as the key sees it: role, name, text, and what else can change the answer.
+
+    Non-text parts (an image, an audio clip), tool calls in the history, the id a tool turn
+    answers and the message's other fields are hashed as sent; a plain text turn keys as before.
+    """
+    key: list[Any] = [message.role, message.name or "", canonical_text(message.content)]
+    others = [p for p in message.parts or () if p.get("type") != "text"]
+    if others or message.tool_calls or message.tool_call_id or message.extra:
+        key.append([others, list(message.tool_calls), message.tool_call_id, dict(message.extra)])
+    return key
 
 
 def _digest(payload: Mapping[str, Any]) -> str:
@@ -101,11 +120,13 @@ def _digest(payload: Mapping[str, Any]) -> str:
 def request_keys(request: Request, *, tenant: str | None, namespace: str) -> RequestKeys:
     """The exact and context keys of ``request`` inside the scope ``(tenant, namespace)``."""
     scope = _digest({"v": _VERSION, "tenant": tenant or "", "namespace": namespace})
-    messages = [[m.role, m.name or "", canonical_text(m.content)] for m in request.messages]
+    messages = [_message_key(m) for m in request.messages]
     base = {"v": _VERSION, "scope": scope, "model": request.model, "params": _sampling(request)}
     prompt = canonical_text(request.prompt) if request.prompt is not None else None
     exact = _digest({**base, "messages": messages, "prompt": prompt})
-    if prompt is not None or not messages or messages[-1][0] != "user":
+    if prompt is not None or not messages or messages[-1][0] != "user" or request.structured_features:
+        # No meaning-based match: a tool call's arguments or a JSON answer's values are taken from
+        # the exact wording (a paraphrase naming another city must not get this city's call).
         return RequestKeys(exact, None, prompt if prompt is not None else "", scope)
     final = messages[-1]
     context = _digest({**base, "messages": messages[:-1], "final": ["user", final[1]]})

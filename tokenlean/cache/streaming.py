@@ -12,7 +12,15 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from tokenlean.middleware.types import Choice, Chunk, Event, Response, Usage
+from tokenlean.middleware.types import (
+    Choice,
+    Chunk,
+    Event,
+    Response,
+    Usage,
+    merge_chunk_extra,
+    merge_tool_call_deltas,
+)
 
 __all__ = ["replay", "tee"]
 
@@ -34,6 +42,8 @@ async def tee(
     texts: dict[int, list[str]] = {}
     finish: dict[int, str] = {}
     logprobs: dict[int, list[Mapping[str, Any]]] = {}
+    calls: dict[int, list[Mapping[str, Any]]] = {}
+    extras: dict[int, dict[str, Any]] = {}
     usage = Usage()
     completed = False
     try:
@@ -43,6 +53,8 @@ async def tee(
                 finish[chunk.index] = chunk.finish_reason
             if chunk.logprobs:
                 logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
+            calls.setdefault(chunk.index, []).extend(chunk.tool_calls)
+            merge_chunk_extra(extras.setdefault(chunk.index, {}), chunk.extra)
             if chunk.usage is not None:
                 usage = chunk.usage
             yield chunk
@@ -55,7 +67,14 @@ async def tee(
     if set(finish) != set(range(choices)):
         return  # the stream ended without finishing every choice: not an answer to keep
     whole = tuple(
-        Choice(i, "".join(texts.get(i, [])), finish[i], tuple(logprobs[i]) if i in logprobs else None)
+        Choice(
+            i,
+            "".join(texts.get(i, [])),
+            finish[i],
+            tuple(logprobs[i]) if i in logprobs else None,
+            merge_tool_call_deltas(calls.get(i, ())),
+            extras.get(i) or {},
+        )
         for i in range(choices)
     )
     event = await on_complete(Response(model=model, choices=whole, usage=usage))
@@ -63,9 +82,16 @@ async def tee(
 
 
 async def replay(response: Response) -> AsyncIterator[Chunk]:
-    """A completed (cached) response as a stream: word-sized pieces, a finish chunk, usage."""
+    """A completed (cached) response as a stream: word-sized pieces, tool calls, a finish chunk, usage."""
     for choice in response.choices:
         for piece in _PIECE.findall(choice.text):
             yield Chunk(choice.index, piece)
-        yield Chunk(choice.index, "", choice.finish_reason or "stop", choice.logprobs)
+        if choice.tool_calls:
+            yield Chunk(
+                choice.index, tool_calls=tuple({**c, "index": i} for i, c in enumerate(choice.tool_calls))
+            )
+        extra = {k: v for k, v in choice.extra.items() if k != "message"}
+        if "message" in choice.extra:
+            extra["delta"] = choice.extra["message"]
+        yield Chunk(choice.index, "", choice.finish_reason or "stop", choice.logprobs, extra=extra)
     yield Chunk(usage=response.usage)

@@ -7,6 +7,11 @@ instructions). The last user message is special: its final paragraph is the ques
 never compressed; with ``last_user="keep"`` the whole message is left alone. Assistant turns are
 never compressed (the model's own words are cheap to keep and costly to misquote).
 
+Requests using tools, a JSON response format or non-text parts (``Request.structured_features``):
+tool definitions and ``response_format`` are never touched (they are not messages), system and
+developer messages are kept whole (they carry the tool-use and JSON-mode instructions), and so is
+any message with non-text parts; user and tool documents are compressed as usual.
+
 Known failure mode: a document that has no blank lines inside a long user message is one block;
 a question asked *before* the documents in the last user message is taken for a block.
 """
@@ -66,11 +71,17 @@ def split_request(
     blocks: list[str] = []
     kept_whole: list[str] = []
     question = ""
+    structured = bool(request.structured_features)
     for m, message in enumerate(messages):
         pieces = tuple(_PARAGRAPH_BREAK.split(message.content))
+        whole = message.has_non_text_parts or (structured and message.role in ("system", "developer"))
+        if whole and m != last:
+            parts.append(None)
+            kept_whole.append(message.content)
+            continue
         if m == last:
             question = pieces[-1].strip()
-            if last_user == "keep" or len(pieces) == 1:
+            if last_user == "keep" or len(pieces) == 1 or message.has_non_text_parts:
                 parts.append(None)
                 question = message.content.strip()
                 continue
@@ -105,8 +116,8 @@ def rebuild_request(request: Request, split: ChatSplit, compressed: Sequence[str
             rebuilt.append(message)
             continue
         content = _join(parts)
-        if content or message.role == "tool":
-            rebuilt.append(Message(message.role, content, message.name))
+        if content or message.role == "tool" or message.tool_calls or message.parts:
+            rebuilt.append(message.replace(content=content))  # parts, tool calls and ids kept
     if request.prompt is not None:
         return request.replace(prompt=rebuilt[0].content if rebuilt else "")
     return request.replace(messages=rebuilt)

@@ -119,5 +119,6 @@ class Pipeline:
     @staticmethod
     async def _bypass(stage: Stage, exc: Exception, request: Request, call_next: Handler) -> Response:
         reason = exc.message if isinstance(exc, TokenleanError) else f"{type(exc).__name__}: {exc}"
-        response = await call_next(request)
+        forward = getattr(stage, "bypass_request", None)  # a stage that renamed the model undoes it
+        response = await call_next(forward(request) if forward is not None else request)
         return response.with_event(Event(stage.name, "bypassed", 0.0, {"error": reason}))

@@ -21,9 +21,28 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
-__all__ = ["Choice", "Chunk", "Event", "Message", "Request", "Response", "Usage", "merge_tool_call_deltas"]
+__all__ = [
+    "Choice",
+    "Chunk",
+    "Event",
+    "Message",
+    "Request",
+    "Response",
+    "Usage",
+    "merge_chunk_extra",
+    "merge_tool_call_deltas",
+]
 
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+#: Pass-through fields that ask for tool calls (OpenAI's legacy functions) or constrained output (vLLM).
+_LEGACY_TOOL_FIELDS = ("functions", "function_call")
+_CONSTRAINED_OUTPUT_FIELDS = (
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +183,9 @@ class Request:
     def structured_features(self) -> tuple[str, ...]:
         """The fields that make this more than a plain-text chat, as the names of those fields.
 
-        ``"tools"`` (tool definitions, a tool choice, or tool calls / tool turns in the history),
-        ``"response_format"`` (JSON mode or a JSON schema) and ``"content"`` (parts other than
-        text). Empty for a plain-text request. Every stage asks this one question before it
+        ``"tools"`` (tool definitions, a tool choice, legacy ``functions``, or tool calls / tool
+        turns in the history), ``"response_format"`` (JSON mode, a JSON schema, or vLLM's
+        ``guided_*`` / ``structured_outputs``) and ``"content"`` (parts other than text). Empty for a plain-text request. Every stage asks this one question before it
         rewrites a prompt or changes how the answer is produced: a stage that does not handle
         these steps aside and says why (``step_aside_reason``), so the answer keeps its shape.
         """
@@ -174,10 +193,13 @@ class Request:
         if (
             self.tools
             or self.tool_choice is not None
+            or any(name in self.extra for name in _LEGACY_TOOL_FIELDS)
             or any(m.tool_calls or m.role == "tool" for m in self.messages)
         ):
             features.append("tools")
-        if self.response_format is not None and self.response_format.get("type", "text") != "text":
+        if (self.response_format is not None and self.response_format.get("type", "text") != "text") or any(
+            name in self.extra for name in _CONSTRAINED_OUTPUT_FIELDS
+        ):
             features.append("response_format")
         if any(m.has_non_text_parts for m in self.messages):
             features.append("content")
@@ -315,7 +337,7 @@ class Response:
             if chunk.logprobs:
                 logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
             calls.setdefault(chunk.index, []).extend(chunk.tool_calls)
-            _merge_extra(extras.setdefault(chunk.index, {}), chunk.extra)
+            merge_chunk_extra(extras.setdefault(chunk.index, {}), chunk.extra)
             if chunk.usage is not None:
                 usage = chunk.usage
             events.extend(chunk.events)
@@ -333,7 +355,7 @@ class Response:
         return dataclasses.replace(self, choices=choices, usage=usage, events=tuple(events), stream=None)
 
 
-def _merge_extra(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+def merge_chunk_extra(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
     """Fold a chunk's vendor fields into a choice's: the delta's fields become the message's."""
     for key, value in extra.items():
         if key == "delta":

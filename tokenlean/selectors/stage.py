@@ -163,6 +163,9 @@ class DemoStage:
         query = request.last_user_text
         if not query.strip():
             return await call_next(request)
+        if request.step_aside_reason is not None:  # demos would teach free text to a tool/JSON request
+            event = Event(self.name, "skipped", 0.0, {"pool": pool_name, "reason": request.step_aside_reason})
+            return (await call_next(request)).with_event(event)
         selection = await asyncio.to_thread(self._select, pool_name, query, config, placement)
         rewritten, added = self.insert(request, selection.examples, placement)
         response = await call_next(rewritten)

@@ -117,7 +117,12 @@ class Cascade:
         last, index = self.tiers[-1], len(self.tiers) - 1
         response = await _call(last, _for_tier(request, last, stream=request.stream), call_next)
         if response.is_streaming:
-            return response.replace(stream=self._charged_stream(response.stream, trace, limits))  # type: ignore[arg-type]
+            # The tiers before were tried already: say so now, so the headers carry it; the cost
+            # (known once the stream ends) follows in the stream's last event.
+            head = {"cascade": trace.name, "tier": last.name, "tiers_tried": [*trace.tried, last.name]}
+            event = Event(STAGE, "accepted" if index == 0 else "escalated", 0.0, {**head, "streamed": True})
+            charged = self._charged_stream(response.stream, trace, limits)  # type: ignore[arg-type]
+            return response.replace(stream=charged).with_event(event)
         _charge(trace, last, response)
         return response.with_event(
             self._event(trace, index, last.cost(response.usage), estimated=False, limits=limits)

@@ -65,7 +65,6 @@ from tokenlean.reasoning.sot.router import SkeletonRouter
 
 __all__ = ["SkeletonStage"]
 
-_TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call", "response_format")
 
 
 class SkeletonStage:
@@ -190,8 +189,8 @@ class SkeletonStage:
             return "no user message"
         if request.n != 1 or request.logprobs:
             return "n > 1 or logprobs requested"
-        if any(field in request.extra for field in _TOOL_FIELDS):
-            return "tools or a response format requested"
+        if request.step_aside_reason is not None:  # tools, JSON output, images: one answer, one shape
+            return request.step_aside_reason
         if (
             request.max_tokens is not None
             and request.max_tokens < 2 * self.min_points * self.min_point_tokens
