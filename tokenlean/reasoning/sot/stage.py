@@ -66,7 +66,6 @@ from tokenlean.reasoning.sot.router import SkeletonRouter
 __all__ = ["SkeletonStage"]
 
 
-
 class SkeletonStage:
     """Answer list-like requests as a skeleton whose points are expanded in parallel."""
 
