@@ -99,10 +99,16 @@ def test_hints_come_from_the_option_and_from_an_openai_prediction() -> None:
 def test_draft_mode_option_is_validated_with_the_param_named() -> None:
     assert parse_draft_mode(None, "auto", has_model=False) == "auto"
     assert parse_draft_mode("lookup", "auto", has_model=False) == "lookup"
-    for bad in ("fast", 3, {"mode": "auto"}):
+    assert parse_draft_mode({"mode": "retrieval"}, "auto", has_model=False) == "retrieval"  # the header shape
+    assert parse_draft_mode(False, "auto", has_model=False) == "off"  # YAML's `draft: off`
+    for bad, param in (
+        ("fast", "tokenlean.draft.mode"),
+        (3, "tokenlean.draft"),
+        ({"speed": 1}, "tokenlean.draft.speed"),
+    ):
         with pytest.raises(BadRequestError) as info:
             parse_draft_mode(bad, "auto", has_model=True)
-        assert info.value.param == "tokenlean.draft"
+        assert info.value.param == param
     with pytest.raises(BadRequestError, match="draft model"):
         parse_draft_mode("model", "auto", has_model=False)
 

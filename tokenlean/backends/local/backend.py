@@ -30,12 +30,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tokenlean.backends.local.decoding import RowDecoder, SamplingSettings
 from tokenlean.backends.local.drafting.model import DraftModel
 from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_hints
-from tokenlean.backends.local.drafting.session import DraftPolicy, parse_draft_mode
+from tokenlean.backends.local.drafting.session import DraftOptions, DraftPolicy, parse_draft_mode
 from tokenlean.backends.local.grammar import GrammarCompiler
 from tokenlean.backends.local.packed import use_fast_kernels
 from tokenlean.backends.local.penalties import penalties_for
@@ -105,6 +105,8 @@ class LocalBackend:
     capabilities = Capabilities(
         streaming=True, logprobs=True, n=True, batching=True, tools=True, response_format=True
     )
+    # per-call options it reads (``tokenlean.middleware.options``): x-tokenlean-draft-mode, ...
+    options_models: ClassVar[Mapping[str, type[DraftOptions]]] = {"draft": DraftOptions}
 
     def __init__(
         self,

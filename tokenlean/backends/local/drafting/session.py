@@ -16,15 +16,43 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import Field, field_validator, model_validator
 
 from tokenlean.backends.local.drafting.adaptive import AdaptiveSwitch, quality_class
 from tokenlean.errors import BadRequestError, ConfigError
+from tokenlean.middleware.options import StageOptions, parse_call_options
 from tokenlean.middleware.types import Event
 
-__all__ = ["DRAFT_MODES", "DraftPolicy", "DraftSession", "Drafter", "parse_draft_mode"]
+__all__ = ["DRAFT_MODES", "DraftOptions", "DraftPolicy", "DraftSession", "Drafter", "parse_draft_mode"]
 
 DRAFT_MODES = ("auto", "off", "lookup", "retrieval", "model")
+
+
+class DraftOptions(StageOptions):
+    """Per-call drafting of the embedded backend: ``{"draft": "lookup"}`` is ``{"draft": {"mode": "lookup"}}``.
+
+    ``true``/``false`` (what YAML reads ``on``/``off`` as) mean ``auto``/``off``.
+    """
+
+    mode: Literal["auto", "off", "lookup", "retrieval", "model"] | None = Field(
+        default=None,
+        description="Drafters to use: `auto` (prompt lookup, retrieval, then the draft model), one of "
+        "`lookup`/`retrieval`/`model` alone, or `off` (plain decoding). Default: the backend's `draft`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str | bool) else value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_word(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class Drafter(Protocol):
@@ -96,19 +124,15 @@ _KERNEL_COSTS = {True: (0.05, 0.12), False: (0.07, 0.5)}
 
 
 def parse_draft_mode(value: Any, default: str, *, has_model: bool) -> str:
-    """Validate ``request.option("draft")``; ``BadRequestError`` naming ``tokenlean.draft`` otherwise."""
-    if value is None:
-        return default
-    if not isinstance(value, str) or value not in DRAFT_MODES:
-        raise BadRequestError(
-            f"draft must be one of {', '.join(DRAFT_MODES)}; got {value!r}", param="tokenlean.draft"
-        )
-    if value == "model" and not has_model:
+    """Validate ``request.option("draft")`` through ``DraftOptions``; ``BadRequestError`` naming
+    ``tokenlean.draft.mode`` otherwise."""
+    mode = parse_call_options(DraftOptions, value, stage="draft").mode or default
+    if mode == "model" and not has_model:
         raise BadRequestError(
             "draft='model' needs a draft model on the backend (LocalBackend(draft_model=...))",
-            param="tokenlean.draft",
+            param="tokenlean.draft.mode",
         )
-    return value
+    return mode
 
 
 class DraftSession:
