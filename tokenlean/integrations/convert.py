@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenlean.errors import BadRequestError
+from tokenlean.middleware.options import validate_named_options
 from tokenlean.middleware.spec import PipelineSpec
 
 __all__ = ["flatten_content", "load_spec", "merge_options", "parse_options"]
@@ -21,14 +22,16 @@ __all__ = ["flatten_content", "load_spec", "merge_options", "parse_options"]
 def parse_options(raw: Any, *, param: str = "tokenlean") -> dict[str, Any]:
     """Validate per-call options: a mapping of stage name to that stage's options.
 
-    Each stage validates its own value (a mapping for most, a word such as ``"off"`` for some),
-    as it does for the proxy; here only the outer shape is checked. A wrong shape is the caller's
-    mistake: a ``BadRequestError`` naming the field, the error the proxy turns into a 400.
+    Each registered stage's value (a mapping for most, a word such as ``"off"`` for some) is
+    validated through that stage's options model, as the proxy does (``tokenlean.middleware.options``).
+    A wrong value is the caller's mistake: a ``BadRequestError`` naming the path
+    (``tokenlean.compress.rate``), the error the proxy turns into a 400.
     """
     if raw is None:
         return {}
     if not isinstance(raw, Mapping) or not all(isinstance(stage, str) for stage in raw):
         raise BadRequestError(f"{param} must be a mapping of stage name to options", param=param)
+    validate_named_options(raw)
     return {stage: dict(value) if isinstance(value, Mapping) else value for stage, value in raw.items()}
 
 

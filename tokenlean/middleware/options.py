@@ -44,6 +44,7 @@ __all__ = [
     "parse_header_options",
     "parse_spec_options",
     "validate_call_options",
+    "validate_named_options",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -173,11 +174,24 @@ def validate_call_options(
     return merged
 
 
+def validate_named_options(options: Mapping[str, Any]) -> None:
+    """Validate each value whose name is a registered stage's, through that stage's options model.
+
+    For call options given before a pipeline is at hand (the decorator's ``call_options``, the
+    LangChain model's options): a bad one fails where it is written, naming the path. A name
+    that is no registered stage's (a backend's ``draft``, a custom stage) is left to its reader.
+    """
+    for name, value in options.items():
+        model = _registered_model(name)
+        if model is not None:
+            parse_call_options(model, value, stage=name)
+
+
 def _registered_model(name: str) -> type[BaseModel] | None:
     """The options model of the stage registered as ``name``, if there is one and it loads."""
-    from tokenlean.middleware.registry import resolve_stage, stage_names
+    from tokenlean.middleware.registry import has_stage, resolve_stage
 
-    if name not in stage_names():
+    if not has_stage(name):
         return None
     try:
         return getattr(resolve_stage(name), "options_model", None)

@@ -9,6 +9,7 @@ An entry point is loaded only when its name is used (a stage's module may import
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -17,6 +18,7 @@ from tokenlean.errors import ConfigError, MissingDependencyError
 
 __all__ = [
     "backend_names",
+    "has_stage",
     "register_backend",
     "register_stage",
     "resolve_backend",
@@ -46,6 +48,16 @@ def stage_names() -> list[str]:
 def backend_names() -> list[str]:
     """Every backend name known: built-in, registered and from entry points."""
     return sorted({*_BACKENDS, *(ep.name for ep in entry_points(group="tokenlean.backends"))})
+
+
+def has_stage(name: str) -> bool:
+    """Whether a stage is known as ``name`` (cheap: the entry points are read once per process)."""
+    return name in _STAGES or name in _entry_point_names("tokenlean.stages")
+
+
+@functools.cache
+def _entry_point_names(group: str) -> frozenset[str]:
+    return frozenset(ep.name for ep in entry_points(group=group))
 
 
 def resolve_stage(name: str) -> Any:
