@@ -24,6 +24,7 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.proxy.app import create_app
 from tokenlean.testing import free_port
 
+pytestmark = pytest.mark.slow
 KEY = "dashboard-test-key"
 
 

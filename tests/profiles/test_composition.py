@@ -14,6 +14,7 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.types import Message, Request, Response
 
+pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SYSTEM = "Answer the question from the documents. Answer with a few words only."
 
