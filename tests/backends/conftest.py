@@ -38,6 +38,7 @@ class FakeUpstream:
         self.seen: dict[str, int] = {}
         self.metrics_text: str | None = None
         self.metrics_delay_s = 0.0
+        self.sent_at: list[float] = []  # when each streamed word left the upstream (monotonic)
         self.app = Starlette(
             routes=[
                 Route("/metrics", self.metrics_route, methods=["GET"]),
@@ -89,6 +90,7 @@ class FakeUpstream:
             delta: dict[str, Any] = {"index": 0, "delta": {"content": word}, "finish_reason": None}
             if body.get("logprobs"):
                 delta["logprobs"] = {"content": [{"token": word, "logprob": -0.5, "top_logprobs": []}]}
+            self.sent_at.append(time.monotonic())
             yield _sse({"choices": [delta]})
             if scenario == "drop-after-first":
                 raise ConnectionAbortedError("dropped after the first chunk")
@@ -167,7 +169,8 @@ class ServerThread:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        """Stop now: handlers still sleeping in a slow scenario are not waited for."""
+        self.server.should_exit = self.server.force_exit = True
         self.thread.join(10)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,15 +184,14 @@ async def test_cancelled_requests_give_their_slot_back(served) -> None:
     fake, _, url = served
     transport = LeasingTransport(1)
     async with client_for(url, transport) as client:
-        slow = asyncio.create_task(client.post("/v1/chat/completions", json=chat(model="slow", sleep_s=3)))
+        slow = asyncio.create_task(client.post("/v1/chat/completions", json=chat(model="slow", sleep_s=20)))
         while not fake.calls:  # cancelled while the upstream holds the request
             await asyncio.sleep(0.01)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
-        started = time.monotonic()
-        assert await asyncio.wait_for(streamed_text(client), 2) == ANSWER
-        assert time.monotonic() - started < 1.5  # not queued behind the cancelled request
+        # answered while the upstream still holds the cancelled request (20 s): not queued behind it
+        assert await asyncio.wait_for(streamed_text(client), 15) == ANSWER
         async with client.stream("POST", "/v1/chat/completions", json=chat(drip_s=0.05)) as holding:
             waiting = asyncio.create_task(streamed_text(client))  # waits for the only slot
             await asyncio.sleep(0.1)
@@ -201,7 +199,7 @@ async def test_cancelled_requests_give_their_slot_back(served) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             await holding.aread()
-        assert await asyncio.wait_for(streamed_text(client), 2) == ANSWER
+        assert await asyncio.wait_for(streamed_text(client), 15) == ANSWER
         assert transport.connections == (0, 1)
 
 
@@ -209,12 +207,9 @@ async def test_with_two_connections_a_third_request_waits_its_turn(served) -> No
     fake, counted, url = served
     transport = LeasingTransport(2)
     async with client_for(url, transport) as client:
-        started = time.monotonic()
         texts = await asyncio.gather(*(streamed_text(client, drip_s=0.05) for _ in range(3)))
-        elapsed = time.monotonic() - started
-    assert texts == [ANSWER] * 3
+    assert texts == [ANSWER] * 3  # the third waited for a connection instead of failing
     assert counted.peak == 2 and len(ports(fake)) == 2
-    assert elapsed >= 2 * 0.05 * len(WORDS)  # the third ran after one of the first two
 
 
 async def test_a_pool_timeout_is_honoured(served) -> None:

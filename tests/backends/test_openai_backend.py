@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -135,20 +134,19 @@ async def test_stream_arrives_chunk_by_chunk(upstream) -> None:
     """Each upstream chunk reaches the caller when it is sent, not when the answer ends."""
     fake, url = upstream
     async with backend(url) as b:
-        started = time.perf_counter()
+        started = time.monotonic()
         response = await b.complete(ask("drip", stream=True, extra={"drip_s": 0.15}))
         assert response.is_streaming
         arrivals, texts, usage = [], [], None
         async for chunk in response.stream:
-            arrivals.append(time.perf_counter() - started)
+            arrivals.append(time.monotonic() - started)
             texts.append(chunk.text)
             usage = chunk.usage or usage
     assert "".join(texts) == "The capital of France is Paris."
     assert fake.calls[0]["stream"] is True and fake.calls[0]["stream_options"] == {"include_usage": True}
     assert usage is not None and usage.completion_tokens == 7
-    assert arrivals[0] < 0.5  # the first word did not wait for the other six (~0.9 s)
-    gaps = [b - a for a, b in itertools.pairwise(arrivals[:6])]
-    assert min(gaps) > 0.08
+    # relayed, not buffered: the first word reached the caller before the upstream sent the last
+    assert started + arrivals[0] < fake.sent_at[-1]
 
 
 @pytest.mark.parametrize(("status", "mapped"), [(400, 400), (404, 404), (422, 422), (500, 502), (503, 502)])
@@ -216,12 +214,10 @@ async def test_total_timeout_cuts_a_long_stream(upstream) -> None:
     async with backend(url, total_timeout=0.6, read_timeout=5) as b:
         response = await b.complete(ask("drip", stream=True, extra={"drip_s": 0.1, "repeat": 5}))
         received = []
-        started = time.perf_counter()
         with pytest.raises(BackendTimeoutError):
             async for chunk in response.stream:
                 received.append(chunk.text)
-    assert 0 < len(received) < 35
-    assert time.perf_counter() - started < 1.0
+    assert 0 < len(received) < 35  # cut by the deadline, after some text and before the end
 
 
 async def test_drop_before_first_chunk_is_retried(upstream) -> None:

@@ -136,15 +136,21 @@ async def test_stopped_redis_never_fails_a_request(own_redis: Any, embedder: Any
     assert cache_event(await pipeline(chat("What is the boiling point of water?"))).action == "hit"
 
     own_redis.stop()
-    started = time.perf_counter()
     down = await pipeline(chat("What is the boiling point of water?"))
     assert down.text == "answer to: What is the boiling point of water?"
     event = cache_event(down)
     assert event.action == "bypassed" and "Redis" in event.data["error"]
-    fast = time.perf_counter()
+    touched: list[str] = []  # no retry storm: while down, the store is left alone for retry_after_s
+    real_lookup = stage.cache.lookup
+
+    def counted_lookup(*args: Any, **kwargs: Any) -> Any:
+        touched.append("lookup")
+        return real_lookup(*args, **kwargs)
+
+    stage.cache.lookup = counted_lookup  # type: ignore[method-assign]
     again = await pipeline(chat("Another question while Redis is down?"))
-    assert cache_event(again).action == "bypassed" and time.perf_counter() - fast < 0.1  # no retry storm
+    assert cache_event(again).action == "bypassed" and touched == []
     streamed = await (await pipeline(chat("And a streamed one?").replace(stream=True))).aread()
-    assert streamed.text == "answer to: And a streamed one?"
-    assert len(backend.requests) == 4 and time.perf_counter() - started < 5
+    assert streamed.text == "answer to: And a streamed one?" and touched == []
+    assert len(backend.requests) == 4
     await stage.aclose()

@@ -139,14 +139,14 @@ async def _until(condition: Any, message: str, timeout: float = 10) -> None:
 async def test_slow_before_the_first_chunk_is_504_after_the_timeout(serve) -> None:  # type: ignore[no-untyped-def]
     upstream = serve(RecordingUpstream().app)
     backend = OpenAIBackend([upstream.url], model="fake-model", read_timeout=0.5, max_retries=0)
-    body = {"model": "fake-model", "messages": HI, "stream": True, "scenario": "slow", "sleep_s": 2.5}
+    body = {"model": "fake-model", "messages": HI, "stream": True, "scenario": "slow", "sleep_s": 8}
     async with _asgi(create_app(Pipeline(backend))) as client:
         started = time.monotonic()
         response = await client.post(CHAT, json=body)
         elapsed = time.monotonic() - started
     await backend.aclose()
     assert _openai_error(response, 504)["code"] == "backend_timeout"
-    assert 0.5 <= elapsed < 2.0, elapsed  # the configured timeout, not the upstream's 2.5 s
+    assert 0.5 <= elapsed < 6, elapsed  # the configured timeout, not the upstream's 8 s
 
 
 async def test_stall_mid_stream_ends_with_a_timeout_event(serve) -> None:  # type: ignore[no-untyped-def]
@@ -182,12 +182,12 @@ async def test_client_disconnect_cancels_the_upstream_stream(serve, reader: str)
             await _lines_until(lines, 3)
             if reader == "stopped reading":
                 await asyncio.sleep(1.0)
-        hung_up = time.monotonic()  # leaving the block closed the connection mid-body
+
         await _until(lambda: fake.streams and fake.streams[0].ended_at, "the upstream stream never ended", 5)
     await backend.aclose()
     record = fake.streams[0]
     assert record.closed and not record.finished
-    assert record.sent < len(WORDS) * repeat / 2 and record.ended_at - hung_up < 2.0
+    assert record.sent < len(WORDS) * repeat / 2  # stopped early: the whole drip takes ~14 s
 
 
 @pytest.mark.slow

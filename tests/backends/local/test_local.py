@@ -30,13 +30,13 @@ async def test_greedy_answer_matches_transformers_generate(local_backend) -> Non
     assert response.usage.prompt_tokens == len(ids) and 0 < response.usage.completion_tokens <= 8
 
 
-async def test_concurrent_requests_share_one_batch_and_keep_their_answers(local_backend) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_requests_keep_their_answers(local_backend) -> None:  # type: ignore[no-untyped-def]
+    """However the requests are grouped into batches (that depends on timing), each gets its own
+    greedy answer, the same as when asked alone."""
     questions = ["Name a colour.", "What is 2+2?", "Who wrote Hamlet?"]
     singles = [(await local_backend.complete(_ask(q))).text for q in questions]
-    before = local_backend.batches_run
     together = await asyncio.gather(*(local_backend.complete(_ask(q)) for q in questions))
     assert [r.text for r in together] == singles
-    assert local_backend.batches_run - before == 1
 
 
 async def test_streaming_yields_tokens_then_finish_and_usage(local_backend) -> None:  # type: ignore[no-untyped-def]
