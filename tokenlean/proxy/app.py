@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tokenlean.errors import PayloadTooLargeError, TokenleanError, UnknownModelError
 from tokenlean.middleware.options import header_options, option_models, validate_call_options
 from tokenlean.middleware.pipeline import Pipeline
-from tokenlean.middleware.types import Request, Response
+from tokenlean.middleware.types import Chunk, Request, Response
 from tokenlean.ledger import Ledger
 from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.dashboard import add_dashboard
@@ -358,17 +358,17 @@ class _Proxy:
                     final = final.replace(events=(*final.events, *chunk.events))
                 if chunk.usage is not None:
                     final = final.replace(usage=chunk.usage)
-                    if not include_usage:
-                        continue
-                    payload = _usage_chunk(response, chunk.usage, final, kind)
-                else:
-                    payload = (
-                        chat_chunk(response, chunk, first=chunk.index not in seen)
-                        if kind == "chat"
-                        else (completion_chunk(response, chunk))
-                    )
-                    seen.add(chunk.index)
+                if _only_usage_or_events(chunk):
+                    continue  # they go out in the closing chunk, after every stage has reported
+                payload = (
+                    chat_chunk(response, chunk, first=chunk.index not in seen)
+                    if kind == "chat"
+                    else (completion_chunk(response, chunk))
+                )
+                seen.add(chunk.index)
                 yield "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
+            closing = _closing_chunk(response, final, kind, include_usage)
+            yield "data: " + json.dumps(closing, separators=(",", ":")) + "\n\n"
             await self._observe(kind, 200, request, final.replace(stream=None), started)
         except Exception as exc:  # noqa: BLE001 - headers are sent: an error event, then a clean end
             yield "data: " + json.dumps(_stream_error(exc)) + "\n\n"
@@ -376,20 +376,33 @@ class _Proxy:
         yield "data: [DONE]\n\n"
 
 
-def _usage_chunk(response: Response, usage: Any, final: Response, kind: str) -> dict[str, Any]:
-    return {
+def _only_usage_or_events(chunk: Chunk) -> bool:
+    """A chunk with nothing for the client's choices: a usage count or stage events."""
+    return not (chunk.text or chunk.finish_reason or chunk.tool_calls or chunk.logprobs or chunk.extra)
+
+
+def _closing_chunk(response: Response, final: Response, kind: str, include_usage: bool) -> dict[str, Any]:
+    """The last chunk (``choices: []``): every stage's events, and the usage when it was asked for.
+
+    Sent whether or not the client asked for usage: events that arrive once the stream ended (a
+    cache store, a cascade's cost) must reach the client either way.
+    """
+    body: dict[str, Any] = {
         "id": response.id,
         "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
         "created": response.created,
         "model": response.model,
         "choices": [],
-        "usage": {
+    }
+    if include_usage:
+        usage = final.usage
+        body["usage"] = {
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
-        },
-        "tokenlean": events_json(final),
-    }
+        }
+    body["tokenlean"] = events_json(final)
+    return body
 
 
 def _stream_error(exc: Exception) -> dict[str, Any]:
