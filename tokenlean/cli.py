@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON line per request on the tokenlean.access logger (default on)",
     )
     serve.add_argument(
+        "--relay",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="relay streams no stage acts on as the upstream's own bytes (default on; --no-relay "
+        "parses and re-encodes every chunk, as streams with stages are)",
+    )
+    serve.add_argument(
         "--api-key", action="append", default=None, metavar="KEY", help="require this bearer key (repeatable)"
     )
     serve.add_argument("--api-key-file", metavar="PATH", help="file with one accepted bearer key per line")

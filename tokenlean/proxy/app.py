@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tokenlean.errors import PayloadTooLargeError, TokenleanError, UnknownModelError
 from tokenlean.middleware.options import header_options, option_models, validate_call_options
 from tokenlean.middleware.pipeline import Pipeline
-from tokenlean.middleware.types import Chunk, Request, Response
+from tokenlean.middleware.types import Chunk, Request, Response, Usage
 from tokenlean.ledger import Ledger
 from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.dashboard import add_dashboard
@@ -34,6 +34,7 @@ from tokenlean.proxy.errors import error_body, error_response, from_validation_e
 from tokenlean.proxy.health_port import HealthListener
 from tokenlean.proxy.limits import Limits, TenantLimits
 from tokenlean.proxy.metrics import ProxyMetrics
+from tokenlean.proxy.relay import RawStream, open_raw_stream, relay_backend, relay_events
 from tokenlean.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -66,6 +67,7 @@ def create_app(
     max_option_bytes: int = DEFAULT_MAX_OPTION_BYTES,
     health: HealthListener | None = None,
     ledger: Ledger | None = None,
+    relay: bool = True,
 ) -> FastAPI:
     """Build the proxy app around ``pipeline`` (closed when the app shuts down).
 
@@ -89,8 +91,8 @@ def create_app(
                 beat.cancel()
                 health.stop()
             await pipeline.aclose()
-
             await proxy.limits.aclose()
+
     app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, http_error_response)  # 404/405 as OpenAI errors
     proxy = _Proxy(
@@ -101,6 +103,7 @@ def create_app(
         limits or TenantLimits(),
         max_option_bytes=max_option_bytes,
     )
+    proxy.relay = relay  # streams no stage acts on go out as the upstream's bytes (tokenlean.proxy.relay)
     app.state.proxy = proxy
     app.state.metrics = proxy.metrics
     _add_routes(app, proxy)
@@ -189,6 +192,7 @@ class _Proxy:
     """Request handling shared by the chat and text completion routes."""
 
     ledger: Ledger | None = None
+    relay: bool = True
 
     def __init__(
         self,
@@ -229,6 +233,10 @@ class _Proxy:
         try:
             request = await self._parse(http, wire, request_id)
             await self.limits.aadmit(request.tenant)
+            upstream = relay_backend(self.pipeline, request) if self.relay else None
+            if upstream is not None:  # the fast path: no stage could act on this request
+                upstream.capabilities.refuse_unsupported(request)
+                return self._relayed(request, await open_raw_stream(upstream, request), kind, started)
             response = await self.pipeline(request)
         except ValidationError as exc:
             return self._failed(
@@ -246,6 +254,32 @@ class _Proxy:
         await self._observe(kind, 200, request, response, started)
         payload = chat_response(response) if kind == "chat" else completion_response(response)
         return JSONResponse(payload, headers=headers)
+
+    def _relayed(self, request: Request, raw: RawStream, kind: str, started: float) -> StreamingResponse:
+        include_usage = bool((request.extra.get("stream_options") or {}).get("include_usage"))
+        body = self._relay_sse(request, raw, kind, include_usage, started)
+        headers = {"x-request-id": request.request_id or ""}
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+    async def _relay_sse(
+        self, request: Request, raw: RawStream, kind: str, include_usage: bool, started: float
+    ) -> AsyncIterator[bytes]:
+        """The upstream's events as bytes (``tokenlean.proxy.relay``); errors end it as ``_sse`` does."""
+
+        def first_token() -> None:
+            self.metrics.first_token.observe(time.perf_counter() - started)
+
+        try:
+            async for data in relay_events(raw, include_usage, first_token):
+                yield data
+            answered = Response(model=request.model, usage=raw.usage or Usage())
+            await self._observe(kind, 200, request, answered, started)
+        except Exception as exc:  # noqa: BLE001 - headers are sent: an error event, then a clean end
+            yield ("data: " + json.dumps(_stream_error(exc)) + "\n\n").encode()
+            self.metrics.errors.labels(getattr(exc, "code", "internal_error")).inc()
+        finally:
+            await raw.aclose()
+        yield b"data: [DONE]\n\n"
 
     async def _parse(self, http: HTTPRequest, wire: type, request_id: str) -> Request:
         tenant = self.keys.tenant(http.headers.get("authorization"))
@@ -326,6 +360,8 @@ class _Proxy:
         await self.limits.acharge_tokens(request.tenant, response.usage.total_tokens)
         if self.ledger is not None:  # a store write (SQLite or Redis) off the event loop
             await asyncio.to_thread(self.ledger.observe, request, response, elapsed, endpoint=kind)
+        if not access_log.isEnabledFor(logging.INFO):  # no line to write: skip building it
+            return
         access_log.info(
             json.dumps(
                 {

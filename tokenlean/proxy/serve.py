@@ -91,6 +91,7 @@ def build_app(args: argparse.Namespace, settings: ServerSettings, config: Server
         limits=_limits(settings),
         health=health,
         ledger=_ledger(args, pipeline),
+        relay=settings.relay is not False,
         **{k: v for k, v in sizes.items() if v is not None},
     )
     print(

@@ -64,6 +64,7 @@ class ServerSettings(BaseModel):
     health_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     access_log: bool | None = None
+    relay: bool | None = None
     profile: Literal["lean", "lossless", "off"] | None = None
     ledger: str | None = None
     prices: str | None = None

@@ -1,0 +1,213 @@
+"""The fast path: a streamed request no stage acts on is relayed upstream-to-client as SSE bytes.
+
+Profiled (bench/proxy_overhead_profile.py), a pass-through stream spent most of the proxy's CPU
+per token on turning each upstream event into ``Chunk`` objects and back: ``json.loads``,
+``parse_chunk``, ``chat_chunk``, ``json.dumps``, and a timeout context per event. None of that is
+needed when nothing between the client and the upstream looks at the tokens. Here each event's
+``data`` payload goes back out exactly as the upstream wrote it (every field, vendor extras
+included); only the usage chunk is parsed, because the token budget, the metrics and the ledger
+need the counts (and a client that did not ask for usage must not get that chunk).
+
+Retries and replica choice are the backend's own (``OpenAIBackend._attempts``): the first event
+is read before the response starts, so a replica that fails before it is retried on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from tokenlean.backends.openai_http import OpenAIBackend, _drain, _Progress, _stream_error, _within
+from tokenlean.backends.openai_wire import (
+    _data,
+    _LineEnds,
+    endpoint,
+    error_from_body,
+    request_body,
+    retry_after,
+)
+from tokenlean.backends.replicas import Replica
+from tokenlean.middleware.types import Request, Usage
+
+__all__ = ["RawStream", "open_raw_stream", "relay_backend", "relay_events", "usage_of"]
+
+
+def relay_backend(pipeline: Any, request: Request) -> OpenAIBackend | None:
+    """The upstream backend when no stage could act on ``request`` (no stages, a stream), else None."""
+    backend = getattr(pipeline, "backend", None)
+    if request.stream and not pipeline.stages and isinstance(backend, OpenAIBackend):
+        return backend
+    return None
+
+
+class RawStream:
+    """An upstream stream's event payloads as bytes, a list per read, the first read already in."""
+
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        replica: Replica,
+        first: list[bytes] | None,
+        rest: AsyncGenerator[list[bytes], None],
+    ) -> None:
+        self.usage: Usage | None = None
+        self._backend = backend
+        self._replica: Replica | None = replica
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> RawStream:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        try:
+            return await self._rest.__anext__()
+        except StopAsyncIteration:
+            self._release()
+            raise
+        except Exception as exc:
+            replica = self._release()
+            if replica is None:
+                raise
+            raise self._backend._failed(replica, exc) from exc
+
+    async def aclose(self) -> None:
+        """Close the upstream response now (a client that went away: the upstream stops)."""
+        try:
+            await self._rest.aclose()
+        finally:
+            self._release()
+
+    def _release(self) -> Replica | None:
+        replica, self._replica = self._replica, None
+        if replica is not None:
+            self._backend.replicas.release(replica)
+        return replica
+
+
+async def open_raw_stream(backend: OpenAIBackend, request: Request) -> RawStream:
+    """Send ``request`` upstream (retrying before the first event) and return its event stream."""
+    backend._ensure_monitor()
+    deadline = asyncio.get_running_loop().time() + backend.total_timeout
+    body = request_body(request, await backend._model_for(request))
+
+    async def attempt(replica: Replica, progress: _Progress) -> tuple[Replica, list[bytes] | None, Any]:
+        events = _events(backend, replica, request, body, deadline, progress)
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            return replica, None, events
+        except BaseException:
+            await events.aclose()
+            raise
+        return replica, first, events
+
+    replica, first, rest = await backend._attempts(request, deadline, attempt, hold=True)
+    return RawStream(backend, replica, first, rest)
+
+
+async def _events(
+    backend: OpenAIBackend,
+    replica: Replica,
+    request: Request,
+    body: dict[str, Any],
+    deadline: float,
+    progress: _Progress,
+) -> AsyncGenerator[list[bytes], None]:
+    """The upstream's event payloads, one list per read: events that arrive together leave together.
+
+    The total deadline is checked per read rather than by a timeout context around each one
+    (which cost more than the read itself); a stalled read still ends at the read timeout.
+    """
+    client = backend._clients[replica.url]
+    timer = backend.upstream_metrics.start(replica.url, stream=True)
+    loop = asyncio.get_running_loop()
+    upstream = client.build_request("POST", endpoint(request), json=body)
+    answer = await _within(deadline, client.send(upstream, stream=True))
+    timer.headers()
+    try:
+        if answer.status_code >= 400:
+            body_bytes = await _within(deadline, answer.aread())
+            raise error_from_body(answer.status_code, body_bytes, retry_after(answer.headers))
+        splitter = _Splitter()
+        reads = answer.aiter_bytes()
+        async for read in reads:
+            if loop.time() > deadline:
+                raise TimeoutError
+            payloads = splitter.feed(read)
+            done = bool(payloads) and payloads[-1] == b"[DONE]"
+            payloads = [_checked(p) for p in (payloads[:-1] if done else payloads)]
+            if payloads:
+                if not progress.first_byte:
+                    timer.first_chunk()
+                    progress.first_byte = True
+                yield payloads
+            if done:
+                await _within(deadline, _drain(reads))  # read to the end: the connection is reused
+                break
+        timer.done()
+    finally:
+        await answer.aclose()
+
+
+class _Splitter:
+    """Complete SSE events' ``data`` payloads from raw reads (any line ends; comments dropped)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._line_ends = _LineEnds()
+
+    def feed(self, read: bytes) -> list[bytes]:
+        self._buffer += self._line_ends.normalise(read)
+        if b"\n\n" not in self._buffer:
+            return []
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        return [p for p in map(_data, events) if p is not None]
+
+
+def _checked(payload: bytes) -> bytes:
+    """``payload``, unless it is the upstream's error event: then the matching error is raised."""
+    if b'"error"' in payload:
+        data = json.loads(payload)
+        if isinstance(data, dict) and "error" in data and not data.get("choices"):
+            raise _stream_error(data["error"])
+    return payload
+
+
+def usage_of(payload: bytes) -> tuple[Usage | None, dict[str, Any] | None]:
+    """The usage an event carries and its parsed body (both ``None`` for a token event: not parsed)."""
+    if b'"usage"' not in payload or b'"usage":null' in payload:
+        return None, None
+    data = json.loads(payload)
+    raw = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        return None, None
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)), data
+
+
+async def relay_events(stream: RawStream, include_usage: bool, on_first: Any) -> AsyncIterator[bytes]:
+    """SSE bytes for the client, one block per upstream read: every event as sent, the usage-only
+    chunk only when asked for."""
+    first = True
+    async for payloads in stream:
+        if first:
+            on_first()
+            first = False
+        out = []
+        for payload in payloads:
+            usage, data = usage_of(payload)
+            if usage is not None and data is not None:
+                stream.usage = usage
+                if not data.get("choices"):
+                    if not include_usage:
+                        continue
+                    data["tokenlean"] = {"events": []}  # as on every usage chunk the proxy sends
+                    payload = json.dumps(data, separators=(",", ":")).encode()
+            out.append(b"data: " + payload + b"\n\n")
+        if out:
+            yield b"".join(out)
