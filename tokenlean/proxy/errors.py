@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from tokenlean.errors import RateLimitError, TokenleanError
+from tokenlean.wire import bad_request
 
 __all__ = ["error_body", "error_response", "from_validation_error", "http_error_response"]
 
@@ -47,32 +48,5 @@ async def http_error_response(request: Any, exc: Exception) -> JSONResponse:
 
 
 def from_validation_error(exc: ValidationError, *, request_id: str | None = None) -> JSONResponse:
-    """A 400 naming the first invalid field (``messages.0.role``), as pydantic located it."""
-    headers = {"x-request-id": request_id} if request_id else {}
-    first = exc.errors()[0]
-    if first["type"] == "json_invalid":
-        body = error_body(
-            f"request body is not valid JSON: {first['msg']}",
-            type="invalid_request_error",
-            code="invalid_json",
-        )
-        return JSONResponse(body, status_code=400, headers=headers)
-    same_field = [e for e in exc.errors() if e["loc"][:1] == first["loc"][:1]]  # a union's branches
-    loc, msg = max(((_field_path(e["loc"]), e["msg"]) for e in same_field), key=lambda pair: len(pair[0]))
-    param = ".".join(loc) or None
-    message = f"{param}: {msg}" if param else msg
-    body = error_body(message, type="invalid_request_error", code="invalid_value", param=param)
-    return JSONResponse(body, status_code=400, headers=headers)
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list", "bytes"})
-
-
-def _field_path(loc: tuple[Any, ...]) -> list[str]:
-    """A pydantic location as field names: union branch tags (``str``, ``list[str]``) dropped.
-
-    For ``stop: [null]`` pydantic reports one error per union branch (``stop.str`` and
-    ``stop.list[str].0``); the deepest one, ``stop.0``, is the one that says what is wrong.
-    """
-    parts = [str(part) for part in loc]
-    return [p for p in parts if not (p.startswith("function-") or "[" in p or p in _TYPE_TAGS)]
+    """A 400 naming the first invalid field (``messages.0.role``): the one conversion every front-end uses."""
+    return error_response(bad_request(exc), request_id=request_id)
