@@ -33,7 +33,7 @@ svg{background:#fff;border:1px solid #dde;border-radius:6px}
 <script>
 const D = /*DATA*/null;
 const fmt = (v, d) => (typeof v === "number" ? v.toLocaleString("en-US", {maximumFractionDigits: d ?? 0}) : String(v));
-const usd = v => "$" + Number(v).toFixed(6);
+const usd = v => (Number(v) < 0 ? "-$" : "$") + Math.abs(Number(v)).toFixed(6);
 function el(tag, attrs, text) {
   const e = document.createElementNS(tag === "svg" || ["rect","text","line"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
