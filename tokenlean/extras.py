@@ -29,6 +29,7 @@ __all__ = [
     "missing_modules",
     "require",
     "stage_extras",
+    "unmet_extras",
 ]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -103,6 +104,15 @@ def backend_extras(kind: str, options: Mapping[str, Any]) -> list[str]:
     if kind != "local":
         return []
     return ["local"]
+
+
+def unmet_extras(kind: str, options: Mapping[str, Any]) -> list[str]:
+    """The extras stage ``kind`` needs with ``options`` that are not installed (none: it can run).
+
+    For callers that choose stages rather than fail (a profile that leaves out what this install
+    cannot run, saying so at startup).
+    """
+    return [extra for extra in stage_extras(kind, options) if missing_modules(EXTRAS[extra])]
 
 
 def check_stage(kind: str, options: Mapping[str, Any]) -> None:

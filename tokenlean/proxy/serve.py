@@ -74,7 +74,7 @@ def build_app(args: argparse.Namespace, settings: ServerSettings, config: Server
     from tokenlean.proxy.health_port import HealthListener
 
     started = time.perf_counter()
-    for name in ("upstream", "model", "profile", "ledger", "prices"):  # what the cli helpers read
+    for name in ("upstream", "model", "profile", "ledger", "prices", "redis_url"):  # what cli helpers read
         setattr(args, name, getattr(settings, name))
     pipeline = _pipeline(args, settings, config)
     health = None
