@@ -162,8 +162,9 @@ def _ledger(args: argparse.Namespace, pipeline: Any) -> Any:
 
     location = args.ledger
     cache = pipeline.stage("cache")
-    if location is None and cache is not None and getattr(cache.store, "name", "") == "redis":
-        location = cache.store.url
+    backing = getattr(getattr(cache, "cache", None), "store", None)  # CacheStage -> ResponseCache -> store
+    if location is None and getattr(backing, "name", "") == "redis":
+        location = backing.url  # type: ignore[union-attr]
     if location is None and getattr(args, "redis_url", None):  # the Redis the limits share
         location = args.redis_url
     prices = PriceTable.from_file(args.prices) if args.prices else None

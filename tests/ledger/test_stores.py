@@ -76,3 +76,21 @@ def test_open_ledger_picks_redis_for_a_redis_url(redis_server: RedisServer) -> N
     ledger = open_ledger(redis_server.url)
     assert ledger.store.name == "redis"
     ledger.close()
+
+
+def test_serve_puts_the_ledger_in_the_caches_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    import argparse
+
+    from tokenlean.backends.fake import FakeBackend
+    from tokenlean.cache.stage import CacheStage
+    from tokenlean.cli import _ledger
+    from tokenlean.middleware.pipeline import Pipeline
+
+    pipeline = Pipeline(FakeBackend(), [CacheStage(store="redis", url=redis_server.url, semantic=False)])
+    shared = _ledger(argparse.Namespace(ledger=None, prices=None), pipeline)
+    assert shared.store.name == "redis"
+    shared.close()
+    own = _ledger(argparse.Namespace(ledger=str(tmp_path / "l.sqlite"), prices=None), pipeline)
+    assert own.store.name == "sqlite"  # --ledger wins
+    own.close()
+    assert _ledger(argparse.Namespace(ledger="off", prices=None), pipeline) is None
