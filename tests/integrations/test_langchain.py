@@ -96,11 +96,11 @@ async def test_options_reach_the_stages_through_astream_and_abatch(stage_types) 
 
 def test_call_arguments_map_to_request_fields() -> None:
     fake = FakeBackend()
-    model = TokenleanChatModel(pipeline=Pipeline(fake), model="m", max_tokens=9, temperature=0.5, stop=["\n"])
+    model = TokenleanChatModel(pipeline=Pipeline(fake), model="fake", max_tokens=9, temperature=0.5, stop=["\n"])
     model.invoke([("system", "sys"), ("human", "hi")], max_tokens=3, seed=7, top_k=5)
     request = fake.requests[-1]
     assert [(m.role, m.content) for m in request.messages] == [("system", "sys"), ("user", "hi")]
-    assert (request.model, request.max_tokens, request.temperature, request.seed) == ("m", 3, 0.5, 7)
+    assert (request.model, request.max_tokens, request.temperature, request.seed) == ("fake", 3, 0.5, 7)
     assert request.stop == ("\n",) and request.extra == {"top_k": 5} and not request.stream
     list(model.stream("hi", stop=["x"]))
     assert fake.requests[-1].stream and fake.requests[-1].stop == ("x",)
@@ -188,9 +188,9 @@ def test_bad_input_is_a_bad_request_naming_the_field() -> None:
         model.invoke("hi", config={"metadata": {"tokenlean": ["cache"]}})
     assert bad_options.value.param == "metadata.tokenlean"
     image = HumanMessage(content=[{"type": "image_url", "image_url": {"url": "data:,"}}])
-    with pytest.raises(BadRequestError) as bad_content:
+    with pytest.raises(BadRequestError) as bad_content:  # FakeBackend reads text parts only
         model.invoke([image])
-    assert bad_content.value.param == "messages[0].content"
+    assert bad_content.value.param == "messages.0.content"
 
 
 # --- LangChainBackend: an existing LangChain model behind tokenlean's stages -------------------

@@ -35,9 +35,9 @@ from tokenlean.errors import (
     TokenleanError,
     UpstreamStatusError,
 )
-from tokenlean.integrations.convert import flatten_content
 from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Choice, Chunk, Message, Request, Response, Usage
+from tokenlean.wire import parse_request
 
 __all__ = ["BoundCall", "FunctionBackend", "backend_error"]
 
@@ -118,13 +118,14 @@ class FunctionBackend:
         fields = {name: arguments.pop(name) for name in self.field_params}
         keyed = sorted((name, value) for name, value in arguments.items() if name not in _RECEIVERS)
         extra = {"function_arguments": repr(keyed)} if keyed else {}
-        request = Request(
+        body = {
             **_prompt_fields(prompt, self.prompt_param),
             **_request_fields(fields, default_model=self.model),
-            extra=extra,
-            options=options,
-        )
-        return BoundCall(request, arguments)
+        }
+        # The proxy's validation (a bad value is a BadRequestError naming the field). The model is
+        # not checked against a list: a function with a ``model`` parameter is given any name.
+        request = parse_request(body, "completion" if "prompt" in body else "chat")
+        return BoundCall(request.replace(extra={**request.extra, **extra}, options=options), arguments)
 
     async def complete(self, request: Request) -> Response:
         """Call the function with ``request``'s prompt; stream the answer if asked to."""
@@ -199,34 +200,32 @@ def _prompt_fields(prompt: Any, param: str) -> dict[str, Any]:
     if isinstance(prompt, str):
         return {"prompt": prompt}
     if isinstance(prompt, (list, tuple)):
-        return {"messages": tuple(_message(m, f"{param}[{i}]") for i, m in enumerate(prompt))}
+        return {"messages": [_message(m, f"{param}[{i}]") for i, m in enumerate(prompt)]}
     raise TypeError(f"{param} must be a prompt string or a list of messages, not {type(prompt).__name__}")
 
 
-def _message(item: Any, param: str) -> Message:
+def _message(item: Any, param: str) -> dict[str, Any]:
+    """One message as the OpenAI dict the proxy would receive (a ``Message`` converted back)."""
     if isinstance(item, Message):
-        return item
+        fields = {"name": item.name, "tool_call_id": item.tool_call_id}
+        out = {**item.extra, "role": item.role, "content": item.wire_content()}
+        if item.tool_calls:
+            out["tool_calls"] = [dict(call) for call in item.tool_calls]
+        return {**out, **{k: v for k, v in fields.items() if v is not None}}
     if not isinstance(item, Mapping) or "role" not in item:
         raise TypeError(f"{param} must be a message dict with 'role' and 'content'")
-    content = flatten_content(item.get("content") or "", param=f"{param}.content")
-    return Message(item["role"], content, item.get("name"))
+    return dict(item)
 
 
 def _request_fields(fields: Mapping[str, Any], *, default_model: str) -> dict[str, Any]:
     values = {name: value for name, value in fields.items() if value is not None}
-    if isinstance(values.get("stop"), str):
-        values["stop"] = (values["stop"],)
-    elif "stop" in values:
-        values["stop"] = tuple(values["stop"])
     values.setdefault("model", default_model)
     return values
 
 
 def _message_dicts(request: Request) -> list[dict[str, Any]]:
-    return [
-        {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
-        for m in request.messages
-    ]
+    """The messages the function receives: what the caller sent, after the stages' rewrites."""
+    return [_message(m, "messages") for m in request.messages]
 
 
 def _to_response(result: Any, *, default_model: str) -> Response:

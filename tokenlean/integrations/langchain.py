@@ -13,8 +13,16 @@ Per-call options come from ``config={"metadata": {"tokenlean": {...}}}`` (or ``.
 Anthropic, Ollama, a fake) and puts tokenlean's stages in front of it; ``TokenleanChatModel.around``
 builds both in one call.
 
-Known limits: text content only (image parts are refused by name); tool calls and structured
-output are not carried through the pipeline; one generation per call when streaming.
+One request model for every front-end: the call becomes the OpenAI body the proxy would receive
+and goes through the same validation (``tokenlean.wire.parse_request``), so an unknown model is
+``UnknownModelError`` and ``temperature=-1`` a ``BadRequestError`` naming the field, at
+construction for the model's defaults and at call time for a call's arguments; unknown
+constructor arguments are a ``ConfigError``. ``n``, ``logprobs``/``top_logprobs``, ``stop`` and
+``seed`` reach the backend; ``bind_tools`` and ``with_structured_output`` travel as the request's
+``tools``/``tool_choice``/``response_format`` and come back as ``AIMessage.tool_calls`` (streamed
+as ``tool_call_chunks``) wherever the backend supports them (``Capabilities``); a backend that
+does not refuses them with a 400 naming the field. Streaming yields choice 0 only (as
+LangChain's streaming does).
 """
 
 from __future__ import annotations
@@ -26,34 +34,43 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import ConfigDict, Field, model_validator
 
-from tokenlean.errors import BadRequestError
-from tokenlean.integrations.convert import flatten_content, load_spec, merge_options, parse_options
-from tokenlean.integrations.function import backend_error
+from tokenlean.errors import BackendTimeoutError, ConfigError
+from tokenlean.integrations.convert import load_spec, merge_options, parse_options
+from tokenlean.integrations.langchain_backend import LangChainBackend
+from tokenlean.integrations.langchain_messages import (
+    ai_chunk,
+    ai_message,
+    openai_messages,
+    response_metadata,
+    usage_metadata,
+)
+from tokenlean.integrations.langchain_structured import (
+    StructuredMethod,
+    ToolLike,
+    openai_tool_choice,
+    openai_tools,
+    structured_runnable,
+)
 from tokenlean.middleware.pipeline import FailurePolicy, Pipeline
 from tokenlean.middleware.spec import PipelineSpec
-from tokenlean.middleware.stage import Backend, Capabilities, Stage
+from tokenlean.middleware.stage import Backend, Stage
 from tokenlean.middleware.sync import iterate_sync, run_sync
-from tokenlean.middleware.types import Choice, Chunk, Message, Request, Response, Usage
-from tokenlean.wire import events_json
+from tokenlean.middleware.types import Chunk, Request, Response
+from tokenlean.wire import parse_request
 
 __all__ = ["LangChainBackend", "TokenleanChatModel"]
 
-_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system",
-          "developer": "developer", "tool": "tool", "function": "tool"}  # fmt: skip
-_FIELDS = ("max_tokens", "temperature", "top_p", "seed")
+#: Model fields sent as request fields when set; a call's keyword argument of the same name wins.
+_DEFAULTS = ("max_tokens", "temperature", "top_p", "seed", "n", "logprobs", "top_logprobs")
+#: Call keyword arguments LangChain itself adds, never part of the request.
+_LANGCHAIN_ONLY = ("stream", "ls_structured_output_format")
 # langchain-core >= 1.0 marks a stream's closing chunk; without the mark it appends an empty one.
 _LAST: dict[str, Any] = {"chunk_position": "last"} if "chunk_position" in AIMessageChunk.model_fields else {}
 
@@ -65,14 +82,41 @@ class TokenleanChatModel(BaseChatModel):
 
     pipeline: Pipeline
     model_name: str = Field(default="", alias="model")
+    """The model asked for; empty: the pipeline's first. Another name is ``UnknownModelError``."""
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] | None = None
+    n: int = 1
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    streaming: bool = False
+    """``invoke`` streams through the pipeline and joins the chunks (as ChatOpenAI's flag)."""
+    timeout: float | None = None
+    """Seconds a call may take (``asyncio`` timeout around the pipeline call); None: no limit."""
+    max_retries: int | None = None
+    """Accepted for ChatOpenAI compatibility only: retries are the backend's (OpenAIBackend's policy)."""
     tenant: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     """Default per-stage options; a call's ``metadata["tokenlean"]`` wins field by field."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_arguments(cls, values: Any) -> Any:
+        """An unknown constructor argument (``bogus_param=1``) is refused, not silently dropped."""
+        if isinstance(values, Mapping):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            unknown = sorted(str(k) for k in values if k not in known)
+            if unknown:
+                raise ConfigError(f"unknown argument(s) {unknown} for TokenleanChatModel", param=unknown[0])
+        return values
+
+    @model_validator(mode="after")
+    def _valid_defaults(self) -> TokenleanChatModel:
+        """The defaults are checked as a request would be: a bad one fails here, naming the field."""
+        self._body([{"role": "user", "content": "probe"}], None, {})
+        return self
 
     @classmethod
     def from_spec(
@@ -187,32 +231,91 @@ class TokenleanChatModel(BaseChatModel):
         stream: bool = False,
     ) -> Request:
         """The ``Request`` for one call: model defaults, then the call's own arguments and options."""
-        extra = dict(kwargs)
-        extra.pop("stream", None)
+        extra = {k: v for k, v in kwargs.items() if k not in _LANGCHAIN_ONLY}
         from_config = run_manager.inheritable_metadata.get("tokenlean") if run_manager else None
         options = merge_options(
             parse_options(self.options, param="options"),
             parse_options(from_config, param="metadata.tokenlean"),
             parse_options(extra.pop("tokenlean", None), param="tokenlean"),
         )
-        fields = {name: extra.pop(name, getattr(self, name)) for name in _FIELDS}
-        return Request(
-            messages=tuple(_message(m, f"messages[{i}]") for i, m in enumerate(messages)),
-            model=extra.pop("model", self.model_name),
-            stop=tuple(stop if stop is not None else self.stop or ()),
-            stream=stream,
-            extra=extra,
-            options=options,
-            tenant=self.tenant,
-            **fields,
-        )
+        request = self._body(openai_messages(messages), stop, {**extra, "stream": stream})
+        return request.replace(options=options)
+
+    def _body(
+        self, messages: list[dict[str, Any]], stop: list[str] | None, call: Mapping[str, Any]
+    ) -> Request:
+        """The OpenAI body the proxy would receive, validated by the proxy's own code."""
+        body: dict[str, Any] = {name: getattr(self, name) for name in _DEFAULTS}
+        body.update(call)
+        body = {k: v for k, v in body.items() if v is not None}
+        served = self.pipeline.models()
+        body["model"] = body.get("model") or self.model_name or (served[0] if served else "")
+        body["messages"] = messages
+        stop = stop if stop is not None else self.stop
+        if stop:
+            body["stop"] = list(stop)
+        return parse_request(body, "chat", served=served, tenant=self.tenant)
+
+    def bind_tools(
+        self,
+        tools: Sequence[ToolLike],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with ``tools`` (OpenAI definitions) bound; ``tool_choice`` as LangChain spells it.
+
+        ``"any"``/``True`` mean "call a tool" (``required``, or the only tool by name); a tool's
+        name forces that tool. The backend must support tools (``Capabilities.tools``), else the
+        call is a 400 naming ``tools``.
+        """
+        formatted = openai_tools(tools, strict=strict)
+        bound: dict[str, Any] = {"tools": formatted, **kwargs}
+        choice = openai_tool_choice(tool_choice, formatted)
+        if choice is not None:
+            bound["tool_choice"] = choice
+        if parallel_tool_calls is not None:
+            bound["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(**bound)
+
+    def with_structured_output(
+        self,
+        schema: Mapping[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: StructuredMethod | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Answers parsed into ``schema`` (a pydantic model, TypedDict or JSON schema).
+
+        ``method``: ``json_schema`` (the default when the backend supports response formats: the
+        answer is constrained to the schema), ``function_calling`` (one forced tool call; the
+        default otherwise) or ``json_mode``.
+        """
+        if kwargs:
+            raise ConfigError(f"unknown argument(s) {sorted(kwargs)} for with_structured_output")
+        if method is None:
+            method = (
+                "json_schema" if self.pipeline.backend.capabilities.response_format else "function_calling"
+            )
+        return structured_runnable(self, schema, method=method, include_raw=include_raw, strict=strict)
+
+    async def _answer(self, request: Request) -> Response:
+        """The pipeline's answer, within ``timeout`` (a stream: until it starts)."""
+        if self.timeout is None:
+            return await self.pipeline(request)
+        try:
+            return await asyncio.wait_for(self.pipeline(request), self.timeout)
+        except TimeoutError:
+            raise BackendTimeoutError(f"no answer within timeout={self.timeout} s") from None
 
     async def _complete(self, request: Request) -> ChatResult:
-        response = await (await self.pipeline(request)).aread()
+        response = await (await self._answer(request)).aread()
         generations = [
-            ChatGeneration(
-                message=_ai_message(response, choice), generation_info={"finish_reason": choice.finish_reason}
-            )
+            ChatGeneration(message=ai_message(response, choice), generation_info=_info(choice.finish_reason))
             for choice in response.choices
         ]
         usage = response.usage
@@ -223,94 +326,34 @@ class TokenleanChatModel(BaseChatModel):
 
     async def _chunks(self, request: Request) -> AsyncIterator[ChatGenerationChunk]:
         """The answer as LangChain chunks; usage, model and events ride on the closing chunk."""
-        response = await self.pipeline(request)
-        events, usage, finish = list(response.events), response.usage, None
-        if response.stream is None:  # answered whole (a cache hit): one text chunk
-            for choice in response.choices[:1]:
-                finish = choice.finish_reason
-                yield ChatGenerationChunk(message=AIMessageChunk(content=choice.text))
+        response = await self._answer(request)
+        events, usage, finish, first = list(response.events), response.usage, None, None
+        if response.stream is None:  # answered whole (a cache hit): one chunk
+            for first in response.choices[:1]:
+                finish = first.finish_reason
+                calls = tuple({**call, "index": i} for i, call in enumerate(first.tool_calls))
+                if message := ai_chunk(Chunk(0, first.text, tool_calls=calls)):
+                    yield ChatGenerationChunk(message=message)
         else:
             async with aclosing(response.stream) as stream:  # type: ignore[type-var]
                 async for chunk in stream:
                     events.extend(chunk.events)
                     usage = chunk.usage if chunk.usage is not None else usage
-                    if chunk.index == 0 and chunk.finish_reason is not None:
-                        finish = chunk.finish_reason
-                    if chunk.index == 0 and chunk.text:
-                        yield ChatGenerationChunk(message=AIMessageChunk(content=chunk.text))
+                    if chunk.index != 0:
+                        continue
+                    finish = chunk.finish_reason or finish
+                    if message := ai_chunk(chunk):
+                        yield ChatGenerationChunk(message=message)
         closing = response.replace(usage=usage, events=tuple(events), stream=None)
-        metadata = _response_metadata(closing, finish)
+        metadata = response_metadata(closing, first, finish)
         last = AIMessageChunk(
-            content="", usage_metadata=_usage_metadata(usage), response_metadata=metadata, **_LAST
+            content="", usage_metadata=usage_metadata(usage), response_metadata=metadata, **_LAST
         )
-        yield ChatGenerationChunk(message=last, generation_info={"finish_reason": finish})
+        yield ChatGenerationChunk(message=last, generation_info=_info(finish))
 
 
-class LangChainBackend:
-    """Any LangChain chat model as a tokenlean ``Backend``.
-
-    ``max_tokens``, ``temperature``, ``top_p`` and ``seed`` are forwarded as call keyword
-    arguments when set (as the OpenAI-style integrations accept them); pass
-    ``forward_params=False`` for a model that rejects them. Its errors become tokenlean's.
-    """
-
-    capabilities = Capabilities(streaming=True, logprobs=False, n=False, batching=False)
-
-    def __init__(
-        self, chat_model: BaseChatModel, *, name: str | None = None, forward_params: bool = True
-    ) -> None:
-        self.chat_model = chat_model
-        model = getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None)
-        self.name = name or (model if isinstance(model, str) and model else chat_model._llm_type)
-        self.forward_params = forward_params
-
-    def models(self) -> list[str]:
-        """The wrapped model's name."""
-        return [self.name]
-
-    async def aclose(self) -> None:
-        """The chat model belongs to the caller; nothing is closed here."""
-
-    async def complete(self, request: Request) -> Response:
-        """Invoke (or stream) the wrapped model on ``request``; ``n`` copies are invoked concurrently."""
-        messages, kwargs = _langchain_messages(request), self._kwargs(request)
-        if request.stream:
-            if request.n != 1:
-                raise BadRequestError("a LangChain backend streams one choice at a time", param="n")
-            return Response(model=self.name, stream=self._stream(messages, kwargs))
-        replies = await asyncio.gather(*(self._invoke(messages, kwargs) for _ in range(request.n)))
-        choices = tuple(
-            Choice(i, _text(m), m.response_metadata.get("finish_reason") or "stop")
-            for i, m in enumerate(replies)
-        )
-        return Response(model=self.name, choices=choices, usage=sum((_usage(m) for m in replies), Usage()))
-
-    def _kwargs(self, request: Request) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"stop": list(request.stop) or None}
-        if self.forward_params:
-            kwargs.update(
-                {name: getattr(request, name) for name in _FIELDS if getattr(request, name) is not None}
-            )
-        return kwargs
-
-    async def _invoke(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> BaseMessage:
-        try:
-            return await self.chat_model.ainvoke(messages, **kwargs)
-        except Exception as exc:
-            raise backend_error(exc) from exc
-
-    async def _stream(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AsyncIterator[Chunk]:
-        usage, finish = Usage(), None
-        try:
-            async for piece in self.chat_model.astream(messages, **kwargs):
-                usage = usage + _usage(piece)
-                finish = piece.response_metadata.get("finish_reason") or finish
-                if text := _text(piece):
-                    yield Chunk(0, text)
-        except Exception as exc:
-            raise backend_error(exc) from exc
-        yield Chunk(0, "", finish or "stop")
-        yield Chunk(usage=usage)
+def _info(finish: str | None) -> dict[str, Any]:
+    return {"finish_reason": finish}
 
 
 def _config_options(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -319,65 +362,3 @@ def _config_options(config: RunnableConfig | None, kwargs: dict[str, Any]) -> di
         return kwargs
     from_config = parse_options(metadata["tokenlean"], param="metadata.tokenlean")
     return {**kwargs, "tokenlean": merge_options(from_config, parse_options(kwargs.get("tokenlean")))}
-
-
-def _message(message: BaseMessage, param: str) -> Message:
-    kind = message.role if isinstance(message, ChatMessage) else message.type
-    role = _ROLES.get(kind)
-    if role is None:
-        raise BadRequestError(f"{param}: unsupported message type {kind!r}", param=param)
-    return Message(role, flatten_content(message.content, param=f"{param}.content"), message.name)  # type: ignore[arg-type]
-
-
-def _langchain_messages(request: Request) -> list[BaseMessage]:
-    if request.prompt is not None:
-        return [HumanMessage(request.prompt)]
-    kinds: dict[str, type[BaseMessage]] = {
-        "system": SystemMessage,
-        "user": HumanMessage,
-        "assistant": AIMessage,
-    }
-    return [
-        kinds[m.role](content=m.content, name=m.name)
-        if m.role in kinds
-        else ChatMessage(role=m.role, content=m.content)
-        for m in request.messages
-    ]
-
-
-def _text(message: BaseMessage) -> str:
-    """Text of a model's reply; non-text blocks (reasoning, tool calls) are not part of the answer."""
-    if isinstance(message.content, str):
-        return message.content
-    parts = [
-        p if isinstance(p, str) else p.get("text", "") for p in message.content if isinstance(p, (str, dict))
-    ]
-    return "".join(p for p in parts if isinstance(p, str))
-
-
-def _usage(message: BaseMessage) -> Usage:
-    metadata = getattr(message, "usage_metadata", None) or {}
-    return Usage(int(metadata.get("input_tokens", 0)), int(metadata.get("output_tokens", 0)))
-
-
-def _usage_metadata(usage: Usage) -> Any:
-    return {
-        "input_tokens": usage.prompt_tokens,
-        "output_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
-def _response_metadata(response: Response, finish: str | None) -> dict[str, Any]:
-    return {
-        "model_name": response.model,
-        "finish_reason": finish,
-        "id": response.id,
-        "tokenlean": events_json(response),
-    }
-
-
-def _ai_message(response: Response, choice: Choice) -> AIMessage:
-    usage = response.usage if choice.index == 0 else Usage()
-    metadata = _response_metadata(response, choice.finish_reason)
-    return AIMessage(content=choice.text, usage_metadata=_usage_metadata(usage), response_metadata=metadata)

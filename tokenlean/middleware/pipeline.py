@@ -16,7 +16,7 @@ bypassed: retrying it through a bypass would only repeat the failure and double 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from tokenlean.errors import BadRequestError, ConfigError, StageError, TokenleanError
@@ -67,6 +67,16 @@ class Pipeline:
         """
         self.backend.capabilities.refuse_unsupported(request)
         return await self._handler(request)
+
+    def models(self) -> list[str]:
+        """The model names a request may ask for: the backend's, then names stages answer to
+        (a cascade's ``cascade:<name>``). Every front-end refuses any other name the same way."""
+        names = list(self.backend.models())
+        for stage in self.stages:
+            extra: Callable[[], list[str]] | None = getattr(stage, "models", None)
+            if extra is not None:
+                names.extend(extra())
+        return names
 
     def stage(self, name: str) -> Stage | None:
         """The stage called ``name``, if the pipeline has one."""

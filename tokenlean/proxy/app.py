@@ -23,7 +23,7 @@ from fastapi.responses import Response as HTTPResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenlean.errors import PayloadTooLargeError, TokenleanError, UnknownModelError
+from tokenlean.errors import PayloadTooLargeError, TokenleanError
 from tokenlean.middleware.options import header_options, option_models, validate_call_options
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Chunk, Request, Response, Usage
@@ -42,6 +42,7 @@ from tokenlean.wire import (
     chat_chunk,
     chat_response,
     check_json_values,
+    check_model,
     completion_chunk,
     completion_response,
     events_json,
@@ -220,12 +221,7 @@ class _Proxy:
 
     def model_names(self) -> list[str]:
         """Backend models plus names stages answer to (a cascade's ``cascade:<name>``)."""
-        names = list(self.pipeline.backend.models())
-        for stage in self.pipeline.stages:
-            extra: Callable[[], list[str]] | None = getattr(stage, "models", None)
-            if extra is not None:
-                names.extend(extra())
-        return names
+        return self.pipeline.models()
 
     async def handle(self, http: HTTPRequest, wire: type, kind: str) -> HTTPResponse:
         request_id = _request_id(http)
@@ -295,11 +291,7 @@ class _Proxy:
                 extra={**request.extra, "stream_options": body.stream_options.model_dump()}
             )
         request = request.replace(options=self._options(http, request.options))
-        if request.model not in self.model_names():
-            raise UnknownModelError(
-                f"model {request.model!r} is not served here; available: {', '.join(self.model_names())}",
-                param="model",
-            )
+        check_model(request.model, self.model_names())  # the check every front-end makes
         return request
 
     def _options(self, http: HTTPRequest, body_options: Any) -> dict[str, Any]:
