@@ -28,11 +28,11 @@ __all__ = [
 LAST_USER = ("blocks", "keep")
 Mode = Literal["auto", "question", "plain"]
 LastUser = Literal["blocks", "keep"]
-Rate = Annotated[float, Field(gt=0, le=1, description="Kept fraction of the context: 0.5 is 2x compression.")]
-TargetTokens = Annotated[int, Field(ge=1, description="Token budget for the context; replaces `rate`.")]
-MinPromptTokens = Annotated[
-    int, Field(ge=0, description="Prompts shorter than this (target tokens) pass through untouched.")
-]
+Rate = Annotated[float, Field(gt=0, le=1)]
+TargetTokens = Annotated[int, Field(ge=1)]
+_RATE = "Kept fraction of the context: 0.5 is 2x compression."
+_TARGET = "Token budget for the context instead of a rate (a call gives one or the other)."
+_MIN_PROMPT = "Prompts shorter than this (target tokens) pass through untouched."
 _MODE = "`question`: scored against the question (LongLLMLingua); `plain`: by perplexity alone; `auto`: question when there is one."
 _LAST_USER = "`blocks`: the last user turn's paragraphs before the question are compressed too; `keep`: it stays verbatim."
 _PROTECT = "Strings kept verbatim wherever they occur."
@@ -53,11 +53,11 @@ class CompressOptions:
 class CompressCallOptions(StageOptions):
     """Per-call overrides of the compress stage; ``false`` is ``{"off": true}``."""
 
-    rate: Rate | None = None
-    target_tokens: TargetTokens | None = None
+    rate: Rate | None = Field(default=None, description=_RATE)
+    target_tokens: TargetTokens | None = Field(default=None, description=_TARGET)
     mode: Mode | None = Field(default=None, description=_MODE)
     protect: Sequence[str] = Field(default=(), description=_PROTECT + " Added to the spec's.")
-    min_prompt_tokens: MinPromptTokens | None = None
+    min_prompt_tokens: int | None = Field(default=None, ge=0, description=_MIN_PROMPT)
     last_user: LastUser | None = Field(default=None, description=_LAST_USER)
     off: bool = Field(default=False, description="Turn the stage off for this request.")
 
@@ -77,10 +77,10 @@ class CompressCallOptions(StageOptions):
 class CompressSpecOptions(SpecOptions):
     """The compress stage's constructor options as a spec sets them."""
 
-    rate: Rate | None = 0.5
-    target_tokens: TargetTokens | None = None
+    rate: Rate | None = Field(default=0.5, description=_RATE)
+    target_tokens: TargetTokens | None = Field(default=None, description=_TARGET)
     mode: Mode = Field(default="auto", description=_MODE)
-    min_prompt_tokens: MinPromptTokens = 400
+    min_prompt_tokens: int = Field(default=400, ge=0, description=_MIN_PROMPT)
     min_block_tokens: int = Field(
         default=48, ge=0, description="Paragraphs shorter than this stay as they are."
     )

@@ -154,10 +154,10 @@ def validate_call_options(
 ) -> dict[str, Any]:
     """Merge header and body options (the body wins, field by field) and validate each against its model.
 
-    Headers for a registered stage that is not in ``models`` are converted by its model all the
-    same (a value means one thing whatever the pipeline); for a name no stage is registered under
-    they are kept as strings. Body options are validated for the names in ``models``. The returned
-    mapping is what the stages read; they parse it again into their typed model.
+    Options for a registered stage that is not in ``models`` are converted and validated by its
+    model all the same (a value means one thing whatever the pipeline); for a name nothing
+    declares a model for, header values are kept as strings. The returned mapping is what the
+    stages read; they parse it again into their typed model.
     """
     merged: dict[str, Any] = {}
     for stage, values in (headers or {}).items():
@@ -169,8 +169,9 @@ def validate_call_options(
         else:
             merged[stage] = value
     for stage, value in merged.items():
-        if stage in models:
-            parse_call_options(models[stage], value, stage=stage)
+        model = models.get(stage) or _registered_model(stage)
+        if model is not None:
+            parse_call_options(model, value, stage=stage)
     return merged
 
 

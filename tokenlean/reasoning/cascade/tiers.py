@@ -80,11 +80,20 @@ class CascadeOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    cascades: dict[str, CascadeSpec] = Field(default_factory=dict)
-    default: str | None = None
-    tiers: list[TierSpec] | None = None
-    scorer: ScorerSpec | None = None
-    escalate_on_error: bool = True
+    cascades: dict[str, CascadeSpec] = Field(
+        default_factory=dict, description="Named cascades: `{name: {tiers: [...], scorer: {type, ...}}}`."
+    )
+    default: str | None = Field(default=None, description="The cascade a request that names none runs.")
+    tiers: list[TierSpec] | None = Field(
+        default=None,
+        description="An inline cascade's tiers, cheapest first (`name`, `backend`, `model`, `cost_input`, "
+        "`cost_output`, `threshold`, `max_tokens`); it is named `default`.",
+    )
+    scorer: ScorerSpec | None = Field(default=None, description="The inline cascade's scorer: `{type, ...}`.")
+    escalate_on_error: bool = Field(
+        default=True,
+        description="Whether a failing tier escalates to the next one (else its error is raised).",
+    )
 
     @model_validator(mode="after")
     def _inline(self) -> CascadeOptions:
