@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-for extra in scripts/setup-redis.sh scripts/setup-vllm.sh; do
+for extra in scripts/setup-redis.sh scripts/setup-chromium.sh scripts/setup-vllm.sh; do
   # optional parts of the environment, each installed once per machine and reused
   if [ -f "$extra" ]; then bash "$extra"; fi
 done
