@@ -23,7 +23,7 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from bench.common import environment, goal, median, percentile, print_table, write_results
 from bench.structured_tasks import AUTO_TOOLS, NEEDS_TOOL, NO_TOOL, TASKS
@@ -114,7 +114,7 @@ async def task_pair(
                           max_tokens=max_tokens, options={"draft": "off"})  # fmt: skip
     turns = chat_messages(constrained, structured_plan(constrained))
     plain = constrained.replace(
-        messages=[Message(t["role"], t["content"]) for t in turns], response_format=None
+        messages=[Message(cast(Any, t["role"]), t["content"]) for t in turns], response_format=None
     )
     record: dict[str, Any] = {"task": name, "compile_ms": compile_ms(backend, schema)}
     record["grammar"] = await run(backend, constrained)
@@ -135,7 +135,7 @@ async def auto_trial(backend: Any, question: str, max_tokens: int) -> dict[str, 
     request = Request(messages=(Message("user", question),), tools=tuple(AUTO_TOOLS), tool_choice="auto",
                       temperature=0, max_tokens=max_tokens, options={"draft": "off"})  # fmt: skip
     plan = structured_plan(request)
-    turns = [Message(t["role"], t["content"]) for t in chat_messages(request, plan)]
+    turns = [Message(cast(Any, t["role"]), t["content"]) for t in chat_messages(request, plan)]
     constrained = (await backend.complete(request)).choices[0]
     free = (await backend.complete(request.replace(messages=turns, tools=(), tool_choice=None))).choices[0]
     text = free.text.strip()

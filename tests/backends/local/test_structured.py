@@ -101,12 +101,17 @@ async def test_tool_choice_gives_a_well_formed_call(local_backend, choice, expec
     jsonschema.validate(json.loads(call["function"]["arguments"]), schema)
 
 
-async def test_streamed_tool_call_arrives_as_a_delta(local_backend) -> None:  # type: ignore[no-untyped-def]
-    request = _ask("What is the weather in Rome?", tools=(WEATHER,), tool_choice="required", stream=True)
-    chunks = [chunk async for chunk in (await local_backend.complete(request)).stream]
+async def test_streamed_tool_call_arrives_as_deltas_matching_the_whole_call(local_backend) -> None:  # type: ignore[no-untyped-def]
+    from tokenlean.middleware.types import merge_tool_call_deltas
+
+    request = _ask("What is the weather in Rome?", tools=(WEATHER,), tool_choice="required")
+    whole = (await local_backend.complete(request)).choices[0].tool_calls[0]
+    chunks = [chunk async for chunk in (await local_backend.complete(request.replace(stream=True))).stream]
     deltas = [delta for chunk in chunks for delta in chunk.tool_calls]
-    assert [delta["index"] for delta in deltas] == [0]
-    assert deltas[0]["function"]["name"] == "get_weather"
+    assert len(deltas) > 2 and {delta["index"] for delta in deltas} == {0}
+    assert deltas[0]["function"]["name"] == "get_weather" and deltas[0]["id"].startswith("call_")
+    (merged,) = merge_tool_call_deltas(deltas)
+    assert merged["function"] == whole["function"]
     assert not any(chunk.text for chunk in chunks)
     assert [chunk.finish_reason for chunk in chunks if chunk.finish_reason] == ["tool_calls"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import jsonschema
 import pytest
 
@@ -35,18 +33,39 @@ def test_closed_schema_forbids_unlisted_keys_but_keeps_valid_outputs_valid() -> 
     assert named["properties"] == {"properties": {"type": "string"}}  # a key named "properties" stays a key
 
 
-def test_tool_call_reader_reads_calls_and_lets_text_through() -> None:
-    call = ToolCallReader(("lookup",))
-    assert call.feed('{"name": "lookup", ') == "" and call.feed('"arguments": {"q": "x"}}') == ""
-    text, calls, reason = call.finish("stop")
+def _merged(deltas: list[dict[str, object]]) -> tuple[str, str]:
+    from tokenlean.middleware.types import merge_tool_call_deltas
+
+    (call,) = merge_tool_call_deltas(deltas)
+    return call["function"]["name"], call["function"]["arguments"]
+
+
+def test_tool_call_reader_streams_a_call_as_deltas() -> None:
+    call, deltas = ToolCallReader(("lookup", "other")), []
+    for piece in ['{"na', 'me": "lookup", "argu', 'ments": {"q', '": "x"}']:
+        text, new = call.feed(piece)
+        assert text == ""
+        deltas.extend(new)
+    assert deltas[0]["id"].startswith("call_") and deltas[0]["function"]["name"] == "lookup"
+    assert _merged(deltas) == ("lookup", '{"q": "x"')  # the last "}" may still close the call
+    deltas.extend(call.feed("}")[1])
+    text, last, reason = call.finish("stop")
     assert text == "" and reason == "tool_calls"
-    assert calls[0]["index"] == 0 and json.loads(calls[0]["function"]["arguments"]) == {"q": "x"}
+    assert _merged([*deltas, *last]) == ("lookup", '{"q": "x"}')
+    assert len(deltas) >= 3  # head, then the arguments in pieces
+
+
+def test_tool_call_reader_lets_text_through_and_keeps_cut_calls() -> None:
     auto = ToolCallReader(("lookup",), auto=True)
-    assert auto.feed(" ") == "" and auto.feed("Hello") == " Hello" and auto.feed("!") == "!"
+    assert auto.feed(" ") == ("", ()) and auto.feed("Hello") == (" Hello", ()) and auto.feed("!") == ("!", ())
     assert auto.finish("stop") == ("", (), "stop")
-    cut = ToolCallReader(("lookup",))
-    cut.feed('{"name": "lookup", "argu')
-    assert cut.finish("length") == ('{"name": "lookup", "argu', (), "length")
+    early = ToolCallReader(("lookup",))
+    early.feed('{"name": "loo')
+    assert early.finish("length") == ('{"name": "loo', (), "length")  # never became a call: text
+    late = ToolCallReader(("lookup",))
+    _, deltas = late.feed('{"name": "lookup", "arguments": {"q": "x')
+    text, rest, reason = late.finish("length")
+    assert text == "" and reason == "length" and _merged([*deltas, *rest]) == ("lookup", '{"q": "x')
     assert parse_tool_call('{"name": "other", "arguments": {}}', ("lookup",)) is None
 
 

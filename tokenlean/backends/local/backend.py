@@ -388,10 +388,10 @@ class LocalBackend:
     def _send(job: _Job, index: int, row: RowDecoder, token: int) -> None:
         """Record ``token`` in ``row`` and send the text (and logprobs) it released."""
         text = row.advance(token)
-        text = job.readers[index].feed(text) if job.readers else text
+        text, calls = job.readers[index].feed(text) if job.readers else (text, ())  # tool-call deltas
         logprobs = (row.logprobs[-1],) if row.settings.logprobs else None
-        if text or logprobs:
-            job.send(Chunk(index, text, logprobs=logprobs))
+        if text or logprobs or calls:
+            job.send(Chunk(index, text, logprobs=logprobs, tool_calls=calls))
 
     def _close_row(self, job: _Job, index: int, row: RowDecoder) -> None:
         text, calls, reason = job.readers[index].finish(row.finish_reason) if job.readers else ("", (), None)
