@@ -207,7 +207,8 @@ class CacheStage:
         self, keys: RequestKeys, response: Response, ttl: float | None, lookup: Lookup
     ) -> dict[str, Any]:
         """Store ``response``; never raises (see the module docstring), reports instead."""
-        if any(c.finish_reason not in ("stop", "length") for c in response.choices) or not response.choices:
+        finished = ("stop", "length", "tool_calls")  # a tool call is a whole answer (stored with its calls)
+        if any(c.finish_reason not in finished for c in response.choices) or not response.choices:
             return {"stored": False, "reason": "unfinished"}
         try:
             await self.cache.put(keys, encode_answer(response), ttl=ttl, vector=lookup.vector)

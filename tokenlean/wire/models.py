@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tokenlean.errors import BadRequestError
 from tokenlean.middleware.types import Message
 
 MAX_N = 16
@@ -183,14 +184,13 @@ class ChatCompletionRequest(_SamplingFields):
     parallel_tool_calls: bool | None = Field(default=None, strict=True)
     response_format: ResponseFormat | None = None
 
-    @model_validator(mode="after")
-    def _tool_choice_names_a_tool(self) -> ChatCompletionRequest:
+    def check_tool_choice(self) -> None:
         """A named ``tool_choice`` must name one of ``tools`` (OpenAI refuses it too)."""
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {tool.function.name for tool in self.tools or ()}
             if self.tool_choice.function.name not in names:
-                raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, not one of tools")
-        return self
+                name = self.tool_choice.function.name
+                raise BadRequestError(f"tool_choice: {name!r} is not one of tools", param="tool_choice")
 
 
 class CompletionRequest(_SamplingFields):

@@ -78,6 +78,7 @@ def to_request(
         "request_id": request_id,
     }
     if isinstance(body, ChatCompletionRequest):
+        body.check_tool_choice()
         check_json_values([m.model_dump(exclude_unset=True) for m in body.messages], "messages")
         check_json_values([t.model_dump() for t in body.tools or ()], "tools")
         check_json_values(_dump(body.response_format), "response_format")
@@ -113,10 +114,12 @@ def _field_path(loc: tuple[Any, ...]) -> list[str]:
     """A pydantic location as field names: union branch tags (``str``, ``list[str]``) dropped.
 
     For ``stop: [null]`` pydantic reports one error per union branch (``stop.str`` and
-    ``stop.list[str].0``); the deepest one, ``stop.0``, is the one that says what is wrong.
+    ``stop.list[str].0``); the deepest one, ``stop.0``, is the one that says what is wrong. A
+    model branch is named by its class (``tool_choice.NamedToolChoice``): dropped too.
     """
     parts = [str(part) for part in loc]
-    return [p for p in parts if not (p.startswith("function-") or "[" in p or p in _TYPE_TAGS)]
+    tags = [p.startswith("function-") or "[" in p or p in _TYPE_TAGS or p[:1].isupper() for p in parts]
+    return [p for p, tag in zip(parts, tags, strict=True) if not tag]  # ``NamedToolChoice``: a branch
 
 
 def bad_request(exc: ValidationError) -> BadRequestError:
