@@ -117,3 +117,29 @@ def test_penalties_follow_openai_definition() -> None:
     with pytest.raises(BadRequestError) as caught:
         penalties_for(Request(extra={"logit_bias": {"9": 1}}), vocab_size=4)
     assert caught.value.param == "logit_bias"
+
+
+def _accepts(compiler: object, grammar: str, text: str) -> bool:
+    """Whether the grammar's matcher takes ``text`` (tokenised by SmolLM2) and may end there."""
+    constraint = compiler.constraint(grammar)  # type: ignore[attr-defined]
+    tokens = compiler.tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
+    return bool(constraint.matcher.consume_tokens(tokens) and constraint.matcher.is_accepting())
+
+
+def test_tool_grammar_takes_only_calls_of_the_listed_tools() -> None:
+    from transformers import AutoTokenizer
+
+    from tokenlean.backends.local.grammar import GrammarCompiler
+    from tokenlean.models import resolve_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(None)))
+    compiler = GrammarCompiler(tokenizer, frozenset({tokenizer.eos_token_id}), len(tokenizer))
+    bare = {"type": "function", "function": {"name": "ping"}}  # no parameters: arguments are {}
+    grammar = structured_plan(
+        Request(messages=(Message("user", "hi"),), tools=(TOOL, bare), tool_choice="required")
+    )
+    assert grammar.grammar is not None
+    assert _accepts(compiler, grammar.grammar, '{"name": "ping", "arguments": {}}')
+    assert _accepts(compiler, grammar.grammar, '{"name": "lookup", "arguments": {"q": 1}}')  # open parameters
+    assert not _accepts(compiler, grammar.grammar, '{"name": "ping", "arguments": {"x": 1}}')
+    assert not _accepts(compiler, grammar.grammar, '{"name": "other", "arguments": {}}')

@@ -25,6 +25,7 @@ from tokenlean.middleware.types import Message, Request
 __all__ = ["StructuredPlan", "chat_messages", "refuse_unreadable_parts", "structured_plan"]
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
+_NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}  # closed: the call's arguments are {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ def _call_schema(tools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "name": {"const": name},
-                "arguments": dict(function.get("parameters") or _ANY_OBJECT),
+                "arguments": dict(function.get("parameters") or _NO_PARAMETERS),
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,
