@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -51,7 +51,13 @@ class CompressOptions:
 
 
 class CompressCallOptions(StageOptions):
-    """Per-call overrides of the compress stage; ``false`` is ``{"off": true}``."""
+    """Per-call overrides of the compress stage; ``false`` is ``{"off": true}``.
+
+    An option left out takes the stage's setting; ``rate``, ``target_tokens`` and ``min_prompt_tokens``
+    may also be sent as null.
+    """
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"rate", "target_tokens", "min_prompt_tokens"})
 
     rate: Rate | None = Field(default=None, description=_RATE)
     target_tokens: TargetTokens | None = Field(default=None, description=_TARGET)

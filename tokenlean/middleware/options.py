@@ -28,9 +28,9 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from tokenlean.errors import BadRequestError, ConfigError, TokenleanError
 
@@ -55,11 +55,20 @@ _CONTAINERS = (Sequence, Mapping, AbstractSet)
 class StageOptions(BaseModel):
     """Base of a per-call options model: unknown keys refused, values immutable.
 
-    A field left at ``None`` means "the stage's configured default"; a shorthand (``"on"``,
-    ``false``) is turned into a mapping by a ``model_validator(mode="before")``.
+    A field left at ``None`` means "the stage's configured default"; a caller may send ``null``
+    only for the fields in ``nullable`` (elsewhere it is refused, naming the field). A shorthand
+    (``"on"``, ``false``) is turned into a mapping by a ``model_validator(mode="before")``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_only_where_allowed(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.nullable:
+            raise ValueError("must not be null (leave it out for the stage's setting)")
+        return value
 
 
 class SpecOptions(BaseModel):

@@ -29,7 +29,7 @@ do not edit by hand (a test fails when this file is stale).
 **body**: per call, `extra_body={"tokenlean": {"<stage>": {...}}}` (also the LangChain model's and
 the decorator's call options); **header**: per call, `x-tokenlean-<stage>-<option>: <value>` (the
 value converted by the option's type: `1`/`true`/`yes` for a boolean, JSON for a list). A per-call
-option left unset takes the stage's spec setting. A bad value is a 400 naming `tokenlean.<stage>.<option>`
+option left unset takes the stage's spec setting; `null` is accepted only where the type says so. A bad value is a 400 naming `tokenlean.<stage>.<option>`
 (a bad spec option a startup error naming `stages.<stage>.options.<option>`).
 """
 
@@ -67,7 +67,12 @@ def _section(kind: str, name: str, owner: Any) -> str:
     lines += ["| Option | Type | Default | Set in | Description |", "|---|---|---|---|---|"]
     for option, where, field, model in _rows(spec, call):
         schema = model.model_json_schema()["properties"][option]
-        row = [f"`{option}`", _type(schema), _default(field), where, _cell(field.description or "")]
+        per_call = model is call
+        if per_call and option not in getattr(model, "nullable", ()):  # null is refused: not a type it takes
+            schema = {**schema, "anyOf": [arm for arm in schema.get("anyOf", ()) if arm != {"type": "null"}]}
+            schema = schema["anyOf"][0] if len(schema["anyOf"]) == 1 else schema
+        default = "unset" if per_call and field.default is None else _default(field)
+        row = [f"`{option}`", _type(schema), default, where, _cell(field.description or "")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

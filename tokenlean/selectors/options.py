@@ -1,36 +1,71 @@
 """Per-request options of the ``demos`` stage and the pool entries of its spec.
 
-A bad per-request option is the caller's error: it raises ``BadRequestError`` whose ``param``
-names the field (``tokenlean.demos.k``), which the proxy turns into a 400. A bad pool entry in
-the spec is a ``ConfigError``, raised when the pool is first loaded.
+The per-request options are ``DemoCallOptions`` (``extra_body={"tokenlean": {"demos": {...}}}``,
+``x-tokenlean-demos-*`` headers; ``false`` turns the stage off). A bad one is the caller's error:
+``BadRequestError`` whose ``param`` names the field (``tokenlean.demos.k``), which the proxy turns
+into a 400. A bad pool entry in the spec is a ``ConfigError``, raised when the pool is first loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
 
 from tokenlean.errors import BadRequestError, ConfigError
-from tokenlean.selectors.selection import METHODS, SelectionConfig
+from tokenlean.middleware.options import StageOptions, parse_call_options
+from tokenlean.selectors.selection import SelectionConfig
 
 if TYPE_CHECKING:
     from tokenlean.embeddings import Embedder
     from tokenlean.selectors.pool import DemoPool
 
-__all__ = ["OPTION_FIELDS", "entry_threshold", "parse_request_options", "pool_from_entry"]
+__all__ = ["OPTION_FIELDS", "DemoCallOptions", "entry_threshold", "parse_request_options", "pool_from_entry"]
 
-OPTION_FIELDS = (
-    "enabled",
-    "pool",
-    "k",
-    "budget",
-    "method",
-    "mmr_lambda",
-    "balance",
-    "placement",
-    "threshold",
-)
+Threshold = Annotated[float, Field(ge=-1, le=1)] | Literal["auto", "off"]
+_THRESHOLD = "Relevance gate: a cosine in [-1, 1], `auto` (calibrated per pool) or `off` (always add)."
+
+
+class DemoCallOptions(StageOptions):
+    """Per-call overrides of the demos stage; ``false`` is ``{"enabled": false}``.
+
+    An option left out takes the stage's setting; only ``k`` and ``budget`` may be sent as null.
+    """
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"k", "budget"})
+
+    enabled: bool = Field(default=True, description="false: no demonstrations for this request.")
+    pool: str | None = Field(default=None, description="The pool to draw from (default: the spec's `pool`).")
+    k: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Demonstrations to add (null: as many as `budget` allows)."
+    )
+    budget: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Token budget for the demonstrations."
+    )
+    method: Literal["knn", "mmr", "random"] | None = Field(
+        default=None,
+        description="`knn` (nearest, KATE), `mmr` (nearest but not redundant) or `random` (a seeded draw).",
+    )
+    mmr_lambda: float | None = Field(
+        default=None, ge=0, le=1, description="MMR's relevance/diversity trade-off."
+    )
+    balance: bool | None = Field(default=None, description="Balance the labels of the chosen demonstrations.")
+    placement: Literal["turns", "system"] | None = Field(
+        default=None,
+        description="`turns`: user/assistant turn pairs after the system prompt; `system`: one text block "
+        "appended to the system message.",
+    )
+    threshold: Threshold | None = Field(default=None, description=_THRESHOLD)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"enabled": False} if value is False else value
+
+
+OPTION_FIELDS = tuple(DemoCallOptions.model_fields)
 _ENTRY_FIELDS = {
     "path",
     "input_key",
@@ -46,27 +81,6 @@ _ENTRY_FIELDS = {
 
 def _bad(field: str, message: str) -> BadRequestError:
     return BadRequestError(f"tokenlean.demos.{field}: {message}", param=f"tokenlean.demos.{field}")
-
-
-def _check(field: str, value: Any) -> None:
-    """Type and range of one per-request field (``bool`` is not accepted where a number is)."""
-    if field in ("k", "budget"):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise _bad(field, f"must be a non-negative integer or null, got {value!r}")
-    elif field == "method" and value not in METHODS:
-        raise _bad(field, f"must be one of {', '.join(METHODS)}, got {value!r}")
-    elif field == "mmr_lambda" and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1
-    ):
-        raise _bad(field, f"must be a number in [0, 1], got {value!r}")
-    elif field in ("balance", "enabled") and not isinstance(value, bool):
-        raise _bad(field, f"must be true or false, got {value!r}")
-    elif field == "placement" and value not in ("turns", "system"):
-        raise _bad(field, f"must be 'turns' or 'system', got {value!r}")
-    elif field == "pool" and not isinstance(value, str):
-        raise _bad(field, f"must be a pool name, got {value!r}")
-    elif field == "threshold" and not _is_threshold(value):
-        raise _bad(field, f"must be a number in [-1, 1], 'auto' or 'off', got {value!r}")
 
 
 def _is_threshold(value: Any) -> bool:
@@ -95,22 +109,11 @@ def parse_request_options(
     ``raw`` is ``request.option("demos")``: absent, ``False`` (off), or a dict of overrides. A
     request may not ask for more than ``max_k`` demonstrations (each one costs the server tokens).
     """
-    if raw is None:
-        raw = {}
-    if raw is False:
-        return None
-    if not isinstance(raw, Mapping):
-        raise BadRequestError(
-            f"tokenlean.demos must be an object or false, got {raw!r}", param="tokenlean.demos"
-        )
-    unknown = sorted(set(raw) - set(OPTION_FIELDS))
-    if unknown:
-        raise _bad(unknown[0], f"unknown option; known: {', '.join(OPTION_FIELDS)}")
-    for field, value in raw.items():
-        _check(field, value)
+    call = parse_call_options(DemoCallOptions, raw, stage="demos")
+    raw = {name: getattr(call, name) for name in call.model_fields_set}  # what the caller set (null too)
     if max_k is not None and (raw.get("k") or 0) > max_k:
         raise _bad("k", f"at most {max_k} demonstrations per request, got {raw['k']}")
-    if raw.get("enabled") is False:
+    if not call.enabled:
         return None
     pool = raw.get("pool", default_pool)
     if pool is None:

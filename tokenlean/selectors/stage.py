@@ -20,7 +20,7 @@ from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Event, Message, Request, Response
 from tokenlean.selectors.examples import Example
-from tokenlean.selectors.options import parse_request_options, pool_from_entry
+from tokenlean.selectors.options import DemoCallOptions, parse_request_options, pool_from_entry
 from tokenlean.selectors.selection import Selection, SelectionConfig, select
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class DemoStage:
     """
 
     name: ClassVar[str] = "demos"
+    options_model: ClassVar[type[DemoCallOptions]] = DemoCallOptions
 
     def __init__(
         self,

@@ -41,6 +41,8 @@ CASCADE_PREFIX = "cascade:"
 class CascadeCallOptions(StageOptions):
     """Per-call options of the cascade stage; a bare string is a cascade name, ``false`` disables."""
 
+    nullable: ClassVar[frozenset[str]] = frozenset({"thresholds"})
+
     cascade: str | None = Field(default=None, description="The named cascade to run (default: the spec's).")
     thresholds: Sequence[float] | None = Field(
         default=None, description="One score threshold per tier but the last, replacing the spec's."

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
@@ -35,6 +35,8 @@ class DraftOptions(StageOptions):
 
     ``true``/``false`` (what YAML reads ``on``/``off`` as) mean ``auto``/``off``.
     """
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"mode"})
 
     mode: Literal["auto", "off", "lookup", "retrieval", "model"] | None = Field(
         default=None,
