@@ -27,6 +27,12 @@ class Stage(Protocol):
     A stage that does not apply to a request passes it through first thing
     (``return await call_next(request)``). Its own failures are handled by the pipeline's policy
     for it, so a stage does not wrap itself in try/except.
+
+    Its options are declared, not parsed by hand (``tokenlean.middleware.options``): an optional
+    class attribute ``options_model`` (a ``StageOptions`` model: what one call may ask under the
+    stage's name, from a body, ``x-tokenlean-<name>-*`` headers or the integrations' call options)
+    and ``spec_model`` (a ``SpecOptions`` model of its constructor options in a pipeline spec).
+    Optional, so a stage that takes no options needs neither.
     """
 
     name: ClassVar[str]
