@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
         (CompressCallOptions, "compress", {"protect": "ACME"}, "tokenlean.compress.protect"),
         (CascadeCallOptions, "cascade", {"thresholds": [True]}, "tokenlean.cascade.thresholds"),
         (CascadeCallOptions, "cascade", {"enabled": "no"}, "tokenlean.cascade.enabled"),
-        (DraftOptions, "draft", "fast", "tokenlean.draft.mode"),
+        (DraftOptions, "draft", "fast", "tokenlean.draft"),  # a bad shorthand names the option itself
+        (DraftOptions, "draft", {"mode": "fast"}, "tokenlean.draft.mode"),
     ],
 )
 def test_bad_call_options_name_the_path(model: Any, stage: str, raw: Any, param: str) -> None:

@@ -102,7 +102,7 @@ def test_draft_mode_option_is_validated_with_the_param_named() -> None:
     assert parse_draft_mode({"mode": "retrieval"}, "auto", has_model=False) == "retrieval"  # the header shape
     assert parse_draft_mode(False, "auto", has_model=False) == "off"  # YAML's `draft: off`
     for bad, param in (
-        ("fast", "tokenlean.draft.mode"),
+        ("fast", "tokenlean.draft"),
         (3, "tokenlean.draft"),
         ({"speed": 1}, "tokenlean.draft.speed"),
     ):

@@ -47,11 +47,20 @@ class DraftOptions(StageOptions):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        return {"mode": value} if isinstance(value, str | bool) else value
+        if not isinstance(value, str | bool):
+            return value
+        mode = cls._yaml_word(value)
+        if mode not in DRAFT_MODES:  # named as the option itself, as it was written
+            raise ValueError(f"must be one of {', '.join(DRAFT_MODES)} (or {{mode: ...}})")
+        return {"mode": mode}
 
     @field_validator("mode", mode="before")
     @classmethod
-    def _yaml_word(cls, value: Any) -> Any:
+    def _word(cls, value: Any) -> Any:
+        return cls._yaml_word(value)
+
+    @staticmethod
+    def _yaml_word(value: Any) -> Any:
         if isinstance(value, bool):
             return "auto" if value else "off"
         return value.strip().lower() if isinstance(value, str) else value
