@@ -2,6 +2,10 @@
 
     python -m bench.demos            # default: accuracy on a fixed-seed subset (see --acc-queries)
     python -m bench.demos --full     # accuracy on all 300 queries per task and k = 2, 4, 8
+    python -m bench.demos --relevance-only   # only whether demos are added where they belong
+
+The relevance part (``bench/demos_relevance.py``) mixes each pool's test queries with ShareGPT
+first turns, tunes the relevance rule on one split and reports the shipped rule on another.
 
 Data: ../shared/data/icl_classification. The train split is the pool; 300 test queries per task
 are drawn with seed 0. AG News ships only a test file (7,600 rows): it is shuffled with seed 0,
@@ -498,7 +502,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--acc-queries", type=int, default=100, help="queries per task scored by the model")
     parser.add_argument("--acc-ks", default="4", help="k values whose accuracy is measured (comma-separated)")
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--relevance-only", action="store_true", help="write demos.relevance.{json,png}")
     args = parser.parse_args(argv)
+    from bench.demos_relevance import relevance_benchmark, write_relevance
+
+    if args.relevance_only:
+        relevance = relevance_benchmark()
+        for row in relevance["goals"]:
+            print(f"goal {'MET' if row['met'] else 'NOT MET'}: {row['name']}: {row['achieved']}")
+        print(*write_relevance(relevance, environment()))
+        return
     ks = [2, 4, 8]
     acc_ks = ks if args.full else [int(k) for k in args.acc_ks.split(",")]
     n_acc = 300 if args.full else args.acc_queries
@@ -526,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         _, queries = load_task(task)
         for name, value in accuracy(scorer, task, prompts[task], queries, n_acc, acc_configs).items():
             tasks[task]["configs"][name]["accuracy"] = round(value, 4)
-    payload = {
+    payload: dict[str, Any] = {
         "environment": environment(),
         "setup": {
             "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
@@ -543,8 +556,10 @@ def main(argv: list[str] | None = None) -> None:
         },
         "tasks": tasks,
         "latency": lat,
-        "goals": goals(tasks, lat),
     }
+    relevance = relevance_benchmark()
+    payload["relevance"] = {k: v for k, v in relevance.items() if k != "goals"}
+    payload["goals"] = goals(tasks, lat) + relevance["goals"]
     report(payload, ks)
 
 
@@ -574,8 +589,8 @@ def report(payload: dict[str, Any], ks: list[int]) -> None:
             for r in lat.values()
         ],
     )
-    for row in payload["goals"]:
-        print(f"goal {'MET' if row['met'] else 'NOT MET'}: {row['name']}: {row['achieved']}")
+    for target in payload["goals"]:
+        print(f"goal {'MET' if target['met'] else 'NOT MET'}: {target['name']}: {target['achieved']}")
     print(write_results("demos", payload), plot(tasks, lat, ks))
 
 

@@ -151,7 +151,8 @@ class DemoPool:
 
     def embed_query(self, text: str) -> np.ndarray:
         """The query's vector, shape ``(dimension,)``."""
-        return _embed(self.embedder, [text])[0]
+        vector: np.ndarray = _embed(self.embedder, [text])[0]
+        return vector
 
     def search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine scores and ids of the ``n`` nearest examples, best first (ids of hits only)."""

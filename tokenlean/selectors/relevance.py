@@ -37,7 +37,7 @@ class RelevanceRule:
     ``sample`` pool examples (drawn with ``seed``) give the pool's own score distribution.
     """
 
-    k: int = 4
+    k: int = 8
     quantile: float = 0.05
     margin: float = 0.0
     sample: int = 1000

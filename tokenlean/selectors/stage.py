@@ -5,13 +5,17 @@ The demonstrations go right after the leading system prompt, never before it and
 its text: the system prompt stays first and byte-for-byte unchanged, so a server's prefix cache
 (vLLM automatic prefix caching) still hits on it even though the demonstrations differ per
 query. Known failure mode: a pool from another task or domain still returns "nearest"
-examples; they cost tokens and can mislead the model, so pools are chosen explicitly by name.
+examples; they cost tokens and mislead the model (an ordinary chat question answered
+"positive"), so before selecting, a relevance test per pool (``relevance.py``: the query's
+similarity to its nearest pool examples against a threshold calibrated on the pool, or an
+explicit ``route``) decides whether the pool's demonstrations apply at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -20,7 +24,13 @@ from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Event, Message, Request, Response
 from tokenlean.selectors.examples import Example
-from tokenlean.selectors.options import DemoCallOptions, parse_request_options, pool_from_entry
+from tokenlean.selectors.options import (
+    DemoCallOptions,
+    entry_threshold,
+    parse_request_options,
+    pool_from_entry,
+)
+from tokenlean.selectors.relevance import DEFAULT_RULE, Decision, Route, calibrate, relevance_score
 from tokenlean.selectors.selection import Selection, SelectionConfig, select
 
 if TYPE_CHECKING:
@@ -48,6 +58,12 @@ class DemoStage:
     model's), template tokens included. ``tenants`` scopes pools to API keys: ``{pool: [tenant
     ids]}`` (``tokenlean.proxy.auth.tenant_id(key)``); a listed pool is invisible to every other
     tenant (an unknown pool if named, skipped if it is the default), unlisted pools are shared.
+
+    Demonstrations are only added where they belong: ``threshold`` (``"auto"``: calibrated per
+    pool, see ``relevance.py``; a cosine in [-1, 1]; ``"off"``: always add) is the default test,
+    which a pool entry's ``threshold`` or ``route`` (a regular expression searched in the leading
+    system text, which then decides alone) and a request's ``threshold`` override. A request that
+    does not pass gets no demonstrations and a ``demos/skipped`` event with the score and threshold.
     """
 
     name: ClassVar[str] = "demos"
@@ -73,9 +89,13 @@ class DemoStage:
         tokenizer: str | None = None,
         embedder: Embedder | None = None,
         tenants: Mapping[str, Sequence[str]] | None = None,
+        threshold: float | str = "auto",
     ) -> None:
         self._entries: dict[str, Any] = dict(pools or {})
         self._scopes = _pool_scopes(tenants or {}, self._entries)
+        self.threshold = entry_threshold("*", {}, threshold)
+        self._gates = {name: _gate(name, entry, self.threshold) for name, entry in self._entries.items()}
+        self._calibrated: dict[str, tuple[int, float]] = {}
         self.max_k = max_k
         if pool is not None and pool not in self._entries:
             raise ConfigError(
@@ -117,6 +137,8 @@ class DemoStage:
         to ``tenants`` only when given."""
         with self._load_lock:
             self._entries[name] = pool
+            self._gates[name] = _gate(name, pool, self.threshold)
+            self._calibrated.pop(name, None)
             self._pools.pop(name, None)
             self._scopes.pop(name, None)
             if tenants is not None:
@@ -167,14 +189,53 @@ class DemoStage:
         if request.step_aside_reason is not None:  # demos would teach free text to a tool/JSON request
             event = Event(self.name, "skipped", 0.0, {"pool": pool_name, "reason": request.step_aside_reason})
             return (await call_next(request)).with_event(event)
-        selection = await asyncio.to_thread(self._select, pool_name, query, config, placement)
+        options = request.option(self.name)
+        gate = options.get("threshold") if isinstance(options, Mapping) else None  # validated above
+        system = "\n".join(m.content for m in request.messages if m.role in _LEADING_ROLES)
+        decision, selection, embed_ms = await asyncio.to_thread(
+            self._select, pool_name, query, config, placement, (gate, system)
+        )
+        if selection is None:
+            return (await call_next(request)).with_event(_skipped(pool_name, decision, embed_ms))
         rewritten, added = self.insert(request, selection.examples, placement)
         response = await call_next(rewritten)
-        return response.with_event(_event(pool_name, config, placement, selection, added))
+        event = _event(pool_name, config, placement, selection, added, decision, embed_ms)
+        return response.with_event(event)
 
-    def _select(self, pool_name: str, query: str, config: SelectionConfig, placement: Placement) -> Selection:
+    def _select(
+        self, pool_name: str, query: str, config: SelectionConfig, placement: Placement, test: tuple[Any, str]
+    ) -> tuple[Decision | None, Selection | None, float]:
+        """The relevance decision, then the selection if it passed, and the query embedding's ms.
+
+        ``test`` is (the request's threshold or ``None``, the leading system text for a route).
+        """
         pool = self.pool(pool_name)
-        return select(pool, query, config, cost=lambda example: self._cost(example, placement))
+        gate = self._gates[pool_name] if test[0] is None else test[0]
+        started = time.perf_counter()
+        decision, vector = None, None
+        if isinstance(gate, Route):
+            decision = gate.decide(test[1])
+        elif gate != "off":
+            vector = pool.embed_query(query)
+            threshold = self._threshold(pool_name, pool) if gate == "auto" else float(gate)
+            score = relevance_score(pool, vector, DEFAULT_RULE.k)
+            passed = score >= threshold
+            decision = Decision(passed, "similar" if passed else "not similar", score, threshold)
+        embed_ms = (time.perf_counter() - started) * 1000
+        if decision is not None and not decision.applies:
+            return decision, None, embed_ms
+        selection = select(
+            pool, query, config, cost=lambda example: self._cost(example, placement), query_vector=vector
+        )
+        return decision, selection, embed_ms
+
+    def _threshold(self, name: str, pool: DemoPool) -> float:
+        """The pool's calibrated threshold, computed again once the pool has grown by a tenth."""
+        size, threshold = self._calibrated.get(name, (-1, 0.0))
+        if abs(len(pool) - size) > 0.1 * size:
+            threshold = calibrate(pool)
+            self._calibrated[name] = (len(pool), threshold)
+        return threshold
 
     # formatting -----------------------------------------------------------------------------
 
@@ -255,6 +316,14 @@ def _pool_scopes(
     return scopes
 
 
+def _gate(name: str, entry: Any, default: Any) -> Route | float | str:
+    """A pool's relevance test from its spec entry: its ``route``, else its (or the stage's) threshold."""
+    if isinstance(entry, Mapping) and entry.get("route") is not None:
+        return Route.parse(entry["route"], param=f"pools.{name}.route")
+    value: float | str = entry_threshold(name, entry, default)
+    return value
+
+
 def _names_pool(options: Any) -> bool:
     """Whether the caller chose the pool (rather than getting the stage's default)."""
     return isinstance(options, Mapping) and options.get("pool") is not None
@@ -278,11 +347,26 @@ def _measured_pair_overhead(counter: TokenCounter) -> int:
     return lengths[1] - lengths[0] - counter.count("a") - counter.count("b")
 
 
-def _event(pool: str, config: SelectionConfig, placement: str, selection: Selection, added: int) -> Event:
+def _skipped(pool: str, decision: Decision | None, embed_ms: float) -> Event:
+    """Why no demonstrations were added: the decision's reason, score and threshold."""
+    data = {"pool": pool, **(decision.data() if decision else {}), "embed_ms": round(embed_ms, 3)}
+    return Event(stage=DemoStage.name, action="skipped", ms=round(embed_ms, 3), data=data)
+
+
+def _event(
+    pool: str,
+    config: SelectionConfig,
+    placement: str,
+    selection: Selection,
+    added: int,
+    decision: Decision | None,
+    embed_ms: float,
+) -> Event:
+    total_ms = selection.ms + embed_ms  # the query was embedded once, for the relevance test
     return Event(
         stage=DemoStage.name,
         action="inserted" if selection.ids else "none",
-        ms=round(selection.ms, 3),
+        ms=round(total_ms, 3),
         data={
             "pool": pool,
             "method": config.method,
@@ -290,7 +374,8 @@ def _event(pool: str, config: SelectionConfig, placement: str, selection: Select
             "chosen": len(selection.ids),
             "ids": list(selection.ids),
             "tokens_added": added,
-            "selection_ms": round(selection.ms, 3),
-            "embed_ms": round(selection.embed_ms, 3),
+            "selection_ms": round(total_ms, 3),
+            "embed_ms": round(selection.embed_ms + embed_ms, 3),
+            "relevance": decision.data() if decision else {"reason": "off"},
         },
     )
