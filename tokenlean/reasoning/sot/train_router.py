@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
     if args.cross:
         for row in cross_dataset(sets, precision=args.precision):
-            print(f"train {row['train']} -> test {row['test']}: {row['test_scores']}")
+            scores = {k: v for k, v in row["test_scores"].items() if k != "curve"}
+            print(f"train {row['train']} -> test {row['test']}: {scores}")
 
 
 if __name__ == "__main__":
