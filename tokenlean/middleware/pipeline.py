@@ -36,6 +36,29 @@ class _FromBelow(Exception):
         self.original = original
 
 
+class _BelowClock:
+    """Wall time during which at least one ``call_next`` of a stage was running.
+
+    A stage that calls down several times at once (SoT's points, a cascade's samples) must not
+    have the concurrent calls' times added up: its own time would come out negative.
+    """
+
+    def __init__(self) -> None:
+        self.ms = 0.0
+        self._active = 0
+        self._since = 0.0
+
+    def enter(self) -> None:
+        if self._active == 0:
+            self._since = time.perf_counter()
+        self._active += 1
+
+    def leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self.ms += (time.perf_counter() - self._since) * 1000
+
+
 class Pipeline:
     """Run a request through ``stages`` (outermost first) and then ``backend``."""
 
@@ -94,17 +117,16 @@ class Pipeline:
         policy = self.policies.get(stage.name, self.default_policy)
 
         async def run(request: Request) -> Response:
-            below_ms = 0.0
+            below = _BelowClock()
 
             async def marked_next(req: Request) -> Response:
-                nonlocal below_ms
-                started = time.perf_counter()
+                below.enter()
                 try:
                     return await call_next(req)
                 except Exception as exc:
                     raise _FromBelow(exc) from exc
                 finally:
-                    below_ms += (time.perf_counter() - started) * 1000
+                    below.leave()
 
             started = time.perf_counter()
             try:
@@ -121,7 +143,7 @@ class Pipeline:
                         f"stage {stage.name} failed: {type(exc).__name__}: {exc}", stage=stage.name
                     ) from exc
                 return await self._bypass(stage, exc, request, call_next)
-            own_ms = (time.perf_counter() - started) * 1000 - below_ms
+            own_ms = (time.perf_counter() - started) * 1000 - below.ms
             return response.with_event(Event(stage.name, "timing", round(own_ms, 3)))
 
         return run

@@ -83,8 +83,10 @@ class PipelineSpec(BaseModel):
         if path.suffix in {".yaml", ".yml"}:
             import yaml
 
+            from tokenlean.yaml_text import load_yaml
+
             try:
-                data = yaml.safe_load(text) or {}
+                data = load_yaml(text) or {}  # `mode: on` is the word on, not True
             except yaml.YAMLError as exc:
                 raise ConfigError(f"pipeline spec {path} is not valid YAML: {exc}") from exc
         else:

@@ -141,8 +141,10 @@ def _parse(path: Path, text: str) -> Any:
     if path.suffix in {".yaml", ".yml"}:
         import yaml
 
+        from tokenlean.yaml_text import load_yaml
+
         try:
-            return yaml.safe_load(text) or {}
+            return load_yaml(text) or {}  # `mode: on` is the word on, not True
         except yaml.YAMLError as exc:
             raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
     try:

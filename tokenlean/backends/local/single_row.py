@@ -108,14 +108,17 @@ class SingleRowDecoder:
         else:
             accepted, token = verify_sampled(logits, draft, row.distribution, row.generator)
         assert session is not None
-        session.record(slot, len(draft), accepted)
         cache_ids.extend(draft[:accepted])
         crop_to(cache, len(cache_ids))
+        emitted = 0
         for position, chosen in enumerate([*draft[:accepted], token]):
             row.note_logprobs(logits[position], chosen)
             emit(chosen)
+            emitted += 1
             if row.done:
                 break
+        # only drafted tokens that reached the answer count: none past EOS, a stop or max_tokens
+        session.record(slot, len(draft), min(accepted, emitted))
         return token
 
     def _propose(self, session: DraftSession | None, prompt: list[int], row: RowDecoder,
