@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -432,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one short round per case (smoke test only)")
     args = parser.parse_args(argv)
     started = time.time()
+    load_before = os.getloadavg()  # this machine is shared: say how busy it was
     print("part 1: fast fake upstream", flush=True)
     fake = fake_part(args)
     vllm = None
@@ -443,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         "environment": environment(["psutil", "uvicorn", "uvloop", "httptools", "httpx"]),
         "paths": PATHS,
+        "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         "fake_upstream": fake,
         "vllm": vllm,
         "vllm_earlier_run": None if vllm is not None else earlier_vllm(),

@@ -50,6 +50,10 @@ async def drive(url: str, requests: int, concurrency: int, tokens: int) -> None:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+LEDGER = False  # --with-ledger: keep the default savings ledger (a SQLite write per request)
+NO_RELAY = False  # --no-relay: every chunk parsed and re-encoded (the path streams with stages take)
+
+
 def proxy_argv(port: int, upstream: str, profile_to: Path | None) -> list[str]:
     """``tokenlean serve`` with no stages, under cProfile when ``profile_to`` is given."""
     prefix = [sys.executable]
@@ -65,6 +69,8 @@ def proxy_argv(port: int, upstream: str, profile_to: Path | None) -> list[str]:
         str(port),
         "--log-level",
         "warning",
+        *([] if LEDGER else ["--ledger", "off"]),
+        *(["--no-relay"] if NO_RELAY else []),
     ]
     if profile_to is not None:
         serve[0:2] = [str(Path(sys.executable).parent / "tokenlean")]
@@ -94,7 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--no-relay", action="store_true", help="serve with --no-relay (for comparison)")
+    parser.add_argument("--with-ledger", action="store_true", help="keep the savings ledger on (the default)")
     args = parser.parse_args(argv)
+    global LEDGER, NO_RELAY
+    LEDGER, NO_RELAY = args.with_ledger, args.no_relay
     port = free_port()
     upstream_argv = [sys.executable, "-m", "bench.proxy_overhead_upstream", "--port", str(port)]
     upstream_argv += ["--prefill-ms", "0", "--interval-ms", "0"]

@@ -28,6 +28,7 @@ class _Upstreams:
         self._sources = sources
 
     def collect(self) -> Iterator[Any]:
+        """Each metric family once, with every group's samples (they are labelled by upstream url)."""
         families: dict[str, Any] = {}
         for source in self._sources:
             for family in source.collect():  # samples carry the upstream url: merge by name
@@ -38,6 +39,7 @@ class _Upstreams:
         yield from families.values()
 
     async def refresh(self) -> None:
+        """Refresh every group's upstream figures (vLLM's own /metrics) at once."""
         await asyncio.gather(*(s.refresh() for s in self._sources if hasattr(s, "refresh")))
 
 
@@ -56,9 +58,11 @@ class _Backends:
         self.upstream_metrics = _Upstreams(sources) if sources else None
 
     def models(self) -> list[str]:
+        """The public model names, in config order: what /v1/models lists."""
         return list(self._groups)
 
     async def health(self) -> dict[str, Any]:
+        """Each model's upstream report; ``unavailable`` only when no model can answer."""
         reports = {}
         for name, pipeline in self._groups.items():
             report = getattr(pipeline.backend, "health", None)
@@ -88,10 +92,16 @@ class ModelRouter:
             )
         return await pipeline(request)
 
+    def models(self) -> list[str]:
+        """The model names a request may ask for: the configured ones (``Pipeline.models``'s role)."""
+        return list(self.groups)
+
     def stage(self, name: str) -> Stage | None:
+        """The first stage called ``name`` in any group (the ledger looks for the cache's Redis)."""
         return next((s for s in self.stages if s.name == name), None)
 
     async def aclose(self) -> None:
+        """Close every group's pipeline."""
         for pipeline in self.groups.values():
             await pipeline.aclose()
 
