@@ -136,6 +136,8 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if isinstance(value, tuple):
         value = list(value)
+    if isinstance(value, str) and len(value) > 40:  # a prompt template: see the code
+        return "built in"
     try:
         return f"`{json.dumps(value)}`"
     except TypeError:
