@@ -73,6 +73,10 @@ def test_header_strings_are_converted_by_the_declared_type() -> None:
     assert type(cache["ttl"]) is float  # the old guessing made "1" the boolean True
     compress = parse_header_options(CompressCallOptions, {"protect": '["ACME-42"]'}, stage="compress")
     assert list(compress["protect"]) == ["ACME-42"]
+    cascade = parse_header_options(
+        CascadeCallOptions, {"thresholds": "[0.5, 1]", "cascade": "7"}, stage="cascade"
+    )
+    assert list(cascade["thresholds"]) == [0.5, 1.0] and cascade["cascade"] == "7"  # a name stays a string
     for values, param in (
         ({"ttl": "soon"}, "tokenlean.cache.ttl"),
         ({"no_cache": "maybe"}, "tokenlean.cache.no_cache"),
