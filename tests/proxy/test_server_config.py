@@ -177,3 +177,30 @@ def test_models_route_to_their_own_upstreams_and_stages(upstreams: list[str], tm
         for name, report in health["backend"]["models"].items()
     }
     assert routed == {"small": [2], "large": [1]}  # the second "large" request was a cache hit
+
+
+def _without(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    """Make ``modules`` look uninstalled to the extras check (it asks importlib's find_spec)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in modules else real(name, *a)
+    )
+
+
+def test_workers_check_every_extra_before_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenlean.errors import MissingDependencyError
+    from tokenlean.proxy.serve import _preflight
+
+    _without(monkeypatch, "faiss", "torch")
+    semantic = load_config(_write(tmp_path, "stages: [{type: cache}]\n"))
+    upstream_only = ServerSettings(upstream=["http://127.0.0.1:9/v1"])
+    with pytest.raises(MissingDependencyError) as caught:
+        _preflight(upstream_only, semantic)
+    assert caught.value.param == "semantic" and "tokenlean[semantic]" in caught.value.message
+    exact = load_config(_write(tmp_path, "stages: [{type: cache, options: {semantic: false}}]\n"))
+    _preflight(upstream_only, exact)  # an upstream proxy with the exact cache needs no torch
+    with pytest.raises(MissingDependencyError) as caught:
+        _preflight(ServerSettings(), exact)  # no upstream: the embedded model, extra local
+    assert caught.value.param == "local"

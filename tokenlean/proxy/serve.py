@@ -166,7 +166,7 @@ def _run_workers(
         raise ConfigError(
             "health_port cannot be used with workers > 1 (one port per process)", param="health_port"
         )
-    _preflight(config)
+    _preflight(settings, config)
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder is None:
         folder = tempfile.mkdtemp(prefix="tokenlean-metrics-")
@@ -188,15 +188,22 @@ def _run_workers(
     return 0
 
 
-def _preflight(config: ServerConfig | None) -> None:
+def _preflight(settings: ServerSettings, config: ServerConfig | None) -> None:
+    """The extras every worker will need, checked once here: a worker failing at startup is restarted."""
     from tokenlean.extras import check_backend, check_stage
+    from tokenlean.middleware.spec import PipelineSpec
 
-    spec = config.pipeline_spec().resolved() if config is not None else None
-    if spec is not None:
-        check_backend(spec.backend.type, spec.backend.options)
+    groups = config.models if config is not None else []
+    if not groups:
+        spec = config.pipeline_spec() if config is not None else PipelineSpec(profile="lean")
+        if settings.profile:
+            spec = spec.model_copy(update={"profile": settings.profile})
+        spec = spec.resolved()
+        if not settings.upstream:  # with upstreams the backend is OpenAIBackend, whatever the spec says
+            check_backend("local" if settings.model else spec.backend.type, spec.backend.options)
         for stage in spec.stages:
             check_stage(stage.type, stage.options)
-    for group in config.models if config is not None else ():
+    for group in groups:
         for stage in group.stages:
             check_stage(stage.type, stage.options)
 
