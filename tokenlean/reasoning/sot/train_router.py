@@ -85,7 +85,7 @@ def _design(vectors: Any, texts: list[str], lexical: int) -> Any:
 
 
 def _model(c: float) -> Any:
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=c, max_iter=5000)
 
@@ -93,7 +93,7 @@ def _model(c: float) -> Any:
 def _held_out(features: Any, labels: Any, strata: Any, c: float, folds: int, repeats: int) -> Any:
     """Out-of-fold logits, one row per repeat (a different shuffle each time)."""
     import numpy as np
-    from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
+    from sklearn.model_selection import StratifiedKFold
 
     out = np.zeros((repeats, len(labels)))
     for repeat in range(repeats):
@@ -152,7 +152,7 @@ def cross_validate(
 ) -> list[dict[str, Any]]:
     """Every design (cues or not, ``C``) with its mean held-out ROC AUC and its held-out logits."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
+    from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels)
     strata = labels if strata is None else np.asarray(strata)
