@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from tokenlean.embeddings import Embedder
 
 __all__ = [
+    "DATA",
     "GRID",
     "PRECISION",
+    "SETS",
     "THRESHOLDS",
     "Labelled",
     "cross_dataset",
@@ -43,9 +45,11 @@ __all__ = [
     "evaluate",
     "load_sets",
     "main",
+    "outcome",
     "platt",
     "precise_threshold",
     "train",
+    "train_on",
 ]
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sot_questions" / "sot"
