@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -291,12 +292,13 @@ async def test_a_bad_option_is_a_bad_request_naming_the_field(value: object, par
     [
         (Request(prompt="List three fruits:"), "text completion"),
         (Request(messages=QUESTION, n=2), "n > 1"),
-        (Request(messages=QUESTION, extra={"tools": [{"type": "function"}]}), "tools"),
+        (Request(messages=QUESTION, tools=({"type": "function"},)), "uses tools"),
         (Request(messages=QUESTION, max_tokens=20), "max_tokens too small"),
     ],
 )
 async def test_requests_sot_cannot_serve_pass_through_untouched(request_: Request, reason: str) -> None:
     backend = SlowFake(scripted())
+    backend.capabilities = dataclasses.replace(backend.capabilities, tools=True)  # so tools reach the stage
     response = await pipeline(backend)(request_)
     assert backend.requests == [request_]
     assert reason in sot_events(response)[0].data["reason"]
