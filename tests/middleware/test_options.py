@@ -28,6 +28,7 @@ from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Request, Response
 from tokenlean.reasoning.cascade.stage import CascadeCallOptions
+from tokenlean.reasoning.sot.options import SotCallOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,6 +158,21 @@ def test_builtin_spec_options_are_checked_before_anything_is_built() -> None:
         with pytest.raises(ConfigError) as info:
             spec.build(FakeBackend())
         assert info.value.param == f"stages.compress.options.{param}"
+
+
+@pytest.mark.parametrize(("word", "mode"), [("on", "on"), ("off", "off"), ("auto", "auto"), ("'on'", "on")])
+def test_yaml_on_and_off_are_sot_modes_not_booleans(tmp_path: Path, word: str, mode: str) -> None:
+    """YAML 1.1 reads a bare on/off as a boolean; a spec's ``mode: on`` still means "on"."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"backend: {{type: fake}}\nstages:\n  - type: sot\n    options: {{mode: {word}}}\n")
+    stage = PipelineSpec.from_file(path).build().stages[0]
+    assert stage.mode == mode  # type: ignore[attr-defined]
+    assert parse_call_options(SotCallOptions, mode == "on", stage="sot").mode == (
+        "on" if mode == "on" else "off"
+    )
+    with pytest.raises(BadRequestError) as info:
+        parse_call_options(SotCallOptions, "sometimes", stage="sot")
+    assert info.value.param == "tokenlean.sot"
 
 
 def test_spec_models_agree_with_the_constructors() -> None:

@@ -51,7 +51,7 @@ from tokenlean.reasoning.sot.expand import (
     write_lead,
     write_skeleton,
 )
-from tokenlean.reasoning.sot.options import MODES, Mode, parse_mode
+from tokenlean.reasoning.sot.options import MODES, Mode, SotCallOptions, SotSpecOptions, parse_mode
 from tokenlean.reasoning.sot.prompts import (
     DEFAULT_LEAD_EXAMPLES,
     DEFAULT_LEAD_TEMPLATE,
@@ -70,6 +70,8 @@ class SkeletonStage:
     """Answer list-like requests as a skeleton whose points are expanded in parallel."""
 
     name: ClassVar[str] = "sot"
+    options_model: ClassVar[type[SotCallOptions]] = SotCallOptions
+    spec_model: ClassVar[type[SotSpecOptions]] = SotSpecOptions
 
     def __init__(
         self,
