@@ -68,7 +68,7 @@ def _section(kind: str, name: str, owner: Any) -> str:
     for option, where, field, model in _rows(spec, call):
         schema = model.model_json_schema()["properties"][option]
         per_call = model is call
-        if per_call and option not in getattr(model, "nullable", ()):  # null is refused: not a type it takes
+        if per_call and "anyOf" in schema and option not in getattr(model, "nullable", ()):  # null refused
             schema = {**schema, "anyOf": [arm for arm in schema.get("anyOf", ()) if arm != {"type": "null"}]}
             schema = schema["anyOf"][0] if len(schema["anyOf"]) == 1 else schema
         default = "unset" if per_call and field.default is None else _default(field)

@@ -8,21 +8,28 @@ into a 400. A bad pool entry in the spec is a ``ConfigError``, raised when the p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from tokenlean.errors import BadRequestError, ConfigError
-from tokenlean.middleware.options import StageOptions, parse_call_options
+from tokenlean.middleware.options import SpecOptions, StageOptions, parse_call_options
 from tokenlean.selectors.selection import SelectionConfig
 
 if TYPE_CHECKING:
     from tokenlean.embeddings import Embedder
     from tokenlean.selectors.pool import DemoPool
 
-__all__ = ["OPTION_FIELDS", "DemoCallOptions", "entry_threshold", "parse_request_options", "pool_from_entry"]
+__all__ = [
+    "OPTION_FIELDS",
+    "DemoCallOptions",
+    "DemoSpecOptions",
+    "entry_threshold",
+    "parse_request_options",
+    "pool_from_entry",
+]
 
 Threshold = Annotated[float, Field(ge=-1, le=1)] | Literal["auto", "off"]
 _THRESHOLD = "Relevance gate: a cosine in [-1, 1], `auto` (calibrated per pool) or `off` (always add)."
@@ -66,6 +73,44 @@ class DemoCallOptions(StageOptions):
 
 
 OPTION_FIELDS = tuple(DemoCallOptions.model_fields)
+
+
+class DemoSpecOptions(SpecOptions):
+    """The demos stage's constructor options as a spec sets them (shared ones described per call)."""
+
+    pools: Mapping[str, Any] | None = Field(
+        default=None,
+        description="Pools by name: a JSONL/CSV file, a saved pool folder, or `{path, input_key, output_key, "
+        "label_key, index, exact_threshold, save_to, threshold, route}`; loaded on first use.",
+    )
+    pool: str | None = Field(default=None, description="The pool a request that names none draws from.")
+    k: Annotated[int, Field(ge=0)] | None = 4
+    budget: Annotated[int, Field(ge=0)] | None = None
+    method: Literal["knn", "mmr", "random"] = "knn"
+    mmr_lambda: float = Field(default=0.5, ge=0, le=1)
+    balance: bool = False
+    candidates: int = Field(default=64, ge=1, description="Nearest neighbours considered before selecting.")
+    max_k: int = Field(default=64, ge=0, description="The most demonstrations one request may ask for.")
+    placement: Literal["turns", "system"] = "turns"
+    block_header: str = Field(
+        default="Examples:", description="Heading of the block `placement: system` adds."
+    )
+    input_prefix: str = Field(default="Input: ", description="Before an example's input in that block.")
+    output_prefix: str = Field(default="Output: ", description="Before an example's output in that block.")
+    pair_overhead: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Template tokens around a user/assistant pair (default: measured)."
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Model folder whose tokenizer counts `budget` (default: the embedded model's).",
+    )
+    tenants: Mapping[str, Sequence[str]] | None = Field(
+        default=None,
+        description="Pools scoped to API keys: `{pool: [tenant ids]}`; unlisted pools are shared.",
+    )
+    threshold: Threshold = "auto"
+
+
 _ENTRY_FIELDS = {
     "path",
     "input_key",

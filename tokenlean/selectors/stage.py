@@ -26,6 +26,7 @@ from tokenlean.middleware.types import Event, Message, Request, Response
 from tokenlean.selectors.examples import Example
 from tokenlean.selectors.options import (
     DemoCallOptions,
+    DemoSpecOptions,
     entry_threshold,
     parse_request_options,
     pool_from_entry,
@@ -68,6 +69,7 @@ class DemoStage:
 
     name: ClassVar[str] = "demos"
     options_model: ClassVar[type[DemoCallOptions]] = DemoCallOptions
+    spec_model: ClassVar[type[DemoSpecOptions]] = DemoSpecOptions
 
     def __init__(
         self,
