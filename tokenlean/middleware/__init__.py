@@ -3,6 +3,7 @@
 No technique lives here, and nothing here imports torch, fastapi, httpx or langchain.
 """
 
+from tokenlean.middleware.options import SpecOptions, StageOptions, parse_call_options
 from tokenlean.middleware.pipeline import FailurePolicy, Pipeline
 from tokenlean.middleware.registry import register_backend, register_stage, resolve_backend, resolve_stage
 from tokenlean.middleware.spec import BackendSpec, PipelineSpec, StageSpec
@@ -24,9 +25,12 @@ __all__ = [
     "PipelineSpec",
     "Request",
     "Response",
+    "SpecOptions",
     "Stage",
+    "StageOptions",
     "StageSpec",
     "Usage",
+    "parse_call_options",
     "register_backend",
     "register_stage",
     "resolve_backend",
