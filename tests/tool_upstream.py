@@ -68,7 +68,7 @@ class ToolUpstream:
         tool = _chosen_tool(body)
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if tool is not None:
-            arguments = json.dumps(_value(tool.get("parameters") or {}, _question(body)))
+            arguments = json.dumps(_value(tool.get("parameters") or {}, _question(body)), ensure_ascii=False)
             call = {"id": f"call_{next(self._ids)}", "type": "function",
                     "function": {"name": tool["name"], "arguments": arguments}}  # fmt: skip
             message["tool_calls"] = [call]
@@ -115,7 +115,9 @@ def _text(body: dict[str, Any]) -> str:
     response_format = body.get("response_format") or {}
     question = _question(body)
     if response_format.get("type") == "json_schema":
-        return json.dumps(_value(response_format["json_schema"].get("schema") or {}, question))
+        return json.dumps(
+            _value(response_format["json_schema"].get("schema") or {}, question), ensure_ascii=False
+        )
     if response_format.get("type") == "json_object":
         keys = re.findall(r"'(\w+)'", question) or ["answer"]
         return json.dumps({key: f"scripted {key}" for key in keys})
@@ -148,7 +150,8 @@ def _value(schema: dict[str, Any], question: str, defs: dict[str, Any] | None = 
         return int(number.group()) if number else 1
     if kind == "boolean":
         return True
-    return "scripted"
+    quoted = re.search(r"'([^']+)'", question)  # a name the question spells out, unicode and all
+    return quoted.group(1) if quoted else "scripted"
 
 
 async def _stream(

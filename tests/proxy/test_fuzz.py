@@ -259,7 +259,7 @@ async def test_nulls_where_arrays_or_numbers_are_expected(
 
 
 async def test_oversized_stage_options_are_413_naming_the_limit(client: httpx.AsyncClient) -> None:
-    pool = [{"input": f"example {i}", "output": "x" * 40} for i in range(200)]  # an inline "pool", ~12 kB
+    pool = "p" * 12_000  # a well-typed option (a pool name) that is simply too big
     payload = {"model": "fake", "messages": OK, "tokenlean": {"demos": {"pool": pool}}}
     body = _error(await client.post(CHAT, json=payload), 413)
     assert body["param"] == "tokenlean" and "limit of 4096" in body["message"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.responses import Response as HTTPResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -167,7 +167,7 @@ def _add_routes(app: FastAPI, proxy: _Proxy) -> None:
             status_code=200 if usable else 503,
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # the OpenAPI document says text, not JSON
     async def metrics() -> HTTPResponse:
         body = await proxy.metrics.scrape(proxy.pipeline.backend)  # + the upstreams' own figures
         return HTTPResponse(body, media_type="text/plain; version=0.0.4")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tokenlean.errors import BadRequestError
 from tokenlean.middleware.types import Message
@@ -139,6 +139,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(default=False, strict=True)
 
 
+StopText = Annotated[str, Field(min_length=1)]  # an empty stop sequence would end every answer at once
+
+
 class _SamplingFields(BaseModel):
     """Fields shared by chat and text completions.
 
@@ -153,7 +156,7 @@ class _SamplingFields(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
     top_p: float | None = Field(default=None, gt=0, le=1, strict=True)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
-    stop: str | list[str] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
     n: int = Field(default=1, ge=1, le=MAX_N, strict=True)
     stream: bool = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
@@ -162,15 +165,6 @@ class _SamplingFields(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, strict=True)]] | None = None
     tokenlean: dict[str, Any] | None = None  # extra_body={"tokenlean": {...}}: per-call stage options
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        if isinstance(value, list) and any(not s for s in value) or value == "":
-            raise ValueError("stop sequences must not be empty")
-        return value
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -196,7 +190,7 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     """``POST /v1/completions`` (legacy text completion)."""
 
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]  # one prompt per request
     logprobs: int | None = Field(default=None, ge=0, le=20, strict=True)
     echo: bool = Field(default=False, strict=True)
 

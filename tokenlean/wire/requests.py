@@ -118,7 +118,10 @@ def _field_path(loc: tuple[Any, ...]) -> list[str]:
     model branch is named by its class (``tool_choice.NamedToolChoice``): dropped too.
     """
     parts = [str(part) for part in loc]
-    tags = [p.startswith("function-") or "[" in p or p in _TYPE_TAGS or p[:1].isupper() for p in parts]
+    tags = [
+        p.startswith(("function-", "constrained-")) or "[" in p or p in _TYPE_TAGS or p[:1].isupper()
+        for p in parts
+    ]
     return [p for p, tag in zip(parts, tags, strict=True) if not tag]  # ``NamedToolChoice``: a branch
 
 

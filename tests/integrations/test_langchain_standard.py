@@ -1,0 +1,251 @@
+"""LangChain's own standard test suites (``langchain-tests``) against tokenlean's two LangChain faces.
+
+* ``TokenleanChatModel`` (unit suite, and the integration suite) in front of the scripted
+  tool-calling upstream of tests/tool_upstream.py, through ``OpenAIBackend`` on a real socket;
+* langchain-openai's ``ChatOpenAI`` pointed at a real ``tokenlean serve`` process whose upstream is
+  that scripted server;
+* both again in front of the embedded SmolLM2 (``slow``), with tool calling, structured output and
+  JSON mode switched on exactly when the embedded backend declares them (``Capabilities``), and a
+  small ``max_tokens`` to keep the many calls affordable.
+
+Tool calling, tool choice, structured output and JSON mode are on for the scripted upstream. Image
+inputs are off only because the suite's ``test_image_inputs`` downloads its picture from GitHub
+and this machine has no network; image, audio and file parts are checked to pass through
+unchanged in tests/proxy/test_passthrough.py. Skips and why: docs/integrations.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_openai import ChatOpenAI
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from tests.tool_upstream import MODEL, ToolUpstreamServer
+from tokenlean.backends.openai_http import OpenAIBackend
+from tokenlean.integrations.langchain import TokenleanChatModel
+from tokenlean.middleware.pipeline import Pipeline
+from tokenlean.testing import free_port
+
+EMBEDDED_MAX_TOKENS = (
+    80  # a forced tool call or a Joke fits (48 cut some short); the suites call the model ~60 times
+)
+
+
+@functools.cache
+def scripted_url() -> str:
+    """The scripted upstream, started once for the session (stopped at exit)."""
+    server = ToolUpstreamServer().__enter__()
+    atexit.register(server.__exit__)
+    return server.url
+
+
+def _serve(*args: str) -> str:
+    """A real ``tokenlean serve`` process (stopped at exit); its ``/v1`` URL once it answers /health."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "tokenlean.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *args,
+    ]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    atexit.register(process.terminate)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tokenlean serve {' '.join(args)} did not start") from None
+            time.sleep(0.2)
+
+
+def scripted_pipeline() -> Pipeline:
+    """A fresh one per model: an OpenAIBackend's connections belong to the loop that opened them."""
+    return Pipeline(OpenAIBackend([scripted_url()], model=MODEL, max_retries=0))
+
+
+@functools.cache
+def serve_scripted_url() -> str:
+    return _serve("--upstream", scripted_url())
+
+
+@functools.cache
+def serve_embedded_url() -> str:
+    return _serve()
+
+
+@functools.cache
+def embedded_pipeline() -> Pipeline:
+    from tokenlean.backends.local import LocalBackend
+
+    return Pipeline(LocalBackend())
+
+
+def _embedded_supports(feature: str) -> bool:
+    from tokenlean.backends.local import LocalBackend
+
+    return bool(getattr(LocalBackend.capabilities, feature))
+
+
+class _ScriptedTokenlean:
+    """TokenleanChatModel over OpenAIBackend over the scripted upstream."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return TokenleanChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"pipeline": scripted_pipeline(), "model": MODEL}
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        params = dict(super().standard_chat_model_params)  # type: ignore[misc]
+        params.pop("api_key", None)  # a pipeline has no API key (the proxy's keys are its tenants)
+        return params
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return False  # the suite downloads its image from GitHub; no network here (see module doc)
+
+
+class TestTokenleanChatModelUnit(_ScriptedTokenlean, ChatModelUnitTests):
+    """langchain-tests' unit suite (construction, bind_tools, with_structured_output, params)."""
+
+
+class TestTokenleanChatModelScripted(_ScriptedTokenlean, ChatModelIntegrationTests):
+    """The integration suite in front of an upstream that returns real tool calls."""
+
+
+class TestChatOpenAIThroughServeScripted(ChatModelIntegrationTests):
+    """langchain-openai's ChatOpenAI, unchanged, pointed at ``tokenlean serve --upstream <scripted>``."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return ChatOpenAI
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": MODEL, "base_url": serve_scripted_url(), "api_key": "unused", "stream_usage": True}
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return False  # as above: the suite's image is downloaded from GitHub
+
+
+@pytest.mark.slow
+class TestTokenleanChatModelEmbedded(ChatModelIntegrationTests):
+    """TokenleanChatModel around the embedded SmolLM2 (LocalBackend)."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return TokenleanChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"pipeline": embedded_pipeline(), "max_tokens": EMBEDDED_MAX_TOKENS}
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        return {**super().standard_chat_model_params, "max_tokens": EMBEDDED_MAX_TOKENS}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return _embedded_supports("tools")
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return _embedded_supports("tools")
+
+    @property
+    def has_structured_output(self) -> bool:
+        return _embedded_supports("response_format")
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return _embedded_supports("response_format")
+
+
+@pytest.mark.slow
+class TestChatOpenAIThroughServeEmbedded(ChatModelIntegrationTests):
+    """ChatOpenAI pointed at ``tokenlean serve`` with the embedded model."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return ChatOpenAI
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        url = serve_embedded_url()
+        return {"model": _first_model(url), "base_url": url, "api_key": "unused", "stream_usage": True}
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        return {**super().standard_chat_model_params, "max_tokens": EMBEDDED_MAX_TOKENS}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return _embedded_supports("tools")
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return _embedded_supports("tools")
+
+    @property
+    def has_structured_output(self) -> bool:
+        return _embedded_supports("response_format")
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return _embedded_supports("response_format")
+
+
+@functools.cache
+def _first_model(url: str) -> str:
+    import json
+
+    with urllib.request.urlopen(url + "/models", timeout=10) as answer:
+        return str(json.load(answer)["data"][0]["id"])
