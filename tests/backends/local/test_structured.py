@@ -14,7 +14,7 @@ from tokenlean.middleware.types import Message, Request
 
 pytestmark = pytest.mark.slow
 
-PERSON = {
+PERSON: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 24},
@@ -22,7 +22,7 @@ PERSON = {
     },
     "required": ["name", "age"],
 }
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -34,7 +34,7 @@ WEATHER = {
         },
     },
 }
-TIME = {
+TIME: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_time",
@@ -140,14 +140,14 @@ async def test_unreadable_parts_and_bad_schemas_are_refused(local_backend) -> No
 
 async def test_official_client_through_the_proxy(asgi_client, model_name) -> None:  # type: ignore[no-untyped-def]
     client = openai.AsyncOpenAI(api_key="k", base_url="http://proxy/v1", http_client=asgi_client)
-    ask = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    ask: Any = [{"role": "user", "content": "What is the weather in Oslo?"}]
     tools: Any = [WEATHER]
     answer = await client.chat.completions.create(
         model=model_name, messages=ask, tools=tools, tool_choice="required", temperature=0, max_tokens=48
     )
     (call,) = answer.choices[0].message.tool_calls or []
     assert answer.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"  # type: ignore[union-attr]
-    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])  # type: ignore[union-attr, index]
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])  # type: ignore[union-attr]
     stream = await client.chat.completions.create(
         model=model_name,
         messages=ask,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jsonschema
 import pytest
 
@@ -33,7 +35,7 @@ def test_closed_schema_forbids_unlisted_keys_but_keeps_valid_outputs_valid() -> 
     assert named["properties"] == {"properties": {"type": "string"}}  # a key named "properties" stays a key
 
 
-def _merged(deltas: list[dict[str, object]]) -> tuple[str, str]:
+def _merged(deltas: list[dict[str, Any]]) -> tuple[str, str]:
     from tokenlean.middleware.types import merge_tool_call_deltas
 
     (call,) = merge_tool_call_deltas(deltas)
@@ -41,7 +43,7 @@ def _merged(deltas: list[dict[str, object]]) -> tuple[str, str]:
 
 
 def test_tool_call_reader_streams_a_call_as_deltas() -> None:
-    call, deltas = ToolCallReader(("lookup", "other")), []
+    call, deltas = ToolCallReader(("lookup", "other")), list[dict[str, Any]]()
     for piece in ['{"na', 'me": "lookup", "argu', 'ments": {"q', '": "x"}']:
         text, new = call.feed(piece)
         assert text == ""
