@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tokenlean.cache.entry import decode_answer, encode_answer
 from tokenlean.cache.guard import MeaningGuard
 from tokenlean.cache.keys import RequestKeys, request_keys
-from tokenlean.cache.options import CacheOptions, parse_options
+from tokenlean.cache.options import CacheOptions, CacheSpecOptions, parse_options
 from tokenlean.cache.semantic import Decision, Hit, Lookup, ResponseCache
 from tokenlean.cache.stores.base import CacheStore, CacheStoreError
 from tokenlean.cache.stores.memory import MemoryStore
@@ -76,6 +76,7 @@ class CacheStage:
 
     name: ClassVar[str] = "cache"
     options_model: ClassVar[type[CacheOptions]] = CacheOptions
+    spec_model: ClassVar[type[CacheSpecOptions]] = CacheSpecOptions
 
     def __init__(
         self,
