@@ -145,3 +145,28 @@ def test_tool_grammar_takes_only_calls_of_the_listed_tools() -> None:
     assert _accepts(compiler, grammar.grammar, '{"name": "lookup", "arguments": {"q": 1}}')  # open parameters
     assert not _accepts(compiler, grammar.grammar, '{"name": "ping", "arguments": {"x": 1}}')
     assert not _accepts(compiler, grammar.grammar, '{"name": "other", "arguments": {}}')
+
+
+def test_auto_grammar_takes_text_or_a_call() -> None:
+    from transformers import AutoTokenizer
+
+    from tokenlean.backends.local.grammar import GrammarCompiler
+    from tokenlean.models import resolve_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(None)))
+    compiler = GrammarCompiler(tokenizer, frozenset({tokenizer.eos_token_id}), len(tokenizer))
+    ask = Request(messages=(Message("user", "hi"),), tools=(TOOL,), tool_choice="auto")
+    free = structured_plan(ask).grammar
+    assert free is not None and structured_plan(ask).tool_auto
+    compiler.check(free, "tools")
+    assert _accepts(compiler, free, "Hello there.\nBye")
+    assert _accepts(compiler, free, '{"name": "lookup", "arguments": {"q": 1}}')
+    assert not _accepts(compiler, free, '{"name": "nope", "arguments": {}}')
+    person = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": person}}
+    either = structured_plan(ask.replace(response_format=fmt)).grammar
+    assert either is not None
+    compiler.check(either, "tools")
+    assert _accepts(compiler, either, '{"age": 3}')
+    assert _accepts(compiler, either, '{"name": "lookup", "arguments": {}}')
+    assert not _accepts(compiler, either, "Hello")
