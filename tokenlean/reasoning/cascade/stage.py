@@ -123,19 +123,6 @@ class CascadeStage:
         model = last.model if last is not None and last.backend is None and last.model else ""
         return request.replace(model=model)
 
-    def bypass_request(self, request: Request) -> Request:
-        """``request`` as the pipeline forwards it when this stage failed: no cascade model name.
-
-        A bypass goes on to the pipeline's backend, so a ``cascade:<name>`` request is sent to
-        the last tier's model when that tier uses the pipeline's backend, else to the default.
-        """
-        if not request.model.startswith(CASCADE_PREFIX):
-            return request
-        cascade = self.cascades.get(request.model[len(CASCADE_PREFIX) :])
-        last = cascade.tiers[-1] if cascade is not None else None
-        model = last.model if last is not None and last.backend is None and last.model else ""
-        return request.replace(model=model)
-
     def resolve_model(self, model: str) -> str | None:
         """``"cascade:<name>"`` -> ``name``; ``None`` for other models; 404 for an unknown cascade."""
         if not model.startswith(CASCADE_PREFIX):
@@ -180,14 +167,6 @@ class CascadeStage:
                 if tier.owned and tier.backend is not None and id(tier.backend) not in closed:
                     closed.add(id(tier.backend))
                     await tier.backend.aclose()
-
-
-def _plain_model(model: str) -> str:
-    """``model`` unless it names a cascade: ``cascade:<name>`` means nothing to a backend.
-
-    An empty name lets the backend pick its own model (OpenAIBackend: the upstream's first).
-    """
-    return "" if model.startswith(CASCADE_PREFIX) else model
 
 
 def _plain_model(model: str) -> str:
