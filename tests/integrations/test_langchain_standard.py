@@ -176,8 +176,58 @@ class TestChatOpenAIThroughServeScripted(ChatModelIntegrationTests):
         return False  # as above: the suite's image is downloaded from GitHub
 
 
+_SMALL_MODEL = "SmolLM2-135M's answer, not the plumbing: "
+_BOTH_OUTPUTS = pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+
+
+class _TinyModelAnswers:
+    """The standard tests the embedded 135M model fails by what it answers (non-strict: greedy output
+    can change with the prompt template or the grammar library; a pass is fine)."""
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "under tool_choice auto it calls the tool with a made-up "
+                       "argument (input 208 for 'magic_function(3)')", strict=False)  # fmt: skip
+    @_BOTH_OUTPUTS
+    def test_tool_calling(self, model: BaseChatModel) -> None:
+        super().test_tool_calling(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "under tool_choice auto, a made-up argument", strict=False)
+    async def test_tool_calling_async(self, model: BaseChatModel) -> None:
+        await super().test_tool_calling_async(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "the joke's strings run on past max_tokens (finish_reason "
+                       "length: ChatOpenAI's parse refuses it)", strict=False)  # fmt: skip
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:
+        super().test_structured_output(model, schema_type)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "the joke's strings run on past max_tokens", strict=False)
+    def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
+        super().test_structured_output_pydantic_2_v1(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "under tool_choice auto it answers in text", strict=False)
+    @_BOTH_OUTPUTS
+    def test_agent_loop(self, model: BaseChatModel) -> None:
+        super().test_agent_loop(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(
+        reason=_SMALL_MODEL + "a valid call whose answer_style is the empty string", strict=False
+    )
+    def test_bind_runnables_as_tools(self, model: BaseChatModel) -> None:
+        super().test_bind_runnables_as_tools(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "JSON mode constrains syntax, not keys: a JSON object "
+                       "without the 'setup'/'punchline' keys the prompt asks for", strict=False)  # fmt: skip
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)  # type: ignore[misc]
+
+    @pytest.mark.xfail(reason=_SMALL_MODEL + "the customer name string runs on past max_tokens, so the "
+                       "forced call is cut off", strict=False)  # fmt: skip
+    def test_unicode_tool_call_integration(self, model: BaseChatModel, **kwargs: Any) -> None:
+        super().test_unicode_tool_call_integration(model, **kwargs)  # type: ignore[misc]
+
+
 @pytest.mark.slow
-class TestTokenleanChatModelEmbedded(ChatModelIntegrationTests):
+class TestTokenleanChatModelEmbedded(_TinyModelAnswers, ChatModelIntegrationTests):
     """TokenleanChatModel around the embedded SmolLM2 (LocalBackend)."""
 
     @property
@@ -210,7 +260,7 @@ class TestTokenleanChatModelEmbedded(ChatModelIntegrationTests):
 
 
 @pytest.mark.slow
-class TestChatOpenAIThroughServeEmbedded(ChatModelIntegrationTests):
+class TestChatOpenAIThroughServeEmbedded(_TinyModelAnswers, ChatModelIntegrationTests):
     """ChatOpenAI pointed at ``tokenlean serve`` with the embedded model."""
 
     @property

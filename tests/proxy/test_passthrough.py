@@ -203,3 +203,37 @@ class _Tagging:
         from tokenlean.middleware.types import Event
 
         return (await call_next(request)).with_event(Event(self.name, "seen"))
+
+
+async def test_one_chunk_with_a_call_head_and_arguments_reaches_the_client_as_one_delta() -> None:
+    from tokenlean.middleware.types import Chunk, Request, Response
+    from tokenlean.proxy.app import create_app
+
+    class HeadAndArguments(FakeBackend):  # as the embedded backend may emit them
+        capabilities = OpenAIBackend.capabilities  # declares tools
+
+        async def complete(self, request: Request) -> Response:
+            async def chunks() -> AsyncIterator[Chunk]:
+                head = {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": ""},
+                }
+                yield Chunk(0, tool_calls=(head, {"index": 0, "function": {"arguments": '{"a"'}}))
+                yield Chunk(0, tool_calls=({"index": 0, "function": {"arguments": ": 1}"}},))
+                yield Chunk(0, finish_reason="tool_calls")
+
+            return Response(model="fake", stream=chunks())
+
+    app = create_app(Pipeline(HeadAndArguments()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
+        client = openai.AsyncOpenAI(
+            api_key="unused", base_url="http://proxy/v1", http_client=http, max_retries=0
+        )
+        stream = await client.chat.completions.create(
+            model="fake", messages=ASK, tools=[WEATHER], stream=True
+        )  # type: ignore[list-item]
+        deltas = [c.choices[0].delta.tool_calls for c in [c async for c in stream] if c.choices]
+    first = next(d for d in deltas if d)
+    assert len(first) == 1 and first[0].function.name == "f" and first[0].function.arguments == '{"a"'  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 
 from tokenlean.errors import BadRequestError
-from tokenlean.middleware.types import Choice, Chunk, Response, Usage
+from tokenlean.middleware.types import Choice, Chunk, Response, Usage, join_same_index
 from tokenlean.wire import events_json
 
 __all__ = ["ai_chunk", "ai_message", "openai_messages", "response_metadata", "usage_metadata"]
@@ -81,23 +81,10 @@ def ai_message(response: Response, choice: Choice) -> AIMessage:
 
 def ai_chunk(chunk: Chunk) -> AIMessageChunk | None:
     """A streamed piece of choice 0 as an ``AIMessageChunk`` (text and tool-call deltas), or None."""
-    pieces = [_tool_call_chunk(delta) for delta in _by_index(chunk.tool_calls)]
+    pieces = [_tool_call_chunk(delta) for delta in join_same_index(chunk.tool_calls)]
     if not chunk.text and not pieces:
         return None
     return AIMessageChunk(content=chunk.text, tool_call_chunks=pieces)
-
-
-def _by_index(deltas: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Deltas of one chunk joined per ``index``: LangChain merges same-index pieces only across chunks."""
-    joined: dict[Any, dict[str, Any]] = {}
-    for delta in deltas:
-        function = delta.get("function") or {}
-        into = joined.setdefault(delta.get("index"), {"index": delta.get("index"), "function": {}})
-        into["id"] = into.get("id") or delta.get("id")
-        into["function"]["name"] = into["function"].get("name") or function.get("name")
-        arguments = (into["function"].get("arguments") or "") + (function.get("arguments") or "")
-        into["function"]["arguments"] = arguments
-    return list(joined.values())
 
 
 def _tool_call_chunk(delta: Mapping[str, Any]) -> Any:

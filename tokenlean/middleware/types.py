@@ -258,6 +258,30 @@ class Chunk:
     extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
 
 
+def join_same_index(deltas: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One chunk's tool-call deltas with one entry per ``index`` (OpenAI never sends two).
+
+    A backend may produce a call's head and its first argument fragment at once; clients (the
+    ``openai`` library, LangChain) merge same-index fragments only across chunks, so two entries
+    with one index in one chunk would read as two calls.
+    """
+    joined: dict[Any, dict[str, Any]] = {}
+    for delta in deltas:
+        function = delta.get("function") or {}
+        into = joined.get(delta.get("index"))
+        if into is None:
+            joined[delta.get("index")] = {**delta, "function": dict(function)}
+            continue
+        for key in ("id", "type"):
+            if delta.get(key) and not into.get(key):
+                into[key] = delta[key]
+        if function.get("name") and not into["function"].get("name"):
+            into["function"]["name"] = function["name"]
+        arguments = (into["function"].get("arguments") or "") + (function.get("arguments") or "")
+        into["function"]["arguments"] = arguments
+    return list(joined.values())
+
+
 def merge_tool_call_deltas(deltas: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
     """Join streamed tool-call deltas into complete calls (arguments concatenated per ``index``)."""
     calls: dict[int, dict[str, Any]] = {}

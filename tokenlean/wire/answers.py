@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tokenlean.middleware.types import Choice, Chunk, Response
+from tokenlean.middleware.types import Choice, Chunk, Response, join_same_index
 
 
 def events_json(response: Response) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def chat_chunk(response: Response, chunk: Chunk, *, first: bool) -> dict[str, An
         if chunk.text or not (chunk.finish_reason or chunk.tool_calls):
             delta["content"] = chunk.text
         if chunk.tool_calls:
-            delta["tool_calls"] = [dict(call) for call in chunk.tool_calls]
+            delta["tool_calls"] = join_same_index(chunk.tool_calls)
         if first:
             delta["role"] = "assistant"
         logprobs = {"content": list(chunk.logprobs)} if chunk.logprobs else None
