@@ -35,11 +35,11 @@ def report(result: dict[str, Any]) -> str:
                 _pct(p["mrpc1_hit"]),
             ]
         )
-    d = result["tokenlean_default_threshold_0.7"]
+    d = result["tokenlean_default_threshold"]
     rows.append(
         [
             "tokenlean, default threshold",
-            0.7,
+            d["threshold"],
             _pct(d["qqp_hit"]),
             _pct(d["false_hit"], 2),
             _pct(d["false_hit_test_split"], 2),
@@ -57,9 +57,10 @@ def report(result: dict[str, Any]) -> str:
                 _pct(p["mrpc1_hit"]),
             ]
         )
-    text = print_table(
+    text = near_miss_tables(result["near_miss"]) + "\n\n"
+    text += print_table(
         [
-            "pairwise (store one, query the other)",
+            "MRPC protocol, pairwise (store one, query the other)",
             "threshold",
             "QQP duplicates hit",
             "MRPC non-paraphrases hit",
@@ -87,8 +88,8 @@ def report(result: dict[str, Any]) -> str:
         [f"{name}, best at <=2% false hits", *_shared_cells(at_most(curve, 0.02))]
         for name, curve in shared["curves"].items()
     ]
-    srows.append(["tokenlean, default threshold 0.7", *_shared_cells(shared["tokenlean_at_0.7"])])
-    srows += [[f"GPTCache @{p['threshold']}", *_shared_cells(p)] for p in shared["gptcache_points"]]
+    srows.append(["tokenlean, default threshold", *_shared_cells(shared["tokenlean_at_default"])])
+    srows += [[f"GPTCache @{p['threshold']}", *_shared_cells(p)] for p in shared.get("gptcache_points", [])]
     text += "\n\n" + print_table(
         [
             "one shared cache, all entries",
@@ -101,17 +102,18 @@ def report(result: dict[str, Any]) -> str:
         srows,
     )
     probes = result["probes"]
+    gpt = probes.get("gptcache")
     probe_rows = [
         [
             f,
-            f"{probes['tokenlean_at_0.7'][f]:.1%}",
-            f"{probes['gptcache'][f]['0.8']:.1%}",
-            f"{probes['gptcache'][f]['0.95']:.1%}",
+            f"{probes['tokenlean_at_default'][f]:.1%}",
+            f"{gpt[f]['0.8']:.1%}" if gpt else "not run",
+            f"{gpt[f]['0.95']:.1%}" if gpt else "not run",
         ]
-        for f in probes["tokenlean_at_0.7"]
+        for f in probes["tokenlean_at_default"]
     ]
     text += "\n\n" + print_table(
-        ["flip probe (any hit is wrong)", "tokenlean @0.7", "GPTCache @0.8 (default)", "GPTCache @0.95"],
+        ["flip probe (any hit is wrong)", "tokenlean, default", "GPTCache @0.8 (default)", "GPTCache @0.95"],
         probe_rows,
     )
     lat = result["latency"]
@@ -128,16 +130,70 @@ def report(result: dict[str, Any]) -> str:
                     f"{value['p99_ms']:.2f}",
                 ]
             )
-    lat_rows.append(
-        [
-            f"GPTCache get(), {result['stored_entries']} entries",
-            f"{lat['gptcache_get']['p50_ms']:.3f}",
-            f"{lat['gptcache_get']['p99_ms']:.3f}",
-        ]
-    )
+    if "gptcache_get" in lat:
+        lat_rows.append(
+            [
+                f"GPTCache get(), {result['stored_entries']} entries",
+                f"{lat['gptcache_get']['p50_ms']:.3f}",
+                f"{lat['gptcache_get']['p99_ms']:.3f}",
+            ]
+        )
     for kind in ("miss", "exact hit", "semantic hit") if lat.get("proxy") else ():
         lat_rows.append([f"proxy end to end, {kind}", f"{lat['proxy'][kind]['p50_ms']:.1f}", "-"])
     text += "\n\n" + print_table(["latency", "p50 ms", "p99 ms"], lat_rows)
+    return text
+
+
+def near_miss_tables(near: dict[str, Any]) -> str:
+    """Hit rate at each false-hit rate on QQP test and MRPC test, per decision; the default's rates."""
+    grid = [0.005, 0.01, 0.02, 0.05, 0.07, 0.1]
+    rows = []
+    for part in ("test", "mrpc"):
+        for name, curve in near[part]["curves"].items():
+            at = {p["false_hit"]: p["hit"] for p in curve}
+            rows.append(
+                [f"{'QQP test' if part == 'test' else 'MRPC test'}: {name}", *(_pct(at[f]) for f in grid)]
+            )
+    text = print_table(["hit rate at <= false hits", *(f"<= {f:.1%}" for f in grid)], rows)
+    rows = []
+    for part, label in (("val", "QQP val"), ("test", "QQP test"), ("mrpc", "MRPC test")):
+        d = near[part]["at_default"]
+        g = near[part]["guard_at_0.7"]
+        rows.append(
+            [
+                label,
+                d["threshold"],
+                _pct(d["hit"]),
+                _pct(d["false_hit"], 2),
+                _pct(g["hit"]),
+                _pct(g["false_hit"], 2),
+            ]
+        )
+    text += "\n\n" + print_table(
+        [
+            "default threshold",
+            "head threshold",
+            "hits",
+            "false hits",
+            "earlier guard @0.7 hits",
+            "its false hits",
+        ],
+        rows,
+    )
+    rows = [
+        [
+            p["gptcache_threshold"],
+            _pct(p["false_hit"], 2),
+            _pct(p["hit"]),
+            _pct(p["ours"]),
+            "yes" if p["above"] else "NO",
+        ]
+        for p in near["test"]["gptcache_points"]
+    ]
+    text += "\n\n" + print_table(
+        ["GPTCache threshold (QQP test)", "its false hits", "its hits", "tokenlean hits at no more", "above"],
+        rows,
+    )
     return text
 
 
@@ -151,62 +207,72 @@ def _shared_cells(p: dict[str, float]) -> list[Any]:
     ]
 
 
-def plot(curves: dict[str, list[dict[str, float]]], gpt: list[dict[str, float]], path: Path) -> None:
-    """Duplicate hit rate vs false-hit rate: tokenlean (and ablations) vs GPTCache's measured points."""
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Hit rate vs false-hit rate: QQP test and MRPC test per decision (with GPTCache's points on
+    QQP test), and the MRPC protocol's curves (QQP duplicates vs MRPC non-paraphrases)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for ax, limit in zip(axes, (1.0, 0.1), strict=True):
-        for name, points in curves.items():
-            main = name == "tokenlean"
-            usable = [p for p in points if p["threshold"] > 0 or not main]
+    near = result["near_miss"]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
+    for ax, part, title in (
+        (axes[0], "test", "QQP test split (near misses)"),
+        (axes[1], "mrpc", "MRPC test split"),
+    ):
+        for name, curve in near[part]["curves"].items():
             ax.plot(
-                [p["false_hit"] for p in usable],
-                [p["qqp_hit"] for p in usable],
-                lw=2.5 if main else 1,
-                label=f"{name} (thresholds in (0,1])" if main else name,
-                zorder=3 if main else 2,
+                [p["false_hit"] for p in curve],
+                [p["hit"] for p in curve],
+                "o-",
+                ms=3,
+                lw=2.5 if "head" in name else 1,
+                label=name,
             )
-            if main:
-                below = [p for p in points if p["threshold"] <= 0]
-                ax.plot(
-                    [p["false_hit"] for p in below],
-                    [p["qqp_hit"] for p in below],
-                    "C0--",
-                    lw=1,
-                    label="tokenlean score below 0 (not a setting)",
-                )
-        ax.plot(
-            [p["false_hit"] for p in gpt], [p["qqp_hit"] for p in gpt], "ks-", label="GPTCache (same MiniLM)"
-        )
-        for p in gpt:
-            if p["false_hit"] <= limit:
-                ax.annotate(
-                    f"{p['threshold']}",
-                    (p["false_hit"], p["qqp_hit"]),
-                    fontsize=7,
-                    xytext=(4, -9),
-                    textcoords="offset points",
-                )
-        ax.axvline(0.02, color="grey", ls=":", lw=1)
-        ax.set_xlim(0, limit)
-        ax.set_xlabel("false-hit rate (MRPC non-paraphrases that hit)")
-        ax.set_ylabel("hit rate (QQP duplicates answered from their pair)")
+        if part == "test":
+            gpt = near["test"]["gptcache_points"]
+            ax.plot(
+                [p["false_hit"] for p in gpt],
+                [p["hit"] for p in gpt],
+                "ks",
+                label="GPTCache default rule, its thresholds",
+            )
+        d = near[part]["at_default"]
+        ax.plot([d["false_hit"]], [d["hit"]], "r*", ms=12, label=f"default threshold {d['threshold']}")
+        ax.set_xscale("log")
+        ax.set_xlabel("false-hit rate (non-duplicates answered), log scale")
+        ax.set_ylabel("hit rate (duplicates answered)")
+        ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].set_title("Semantic cache: hit rate vs false-hit rate")
-    axes[1].set_title("zoom: false-hit rate <= 10% (dotted: 2%)")
-    axes[1].legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
+    ax = axes[2]
+    for name, points in result["curves"].items():
+        usable = [p for p in points if p["threshold"] > 0]
+        ax.plot(
+            [p["false_hit"] for p in usable],
+            [p["qqp_hit"] for p in usable],
+            lw=2.5 if name == "tokenlean" else 1,
+            label=name,
+        )
+    gpt = result["gptcache_points"]
+    if gpt:
+        ax.plot([p["false_hit"] for p in gpt], [p["qqp_hit"] for p in gpt], "ks-", label="GPTCache (run)")
+    ax.set_xlim(0, 0.1)
+    ax.axvline(0.02, color="grey", ls=":", lw=1)
+    ax.set_xlabel("false-hit rate (MRPC non-paraphrases that hit)")
+    ax.set_ylabel("hit rate (QQP test duplicates)")
+    ax.set_title("MRPC protocol (zoom <= 10%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     result = json.loads((RESULTS / "cache.json").read_text())
-    report(result)
-    plot(result["curves"], result["gptcache_points"], RESULTS / "cache.png")
+    print(report(result))
+    plot(result, RESULTS / "cache.png")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def keys(q):
 
 async def main():
     cache = ResponseCache(RedisStore(sys.argv[1], prefix=sys.argv[2], timeout_s=5), embedder=shared_embedder())
-    found = await cache.lookup(keys("What is the best way to learn Python?"))
+    found = await cache.lookup(keys("How can I learn Python?"))
     await cache.put(keys("How do I bake bread at home?"), "replica answer", ttl=None, vector=None)
     print(json.dumps({"kind": found.hit.kind if found.hit else None,
                       "answer": found.hit.entry.answer if found.hit else None}))

@@ -27,7 +27,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 QUESTION = "How do I learn Python?"
-PARAPHRASE = "What is the best way to learn Python?"
+PARAPHRASE = "How can I learn Python?"
 KEYS = ("sk-alice", "sk-bob")
 
 

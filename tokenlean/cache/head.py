@@ -16,7 +16,9 @@ Every input is symmetric in the two texts, so the score does not depend on which
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_THRESHOLD", "HEAD_PATH", "LEXICAL", "DuplicateHead", "lexical_features", "shipped_head"]
 
 HEAD_PATH = Path(__file__).resolve().parent / "data" / "duplicate_head.npz"
-DEFAULT_THRESHOLD = {"learned": 0.9, "guard": 0.7}
+DEFAULT_THRESHOLD = {"learned": 0.85, "guard": 0.7}
 """The default hit thresholds: the head's probability chosen on the validation split for <= 1%
 false hits on near-miss questions (bench/cache.py), and the earlier guard rule's score."""
 LEXICAL = (
@@ -50,10 +52,17 @@ LEXICAL = (
     "question_word_differs",
     "names_novel",
     "names_any",
+    "idf_overlap",
+    "idf_novel_max",
+    "idf_novel_min",
+    "idf_novel_top",
+    "order_inversions",
 )
 _TOKEN = re.compile(r"[a-z0-9]+")
 _NAME = re.compile(r"[A-Z][a-zA-Z]+")
-_QUESTION_WORDS = frozenset("what which who whom whose when where why how is are can do does should will".split())
+_QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how is are can do does should will".split()  # noqa: SIM905
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,7 @@ class _Text:
     names: frozenset[str]
     chars: int
     count: int
+    sequence: tuple[str, ...]  # the words in order, first occurrences only
 
 
 @lru_cache(maxsize=8192)
@@ -72,8 +82,22 @@ def _text(text: str) -> _Text:
     first = next((t for t in tokens if t in _QUESTION_WORDS), "")
     words = text.split()
     names = frozenset(n.lower() for w in words[1:] for n in _NAME.findall(w)[:1] if w[:1].isupper())
-    bigrams = frozenset(zip(tokens, tokens[1:], strict=False))
-    return _Text(frozenset(tokens), bigrams, first, names, len(text), len(tokens))
+    bigrams = frozenset(itertools.pairwise(tokens))
+    sequence = tuple(dict.fromkeys(tokens))
+    return _Text(frozenset(tokens), bigrams, first, names, len(text), len(tokens), sequence)
+
+
+def _inversions(a: _Text, b: _Text, idf: Mapping[str, float], unknown: float) -> float:
+    """The share of pairs of shared informative words (idf above 2) whose order the texts swap
+    ("percentage of terrorists are Muslim" / "... of Muslims are terrorists" when stems agree)."""
+    shared = [w for w in a.sequence if w in b.words and idf.get(w, unknown) > 2.0]
+    if len(shared) < 2:
+        return 0.0
+    where = {w: i for i, w in enumerate(b.sequence)}
+    positions = [where[w] for w in shared]
+    pairs = len(positions) * (len(positions) - 1) / 2
+    swapped = sum(1 for i, p in enumerate(positions) for q in positions[i + 1 :] if p > q)
+    return swapped / pairs
 
 
 def _jaccard(a: frozenset[object], b: frozenset[object]) -> float:
@@ -81,19 +105,34 @@ def _jaccard(a: frozenset[object], b: frozenset[object]) -> float:
     return len(a & b) / union if union else 1.0
 
 
-def lexical_features(a: str, b: str, cosine: float) -> list[float]:
-    """The scalar features of the pair, in ``LEXICAL`` order (symmetric in ``a`` and ``b``)."""
+def _weights(words: frozenset[str], idf: Mapping[str, float], unknown: float) -> list[float]:
+    return [idf.get(w, unknown) for w in words]
+
+
+def lexical_features(
+    a: str, b: str, cosine: float, idf: Mapping[str, float] | None = None, unknown: float = 0.0
+) -> list[float]:
+    """The scalar features of the pair, in ``LEXICAL`` order (symmetric in ``a`` and ``b``).
+
+    ``idf`` (word -> inverse document frequency over the training questions; ``unknown`` for a
+    word it lacks) weighs the words both share and those only one has: a rare word that only one
+    question has is what usually makes a near miss.
+    """
     fa, fb = features(a), features(b)
     ta, tb = _text(a), _text(b)
+    idf = idf or {}
+    only_a = _weights(ta.words - tb.words, idf, unknown)
+    only_b = _weights(tb.words - ta.words, idf, unknown)
+    shared = sum(_weights(ta.words & tb.words, idf, unknown))
     novel = (len(fa.content - fb.content), len(fb.content - fa.content))
     names = (len(ta.names - tb.names), len(tb.names - ta.names))
     return [
         cosine,
         float(max(novel)),
         float(min(novel)),
-        _jaccard(fa.content, fb.content),  # type: ignore[arg-type]
-        _jaccard(ta.words, tb.words),  # type: ignore[arg-type]
-        _jaccard(ta.bigrams, tb.bigrams),  # type: ignore[arg-type]
+        _jaccard(fa.content, fb.content),
+        _jaccard(ta.words, tb.words),
+        _jaccard(ta.bigrams, tb.bigrams),
         min(ta.chars, tb.chars) / max(ta.chars, tb.chars, 1),
         float(abs(ta.count - tb.count)),
         float(fa.numbers != fb.numbers),
@@ -104,6 +143,11 @@ def lexical_features(a: str, b: str, cosine: float) -> list[float]:
         float(ta.first != tb.first),
         float(max(names)),
         float(bool(ta.names or tb.names)),
+        shared / (shared + sum(only_a) + sum(only_b) or 1.0),
+        max(sum(only_a), sum(only_b)),
+        min(sum(only_a), sum(only_b)),
+        max(only_a + only_b, default=0.0),
+        _inversions(ta, tb, idf, unknown),
     ]
 
 
@@ -119,6 +163,14 @@ class DuplicateHead:
             (np.asarray(weights[f"w{i}"], dtype=np.float32), np.asarray(weights[f"b{i}"], dtype=np.float32))
             for i in range(int(weights["depth"]))
         ]
+        words = weights.get("vocabulary")
+        values = weights.get("idf")
+        self.idf: dict[str, float] = (
+            dict(zip(words.tolist(), values.astype(float).tolist(), strict=True))
+            if words is not None and values is not None
+            else {}
+        )
+        self.unknown = float(weights["unknown_idf"]) if "unknown_idf" in weights else 0.0
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> DuplicateHead:
@@ -136,7 +188,10 @@ class DuplicateHead:
         u = np.asarray(u, dtype=np.float32).reshape(1, -1)
         cosines = (v @ u[0]).tolist()
         lexical = np.array(
-            [lexical_features(query, c, s) for c, s in zip(candidates, cosines, strict=True)],
+            [
+                lexical_features(query, c, s, self.idf, self.unknown)
+                for c, s in zip(candidates, cosines, strict=True)
+            ],
             dtype=np.float32,
         )
         return np.hstack([(lexical - self.mean) / self.scale, u * v, np.abs(u - v)])

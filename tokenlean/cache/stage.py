@@ -30,7 +30,7 @@ from tokenlean.cache.semantic import Decision, Hit, Lookup, ResponseCache
 from tokenlean.cache.stores.base import CacheStore, CacheStoreError
 from tokenlean.cache.stores.memory import MemoryStore
 from tokenlean.cache.streaming import replay, tee
-from tokenlean.errors import ConfigError
+from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.stage import Handler
 from tokenlean.middleware.types import Event, Request, Response
 
@@ -131,8 +131,8 @@ class CacheStage:
         self._down_reason = ""
 
     @property
-    def store(self) -> CacheStore:
-        """The backing store."""
+    def storage(self) -> CacheStore:
+        """The backing store (``store`` is the library call that stores an answer)."""
         return self.cache.store
 
     async def __call__(self, request: Request, call_next: Handler, /) -> Response:
@@ -145,7 +145,7 @@ class CacheStage:
             return response.with_event(self._event("skip", 0.0, reason="non-deterministic"))
         if time.monotonic() < self._down_until:
             return await self._uncached(request, call_next, self._down_reason)
-        keys = request_keys(request, tenant=request.tenant, namespace=options.namespace or self.namespace)
+        keys = self._keys(request, options)
         started = time.perf_counter()
         lookup = Lookup()
         if not options.no_cache:
@@ -159,6 +159,47 @@ class CacheStage:
             return self._answer(request, lookup.hit, ms)
         response = await call_next(request)
         return await self._after_miss(request, response, keys, options, lookup, ms)
+
+    async def lookup(self, request: Request, *, threshold: float | None = None) -> Response | None:
+        """The cached answer to ``request`` (with a ``cache`` hit event), or None: the library API.
+
+        The same policy as the stage (deterministic requests only unless ``deterministic_only`` is
+        off, the request's tenant and namespace), with no ``call_next``: a caller that talks to its
+        model itself asks here first and calls ``store`` after a miss. A store failure raises
+        ``CacheStoreError``.
+        """
+        if self.deterministic_only and not request.is_deterministic:
+            return None
+        options = parse_options(request.option(self.name))
+        started = time.perf_counter()
+        found = await self.cache.lookup(
+            self._keys(request, options),
+            semantic=options.semantic,
+            threshold=threshold if threshold is not None else options.threshold,
+        )
+        if found.hit is None:
+            return None
+        return self._answer(request, found.hit, (time.perf_counter() - started) * 1000)
+
+    async def store(self, request: Request, response: Response, *, ttl: float | None = None) -> bool:
+        """Store ``response`` as the answer to ``request``; True when stored (the library API).
+
+        Not stored: a non-deterministic request under ``deterministic_only``, a streamed response
+        (collect it first), or one with an unfinished choice. ``ttl`` defaults to the stage's.
+        """
+        if response.stream is not None:
+            raise BadRequestError("store a complete response, not a stream", param="response")
+        if self.deterministic_only and not request.is_deterministic:
+            return False
+        options = parse_options(request.option(self.name))
+        ttl = ttl if ttl is not None else options.ttl if options.ttl is not None else self.ttl
+        stored = await self._store(self._keys(request, options), response, ttl, Lookup())
+        if "error" in stored:
+            raise CacheStoreError(str(stored["error"]))
+        return bool(stored["stored"])
+
+    def _keys(self, request: Request, options: CacheOptions) -> RequestKeys:
+        return request_keys(request, tenant=request.tenant, namespace=options.namespace or self.namespace)
 
     def _answer(self, request: Request, hit: Hit, ms: float) -> Response:
         cached = decode_answer(hit.entry.answer)
@@ -229,7 +270,7 @@ class CacheStage:
         self._down_reason = exc.message
 
     def _event(self, action: str, ms: float, **data: Any) -> Event:
-        return Event(self.name, action, round(ms, 3), {"store": self.store.name, **data})
+        return Event(self.name, action, round(ms, 3), {"store": self.storage.name, **data})
 
     async def aclose(self) -> None:
         """Close the store's connections and files."""
