@@ -199,11 +199,14 @@ def pool_from_entry(name: str, entry: Any, *, embedder: Embedder | None = None) 
         if key in entry
     }
     saved = Path(entry["save_to"]).expanduser() if entry.get("save_to") else None
-    fresh = saved is not None and (saved / "meta.json").exists()
+    meta = saved / "meta.json" if saved is not None else None
     if (
-        fresh and (saved / "meta.json").stat().st_mtime >= path.stat().st_mtime
-    ):  # embedded on an earlier start
-        return DemoPool.load(saved, embedder=embedder, name=name)
+        saved is not None
+        and meta is not None
+        and meta.exists()
+        and meta.stat().st_mtime >= path.stat().st_mtime
+    ):
+        return DemoPool.load(saved, embedder=embedder, name=name)  # embedded on an earlier start
     pool = DemoPool.from_file(path, name=name, embedder=embedder, **keys)
     if saved is not None:
         pool.save(saved)
