@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -408,26 +408,27 @@ async def _drain(events: AsyncIterator[bytes]) -> None:
         pass
 
 
-class _UpstreamStream:
-    """A stream after its first chunk was read (the retried part): that chunk, then the rest.
+class _UpstreamStream(Generic[T]):
+    """A stream after its first item was read (the retried part): that item, then the rest.
 
     Relayed as it comes and never retried. A class rather than an async generator so that
     ``aclose`` always closes the upstream response and frees the replica, even when the caller
-    stops before reading past the first chunk (an unstarted generator's ``finally`` never runs).
+    stops before reading past the first item (an unstarted generator's ``finally`` never runs).
+    The items are ``Chunk``s here and raw event payloads on the proxy's fast path (``RawStream``).
     """
 
     def __init__(
-        self, backend: OpenAIBackend, replica: Replica, first: Chunk | None, rest: AsyncGenerator[Chunk, None]
+        self, backend: OpenAIBackend, replica: Replica, first: T | None, rest: AsyncGenerator[T, None]
     ) -> None:
         self._backend = backend
         self._replica: Replica | None = replica
         self._first = first
         self._rest = rest
 
-    def __aiter__(self) -> _UpstreamStream:
+    def __aiter__(self) -> _UpstreamStream[T]:
         return self
 
-    async def __anext__(self) -> Chunk:
+    async def __anext__(self) -> T:
         if self._first is not None:
             first, self._first = self._first, None
             return first

@@ -19,7 +19,14 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from tokenlean.backends.openai_http import OpenAIBackend, _drain, _Progress, _stream_error, _within
+from tokenlean.backends.openai_http import (
+    OpenAIBackend,
+    _drain,
+    _Progress,
+    _stream_error,
+    _UpstreamStream,
+    _within,
+)
 from tokenlean.backends.openai_wire import (
     _data,
     _LineEnds,
@@ -42,8 +49,11 @@ def relay_backend(pipeline: Any, request: Request) -> OpenAIBackend | None:
     return None
 
 
-class RawStream:
-    """An upstream stream's event payloads as bytes, a list per read, the first read already in."""
+class RawStream(_UpstreamStream[list[bytes]]):
+    """An upstream stream's event payloads as bytes, a list per read, the first read already in.
+
+    ``usage`` is filled in by ``relay_events`` from the usage chunk, for the accounting.
+    """
 
     def __init__(
         self,
@@ -52,42 +62,8 @@ class RawStream:
         first: list[bytes] | None,
         rest: AsyncGenerator[list[bytes], None],
     ) -> None:
+        super().__init__(backend, replica, first, rest)
         self.usage: Usage | None = None
-        self._backend = backend
-        self._replica: Replica | None = replica
-        self._first = first
-        self._rest = rest
-
-    def __aiter__(self) -> RawStream:
-        return self
-
-    async def __anext__(self) -> list[bytes]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        try:
-            return await self._rest.__anext__()
-        except StopAsyncIteration:
-            self._release()
-            raise
-        except Exception as exc:
-            replica = self._release()
-            if replica is None:
-                raise
-            raise self._backend._failed(replica, exc) from exc
-
-    async def aclose(self) -> None:
-        """Close the upstream response now (a client that went away: the upstream stops)."""
-        try:
-            await self._rest.aclose()
-        finally:
-            self._release()
-
-    def _release(self) -> Replica | None:
-        replica, self._replica = self._replica, None
-        if replica is not None:
-            self._backend.replicas.release(replica)
-        return replica
 
 
 async def open_raw_stream(backend: OpenAIBackend, request: Request) -> RawStream:
