@@ -93,7 +93,10 @@ class ToolCallReader:
         arguments = self.held[self.arguments_at :]
         end = len(arguments) if final else len(arguments) - 1  # the last "}" may close the call
         if end > self.sent:
-            deltas.append({"index": 0, "function": {"arguments": arguments[self.sent : end]}})
+            if deltas:  # one entry per call in a chunk: the head carries the first arguments
+                deltas[0]["function"]["arguments"] = arguments[self.sent : end]
+            else:
+                deltas.append({"index": 0, "function": {"arguments": arguments[self.sent : end]}})
             self.sent = end
         return tuple(deltas)
 
