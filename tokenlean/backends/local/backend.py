@@ -28,7 +28,6 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +36,7 @@ from tokenlean.backends.local.drafting.model import DraftModel
 from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_hints
 from tokenlean.backends.local.drafting.session import DraftOptions, DraftPolicy, parse_draft_mode
 from tokenlean.backends.local.grammar import GrammarCompiler
+from tokenlean.backends.local.jobs import Job, eos_ids, row_generator, send_token
 from tokenlean.backends.local.packed import use_fast_kernels
 from tokenlean.backends.local.penalties import penalties_for
 from tokenlean.backends.local.prefix_cache import PrefixCache
@@ -50,42 +50,13 @@ from tokenlean.backends.local.structured import (
 from tokenlean.backends.local.unsupported import refuse_unsupported_sampling
 from tokenlean.errors import BackendError, BadRequestError, ConfigError, ContextLengthError
 from tokenlean.middleware.stage import Capabilities
-from tokenlean.middleware.types import Chunk, Event, Request, Response, Usage
+from tokenlean.middleware.types import Chunk, Request, Response
 from tokenlean.models import resolve_model_dir
 from tokenlean.threads import decode_threads
 
 __all__ = ["LocalBackend"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class _Job:
-    """One request in flight: its rows (n of them) and the queue its chunks go to."""
-
-    prompt_ids: list[int]
-    rows: list[RowDecoder]
-    loop: asyncio.AbstractEventLoop
-    chunks: asyncio.Queue[Chunk | BaseException | None]
-    plan: DraftPlan = field(default_factory=lambda: DraftPlan("off"))
-    events: list[Event] = field(default_factory=list)
-    readers: list[Any] | None = None  # ToolCallReader per row: rows read back as tool calls
-    cancelled: bool = False
-    open_rows: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.open_rows = len(self.rows)
-
-    def send(self, item: Chunk | BaseException | None) -> None:
-        """Hand ``item`` to the caller's event loop (thread-safe); a closed loop means nobody listens."""
-        try:
-            self.loop.call_soon_threadsafe(self.chunks.put_nowait, item)
-        except RuntimeError:
-            self.cancelled = True
-
-    def usage(self) -> Usage:
-        """Prompt tokens once (as OpenAI counts them for n>1) plus every row's completion."""
-        return Usage(len(self.prompt_ids), sum(len(row.token_ids) for row in self.rows))
 
 
 class LocalBackend:
@@ -141,7 +112,7 @@ class LocalBackend:
         self.batch_window = batch_window_ms / 1000
         self.default_max_tokens = default_max_tokens
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.eos_ids = frozenset(_eos_ids(self.model, self.tokenizer))
+        self.eos_ids = frozenset(eos_ids(self.model, self.tokenizer))
         self.grammars = GrammarCompiler(self.tokenizer, self.eos_ids, int(self.model.config.vocab_size))
         # transformers renamed ``past_key_values`` to ``cache``; pass whichever this version takes
         self._cache_kw = (
@@ -173,7 +144,7 @@ class LocalBackend:
             context_length=self.context_length,
             encode_for_draft=self._encode_for_draft,
         )
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)
         self._worker.start()
         self.batches_run = 0  # observable: how many generate batches ran (tests check batching)
@@ -233,10 +204,12 @@ class LocalBackend:
             self.grammars.shapers, structured.grammar, request.n, structured.param, penalties
         )
         rows = [
-            RowDecoder(settings, self.tokenizer, self.eos_ids, _generator(settings.seed, i), shapers=shaping)
+            RowDecoder(
+                settings, self.tokenizer, self.eos_ids, row_generator(settings.seed, i), shapers=shaping
+            )
             for i, shaping in enumerate(shapers)
         ]
-        job = _Job(prompt_ids, rows, loop, asyncio.Queue(), plan, readers=structured.readers(request.n))
+        job = Job(prompt_ids, rows, loop, asyncio.Queue(), plan, readers=structured.readers(request.n))
         self._jobs.put(job)
         response = Response(model=self.name, stream=self._chunks(job))
         return response if request.stream else await response.aread()
@@ -268,7 +241,7 @@ class LocalBackend:
         )
 
     @staticmethod
-    async def _chunks(job: _Job) -> AsyncIterator[Chunk]:
+    async def _chunks(job: Job) -> AsyncIterator[Chunk]:
         try:
             while True:
                 item = await job.chunks.get()
@@ -305,7 +278,7 @@ class LocalBackend:
                 for job in batch:
                     job.send(BackendError(f"local model failed: {type(exc).__name__}: {exc}"))
 
-    def _collect(self) -> list[_Job] | None:
+    def _collect(self) -> list[Job] | None:
         first = self._jobs.get()
         if first is None:
             return None
@@ -323,7 +296,7 @@ class LocalBackend:
             rows += len(job.rows)
         return [job for job in batch if not job.cancelled]
 
-    def _generate(self, batch: list[_Job]) -> None:
+    def _generate(self, batch: list[Job]) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -352,11 +325,11 @@ class LocalBackend:
             positions = positions[:, -1:] + 1
             logits = self._forward(next_ids, mask, positions, cache)
 
-    def _generate_single(self, job: _Job) -> None:
+    def _generate_single(self, job: Job) -> None:
         """One row alone: prefix reuse and speculative drafting (``single_row.py``)."""
         row = job.rows[0]
         job.events = self.single.run(
-            job.prompt_ids, row, job.plan, lambda token: self._send(job, 0, row, token), lambda: job.cancelled
+            job.prompt_ids, row, job.plan, lambda token: send_token(job, 0, row, token), lambda: job.cancelled
         )
         self._close_row(job, 0, row)
 
@@ -371,7 +344,7 @@ class LocalBackend:
         )
         return out.logits[:, -1, :]
 
-    def _step(self, entry: tuple[_Job, int, RowDecoder], logits: Any) -> int:
+    def _step(self, entry: tuple[Job, int, RowDecoder], logits: Any) -> int:
         """Choose one row's next token and send what it produced."""
         job, index, row = entry
         if job.cancelled:
@@ -379,21 +352,12 @@ class LocalBackend:
             token = self.pad_id
         else:
             token = row.choose(logits)
-            self._send(job, index, row, token)
+            send_token(job, index, row, token)
         if row.done:
             self._close_row(job, index, row)
         return token
 
-    @staticmethod
-    def _send(job: _Job, index: int, row: RowDecoder, token: int) -> None:
-        """Record ``token`` in ``row`` and send the text (and logprobs) it released."""
-        text = row.advance(token)
-        text, calls = job.readers[index].feed(text) if job.readers else (text, ())  # tool-call deltas
-        logprobs = (row.logprobs[-1],) if row.settings.logprobs else None
-        if text or logprobs or calls:
-            job.send(Chunk(index, text, logprobs=logprobs, tool_calls=calls))
-
-    def _close_row(self, job: _Job, index: int, row: RowDecoder) -> None:
+    def _close_row(self, job: Job, index: int, row: RowDecoder) -> None:
         text, calls, reason = job.readers[index].finish(row.finish_reason) if job.readers else ("", (), None)
         job.send(Chunk(index, text, reason or row.finish_reason, tool_calls=calls))
         if row.finish_reason != "cancelled":
@@ -413,19 +377,3 @@ class LocalBackend:
             ids[i, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
             mask[i, width - len(sequence) :] = 1
         return ids, mask
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
-    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return found
-
-
-def _generator(seed: int | None, row: int) -> Any:
-    if seed is None:
-        return None
-    import torch
-
-    return torch.Generator().manual_seed(seed + row)
