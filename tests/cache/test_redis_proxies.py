@@ -10,12 +10,6 @@ measured is the cache's behaviour across processes, not a model's.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tokenlean.testing import ServeProcess
+
 pytestmark = pytest.mark.slow
 
 QUESTION = "How do I learn Python?"
@@ -31,48 +27,13 @@ PARAPHRASE = "How can I learn Python?"
 KEYS = ("sk-alice", "sk-bob")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServeProcess:
-    """``python -m tokenlean.cli serve`` with a pipeline spec, on a free loopback port."""
+class Proxy(ServeProcess):
+    """``tokenlean serve`` with a pipeline spec and both tenants' keys, on a free loopback port."""
 
     def __init__(self, config: Path, log: Path) -> None:
-        self.base = f"http://127.0.0.1:{_free_port()}"
-        port = self.base.rsplit(":", 1)[1]
-        command = [
-            sys.executable,
-            "-m",
-            "tokenlean.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            port,
-            "--log-level",
-            "warning",
-            *(arg for key in KEYS for arg in ("--api-key", key)),
-        ]
-        self.log = log
-        self.process = subprocess.Popen(
-            command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log.open("w"), stderr=subprocess.STDOUT
-        )
-
-    def wait_healthy(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.3)
-        pytest.fail(
-            f"tokenlean serve did not become healthy in {timeout_s} s:\n{self.log.read_text()[-3000:]}"
-        )
+        keys = (arg for key in KEYS for arg in ("--api-key", key))
+        flags = ("--config", str(config), "--log-level", "warning", *keys)
+        super().__init__(*flags, env={"HF_HUB_OFFLINE": "1"}, log=log, ready_timeout=180)
 
     def ask(self, question: str, key: str = KEYS[0]) -> httpx.Response:
         body = {"model": "fake", "temperature": 0, "messages": [{"role": "user", "content": question}]}
@@ -83,18 +44,9 @@ class ServeProcess:
             headers={"authorization": f"Bearer {key}"},
         )
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
 
 @pytest.fixture
-def proxies(own_redis: Any, tmp_path: Path) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+def proxies(own_redis: Any, tmp_path: Path) -> Iterator[tuple[Proxy, Proxy]]:
     cache = {
         "store": "redis",
         "url": own_redis.url,
@@ -105,10 +57,12 @@ def proxies(own_redis: Any, tmp_path: Path) -> Iterator[tuple[ServeProcess, Serv
     config.write_text(
         json.dumps({"backend": {"type": "fake"}, "stages": [{"type": "cache", "options": cache}]})
     )
-    pair = (ServeProcess(config, tmp_path / "proxy1.log"), ServeProcess(config, tmp_path / "proxy2.log"))
+    pair = (Proxy(config, tmp_path / "proxy1.log"), Proxy(config, tmp_path / "proxy2.log"))
     try:
         for proxy in pair:
-            proxy.wait_healthy()
+            proxy.start()
+        for proxy in pair:
+            proxy.wait_ready()
         yield pair
     finally:
         for proxy in pair:
@@ -126,7 +80,7 @@ def answer(reply: httpx.Response) -> str:
 
 
 def test_replicas_share_answers_through_redis_and_survive_its_loss(
-    proxies: tuple[ServeProcess, ServeProcess], own_redis: Any
+    proxies: tuple[Proxy, Proxy], own_redis: Any
 ) -> None:
     first, second = proxies
     stored = first.ask(QUESTION)

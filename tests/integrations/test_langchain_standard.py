@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import subprocess
-import sys
-import time
 import urllib.request
 from typing import Any
 
@@ -34,7 +31,7 @@ from tests.tool_upstream import MODEL, ToolUpstreamServer
 from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.integrations.langchain import TokenleanChatModel
 from tokenlean.middleware.pipeline import Pipeline
-from tokenlean.testing import free_port
+from tokenlean.testing import ServeProcess
 
 EMBEDDED_MAX_TOKENS = (
     80  # a forced tool call or a Joke fits (48 cut some short); the suites call the model ~60 times
@@ -51,31 +48,9 @@ def scripted_url() -> str:
 
 def _serve(*args: str) -> str:
     """A real ``tokenlean serve`` process (stopped at exit); its ``/v1`` URL once it answers /health."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "tokenlean.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *args,
-    ]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    atexit.register(process.terminate)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tokenlean serve {' '.join(args)} did not start") from None
-            time.sleep(0.2)
+    server = ServeProcess("--log-level", "warning", *args, ready_timeout=120)
+    atexit.register(server.stop)
+    return server.start().wait_ready().url
 
 
 def scripted_pipeline() -> Pipeline:

@@ -3,57 +3,20 @@ proxy; both write the ledger, ``/metrics`` shows its totals and ``tokenlean repo
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tokenlean.testing import free_port
+from tokenlean.testing import ServeProcess
 
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def _serve(*flags: str) -> Iterator[str]:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "tokenlean.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *flags,
-    ]
-    process = subprocess.Popen(argv, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "tokenlean serve exited"
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("tokenlean serve did not become healthy within 240 s")
-        yield base
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def _serve(*flags: str) -> ServeProcess:
+    return ServeProcess("--log-level", "warning", *flags, env={"HF_HUB_OFFLINE": "1"}, ready_timeout=240)
 
 
 def _ask_twice(base: str) -> list[httpx.Response]:
@@ -69,9 +32,9 @@ def _ask_twice(base: str) -> list[httpx.Response]:
 
 def test_serve_without_config_runs_the_lean_profile_and_keeps_a_ledger(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.sqlite"
-    with _serve("--ledger", str(ledger)) as base:
-        first, second = _ask_twice(base)
-        metrics = httpx.get(base + "/metrics").text
+    with _serve("--ledger", str(ledger)) as proxy:
+        first, second = _ask_twice(proxy.base)
+        metrics = httpx.get(proxy.base + "/metrics").text
     stages = {e["stage"] for e in first.json()["tokenlean"]["events"]}
     assert {"cache", "compress", "sot"} <= stages  # every lean stage saw the request and decided
     assert second.headers["x-tokenlean-cache"] == "hit"
@@ -99,8 +62,8 @@ def test_serve_without_config_runs_the_lean_profile_and_keeps_a_ledger(tmp_path:
 
 
 def test_profile_off_is_the_plain_proxy(tmp_path: Path) -> None:
-    with _serve("--profile", "off", "--ledger", str(tmp_path / "ledger.sqlite")) as base:
-        first, second = _ask_twice(base)
+    with _serve("--profile", "off", "--ledger", str(tmp_path / "ledger.sqlite")) as proxy:
+        first, second = _ask_twice(proxy.base)
     for response in (first, second):
         events = [e for e in response.json()["tokenlean"]["events"] if e["action"] != "timing"]
         assert events == []  # no stage, no drafting, no prefix reuse

@@ -6,11 +6,7 @@ The loader is pure logic and is checked directly; the model list is checked end 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +17,7 @@ from tokenlean.cli import build_parser
 from tokenlean.errors import ConfigError
 from tokenlean.proxy.serve import resolve
 from tokenlean.proxy.settings import ServerSettings, load_config
-from tokenlean.testing import free_port
+from tokenlean.testing import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,44 +69,21 @@ def test_a_wrong_key_is_named(tmp_path: Path, text: str, named: str) -> None:
     assert named.split(".")[0] in caught.value.message
 
 
-class _Process:
-    def __init__(self, command: list[str], log: Path, url: str) -> None:
-        with log.open("w") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"{command[:4]} did not answer {url}:\n{log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def upstreams(tmp_path: Path) -> Iterator[list[str]]:
-    started = []
+    started: list[ServerProcess] = []
     try:
         for i in range(2):
             port = free_port()
             command = [sys.executable, "-m", "bench.proxy_overhead_upstream", "--port", str(port)]
             command += ["--prefill-ms", "1", "--interval-ms", "1"]
-            url = f"http://127.0.0.1:{port}/v1"
-            started.append((_Process(command, tmp_path / f"upstream{i}.log", url + "/models"), url))
-        yield [url for _, url in started]
+            ready = f"http://127.0.0.1:{port}/v1/models"
+            upstream = ServerProcess(command, ready, cwd=ROOT, log=tmp_path / f"upstream{i}.log")
+            started.append(upstream)
+            upstream.start().wait_ready(120)
+        yield [process.ready_url.removesuffix("/models") for process in started]
     finally:
-        for process, _ in started:
+        for process in started:
             process.stop()
 
 
@@ -136,12 +109,11 @@ def test_models_route_to_their_own_upstreams_and_stages(upstreams: list[str], tm
     port = free_port()
     path = _write(tmp_path, MODELS.format(port=port, first=upstreams[0], second=upstreams[1]))
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "tokenlean.cli", "serve", "--config", str(path)]
-    os.environ["TEAM_KEY"] = "sk-config"
-    try:
-        proxy = _Process(command, tmp_path / "proxy.log", base + "/health")
-    finally:
-        del os.environ["TEAM_KEY"]
+    command = [sys.executable, "-m", "tokenlean.cli", "serve", "--config", str(path)]  # port from the file
+    proxy = ServerProcess(
+        command, base + "/health", env={"TEAM_KEY": "sk-config"}, log=tmp_path / "proxy.log"
+    )
+    proxy.start().wait_ready(120)
     headers = {"authorization": "Bearer sk-config"}
     try:
         listed = httpx.get(base + "/v1/models", headers=headers, timeout=10).json()

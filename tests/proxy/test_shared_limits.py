@@ -9,11 +9,7 @@ The backend is the scripted ``fake``: what is checked is the limiter, not a mode
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +18,7 @@ import httpx
 import pytest
 
 from tests.cache.conftest import RedisServer
-from tokenlean.testing import free_port
+from tokenlean.testing import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -30,42 +26,18 @@ KEY = "sk-team"
 R = 5  # requests per minute: the bucket refills one request every 12 s
 
 
-class Proxy:
-    """``python -m tokenlean.cli serve`` on a free port with the given extra flags."""
+class Proxy(ServeProcess):
+    """``tokenlean serve --config CONFIG`` with the team key and the given extra flags, started."""
 
     def __init__(self, config: Path, log: Path, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.base = f"http://127.0.0.1:{free_port()}"
-        command = [sys.executable, "-m", "tokenlean.cli", "serve", "--config", str(config)]
-        command += ["--port", self.base.rsplit(":", 1)[1], "--api-key", KEY, "--log-level", "warning", *flags]
-        self.log = log
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"tokenlean serve did not start:\n{log.read_text()[-3000:]}")
+        flags = ("--config", str(config), "--api-key", KEY, "--log-level", "warning", *flags)
+        super().__init__(*flags, env=env, log=log, ready_timeout=120)
+        self.start().wait_ready()
 
     def ask(self, text: str = "hello there") -> httpx.Response:
         body = {"model": "fake", "messages": [{"role": "user", "content": text}]}
         headers = {"authorization": f"Bearer {KEY}"}
         return httpx.post(self.base + "/v1/chat/completions", json=body, headers=headers, timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 @pytest.fixture
