@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +21,7 @@ from tests.conftest import unavailable
 from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.backends.vllm_launcher import vllm_python
 from tokenlean.middleware.pipeline import Pipeline
-from tokenlean.testing import VLLMServer, free_port
+from tokenlean.testing import ServeProcess, VLLMServer, free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,26 +60,10 @@ def replicas() -> Iterator[list[VLLMServer]]:
 @pytest.fixture(scope="module")
 def proxy(replicas: list[VLLMServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``tokenlean serve`` process in front of the first replica; yields its /v1 URL."""
-    port = free_port()
-    argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--upstream", replicas[0].url,
-            "--port", str(port), "--log-level", "warning"]  # fmt: skip
     log = tmp_path_factory.mktemp("proxy") / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tokenlean serve did not start:\n{log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(20)
+    flags = ("--upstream", replicas[0].url, "--log-level", "warning")
+    with ServeProcess(*flags, log=log, ready_timeout=60) as server:
+        yield server.url
 
 
 def _client(base_url: str) -> openai.OpenAI:
