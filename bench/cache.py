@@ -532,30 +532,16 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     for name, part in (("QQP test", test), ("MRPC test", mrpc)):
         rows = part["vs_plain_cosine"]
-        out.append(
-            goal(
-                f"{name}: above plain cosine at every false-hit rate",
-                f"all {len(rows)} rates in {FALSE_HIT_GRID[0]}..{FALSE_HIT_GRID[-1]}",
-                sum(r["above"] for r in rows),
-                all(r["above"] for r in rows),
-            )
-        )
-    points = test["gptcache_points"]
+        grid = f"rates in {FALSE_HIT_GRID[0]}..{FALSE_HIT_GRID[-1]}"
+        out.append(all_above(f"{name}: above plain cosine at every false-hit rate", rows, grid))
     out.append(
-        goal(
-            "QQP test: above GPTCache at every one of its points",
-            f"all {len(points)} points",
-            sum(r["above"] for r in points),
-            all(r["above"] for r in points),
-        )
+        all_above("QQP test: above GPTCache at every one of its points", test["gptcache_points"], "points")
     )
-    rows = mrpc["vs_guard"]
     out.append(
-        goal(
+        all_above(
             "MRPC test: no worse than today (the earlier guard rule) at every false-hit rate",
-            f"all {len(rows)} rates",
-            sum(r["above"] for r in rows),
-            all(r["above"] for r in rows),
+            mrpc["vs_guard"],
+            "rates",
         )
     )
     default = test["at_default"]
@@ -576,6 +562,11 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def all_above(name: str, rows: list[dict[str, Any]], unit: str) -> dict[str, Any]:
+    """A goal met when every compared row is ``above`` (achieved: how many are)."""
+    return goal(name, f"all {len(rows)} {unit}", sum(r["above"] for r in rows), all(r["above"] for r in rows))
 
 
 def point_at(curve: list[dict[str, float]], threshold: float) -> dict[str, float]:
