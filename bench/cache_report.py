@@ -20,43 +20,27 @@ def _pct(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}%}"
 
 
+def _point_row(label: str, p: dict[str, Any]) -> list[Any]:
+    """One row of the QQP/MRPC table: a curve point's threshold, hit and false-hit rates."""
+    return [
+        label,
+        p["threshold"],
+        _pct(p["qqp_hit"]),
+        _pct(p["false_hit"], 2),
+        _pct(p["false_hit_test_split"], 2),
+        _pct(p["mrpc1_hit"]),
+    ]
+
+
 def report(result: dict[str, Any]) -> str:
     """The markdown tables the README and docs/cache.md quote."""
-    rows = []
-    for name, curve in result["curves"].items():
-        p = at_most(curve, 0.02)
-        rows.append(
-            [
-                f"{name}, best at <=2% false hits",
-                p["threshold"],
-                _pct(p["qqp_hit"]),
-                _pct(p["false_hit"], 2),
-                _pct(p["false_hit_test_split"], 2),
-                _pct(p["mrpc1_hit"]),
-            ]
-        )
-    d = result["tokenlean_default_threshold"]
-    rows.append(
-        [
-            "tokenlean, default threshold",
-            d["threshold"],
-            _pct(d["qqp_hit"]),
-            _pct(d["false_hit"], 2),
-            _pct(d["false_hit_test_split"], 2),
-            _pct(d["mrpc1_hit"]),
-        ]
-    )
+    rows = [
+        _point_row(f"{name}, best at <=2% false hits", at_most(curve, 0.02))
+        for name, curve in result["curves"].items()
+    ]
+    rows.append(_point_row("tokenlean, default threshold", result["tokenlean_default_threshold"]))
     for p in result["gptcache_points"]:
-        rows.append(
-            [
-                f"GPTCache (cosine >= {p['cosine_equivalent']:.2f})",
-                p["threshold"],
-                _pct(p["qqp_hit"]),
-                _pct(p["false_hit"], 2),
-                _pct(p["false_hit_test_split"], 2),
-                _pct(p["mrpc1_hit"]),
-            ]
-        )
+        rows.append(_point_row(f"GPTCache (cosine >= {p['cosine_equivalent']:.2f})", p))
     text = near_miss_tables(result["near_miss"]) + "\n\n"
     text += print_table(
         [
