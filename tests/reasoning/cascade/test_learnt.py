@@ -98,40 +98,17 @@ def test_cli_train_and_thresholds(gsm8k_csv, tmp_path, capsys) -> None:  # type:
     args = parser.parse_args(["cascade", "train", str(train), "--out", str(tmp_path / "s.npz"), "--no-embed"])
     assert args.handler(args) == 0
     assert "cross-validated AUC" in capsys.readouterr().out and (tmp_path / "s.npz").exists()
-    args = parser.parse_args(
-        [
-            "cascade",
-            "thresholds",
-            str(test),
-            "--scorer",
-            str(tmp_path / "s.npz"),
-            "--strong-correct",
-            "strong_correct",
-            "--quality-ratio",
-            "0.95",
-            "--cheap-cost",
-            "0.0002",
-            "--strong-cost",
-            "0.006",
-        ]
-    )
-    assert args.handler(args) == 0
+
+    def thresholds(*flags: str) -> int:
+        scored = ["cascade", "thresholds", str(test), "--scorer", str(tmp_path / "s.npz")]
+        args = parser.parse_args([*scored, "--strong-correct", "strong_correct", *flags])
+        return int(args.handler(args))
+
+    costs = ("--cheap-cost", "0.0002", "--strong-cost", "0.006")
+    assert thresholds("--quality-ratio", "0.95", *costs) == 0
     out = capsys.readouterr().out
     assert "| threshold | escalated | accuracy |" in out and "chosen: threshold" in out
-    args = parser.parse_args(
-        [
-            "cascade",
-            "thresholds",
-            str(test),
-            "--scorer",
-            str(tmp_path / "s.npz"),
-            "--quality",
-            "0.999",
-            "--strong-correct",
-            "strong_correct",
-        ]
-    )
-    assert args.handler(args) == 2  # out of reach: GPT-4 itself is not that accurate
+    assert thresholds("--quality", "0.999") == 2  # out of reach: GPT-4 itself is not that accurate
 
 
 def test_threshold_targets() -> None:
