@@ -43,7 +43,7 @@ from tokenlean.backends.openai_wire import (
 )
 from tokenlean.backends.replicas import Replica, ReplicaSet, Routing, url_secrets
 from tokenlean.backends.retry import RetryPolicy
-from tokenlean.backends.upstream_metrics import UpstreamMetrics
+from tokenlean.backends.upstream_metrics import UpstreamMetrics, UpstreamTimer
 from tokenlean.errors import (
     BackendError,
     BackendTimeoutError,
@@ -291,21 +291,16 @@ class OpenAIBackend:
 
     async def _open(
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
-    ) -> tuple[Replica, Chunk | None, AsyncIterator[Chunk]]:
+    ) -> tuple[Replica, Chunk | None, AsyncGenerator[Chunk, None]]:
         """One streamed attempt: open the stream and read its first chunk (``None``: empty)."""
-        chunks = self._relay(replica, request, body, deadline, progress)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            return replica, None, chunks
-        except BaseException:
-            await chunks.aclose()
-            raise
-        return replica, first, chunks
+        return await _first_read(replica, self._relay(replica, request, body, deadline, progress))
 
-    async def _relay(
-        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
-    ) -> AsyncGenerator[Chunk, None]:
+    @contextlib.asynccontextmanager
+    async def _streamed(
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
+    ) -> AsyncIterator[tuple[httpx.Response, UpstreamTimer]]:
+        """The upstream's streamed answer and its metrics timer, once its status is good (an error
+        status raises the matching error); the response is closed on leaving."""
         client = self._clients[replica.url]
         timer = self.upstream_metrics.start(replica.url, stream=True)
         upstream = client.build_request("POST", endpoint(request), json=body)
@@ -315,6 +310,14 @@ class OpenAIBackend:
             if answer.status_code >= 400:
                 body_bytes = await _within(deadline, answer.aread())
                 raise error_from_body(answer.status_code, body_bytes, retry_after(answer.headers))
+            yield answer, timer
+        finally:
+            await answer.aclose()
+
+    async def _relay(
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
+    ) -> AsyncGenerator[Chunk, None]:
+        async with self._streamed(replica, request, body, deadline) as (answer, timer):
             events = sse_data(answer.aiter_bytes())
             while True:
                 try:
@@ -335,8 +338,6 @@ class OpenAIBackend:
                     timer.first_chunk()
                     progress.first_byte = True
                     yield chunk
-        finally:
-            await answer.aclose()
 
     async def health(self) -> dict[str, Any]:
         """What ``/health`` shows: the upstreams as last probed (``GET /v1/models``), probed now only
@@ -406,6 +407,24 @@ def _stream_error(error: Any) -> UpstreamStatusError:
 async def _drain(events: AsyncIterator[bytes]) -> None:
     async for _ in events:
         pass
+
+
+async def _first_read(
+    replica: Replica, items: AsyncGenerator[T, None]
+) -> tuple[Replica, T | None, AsyncGenerator[T, None]]:
+    """A streamed attempt's first item (``None``: the stream is empty) and the rest.
+
+    Reading it is part of the retried attempt; when it fails the stream is closed here, so the
+    upstream response is released before the next try.
+    """
+    try:
+        first = await items.__anext__()
+    except StopAsyncIteration:
+        return replica, None, items
+    except BaseException:
+        await items.aclose()
+        raise
+    return replica, first, items
 
 
 class _UpstreamStream(Generic[T]):

@@ -22,6 +22,7 @@ from typing import Any
 from tokenlean.backends.openai_http import (
     OpenAIBackend,
     _drain,
+    _first_read,
     _Progress,
     _stream_error,
     _UpstreamStream,
@@ -30,10 +31,7 @@ from tokenlean.backends.openai_http import (
 from tokenlean.backends.openai_wire import (
     _data,
     _LineEnds,
-    endpoint,
-    error_from_body,
     request_body,
-    retry_after,
 )
 from tokenlean.backends.replicas import Replica
 from tokenlean.middleware.types import Request, Usage
@@ -72,16 +70,10 @@ async def open_raw_stream(backend: OpenAIBackend, request: Request) -> RawStream
     deadline = asyncio.get_running_loop().time() + backend.total_timeout
     body = request_body(request, await backend._model_for(request))
 
-    async def attempt(replica: Replica, progress: _Progress) -> tuple[Replica, list[bytes] | None, Any]:
-        events = _events(backend, replica, request, body, deadline, progress)
-        try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            return replica, None, events
-        except BaseException:
-            await events.aclose()
-            raise
-        return replica, first, events
+    async def attempt(
+        replica: Replica, progress: _Progress
+    ) -> tuple[Replica, list[bytes] | None, AsyncGenerator[list[bytes], None]]:
+        return await _first_read(replica, _events(backend, replica, request, body, deadline, progress))
 
     replica, first, rest = await backend._attempts(request, deadline, attempt, hold=True)
     return RawStream(backend, replica, first, rest)
@@ -100,16 +92,8 @@ async def _events(
     The total deadline is checked per read rather than by a timeout context around each one
     (which cost more than the read itself); a stalled read still ends at the read timeout.
     """
-    client = backend._clients[replica.url]
-    timer = backend.upstream_metrics.start(replica.url, stream=True)
     loop = asyncio.get_running_loop()
-    upstream = client.build_request("POST", endpoint(request), json=body)
-    answer = await _within(deadline, client.send(upstream, stream=True))
-    timer.headers()
-    try:
-        if answer.status_code >= 400:
-            body_bytes = await _within(deadline, answer.aread())
-            raise error_from_body(answer.status_code, body_bytes, retry_after(answer.headers))
+    async with backend._streamed(replica, request, body, deadline) as (answer, timer):
         splitter = _Splitter()
         reads = answer.aiter_bytes()
         async for read in reads:
@@ -127,8 +111,6 @@ async def _events(
                 await _within(deadline, _drain(reads))  # read to the end: the connection is reused
                 break
         timer.done()
-    finally:
-        await answer.aclose()
 
 
 class _Splitter:
