@@ -196,7 +196,9 @@ async def test_client_disconnect_stops_the_embedded_model(  # type: ignore[no-un
 ) -> None:
     tokens: list[int] = []
     closed: list[tuple[str | None, int]] = []
-    send, close_row = local_backend._send, local_backend._close_row
+    import tokenlean.backends.local.backend as engine
+
+    send, close_row = engine.send_token, local_backend._close_row
 
     def counting_send(job: Any, index: int, row: Any, token: int) -> None:
         tokens.append(token)
@@ -206,7 +208,7 @@ async def test_client_disconnect_stops_the_embedded_model(  # type: ignore[no-un
         closed.append((row.finish_reason, len(row.token_ids)))
         close_row(job, index, row)
 
-    monkeypatch.setattr(local_backend, "_send", counting_send)
+    monkeypatch.setattr(engine, "send_token", counting_send)
     monkeypatch.setattr(local_backend, "_close_row", recording_close)
     proxy = serve(create_app(Pipeline(shared_backend)))
     story = [{"role": "user", "content": "Tell me a long story about a dragon and a knight."}]
