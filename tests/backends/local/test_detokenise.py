@@ -47,7 +47,9 @@ def stream(tokenizer: Any, token_ids: list[int]) -> tuple[str, RowDecoder]:
 def test_streamed_text_is_the_whole_decoded_sequence(tokenizer: Any, text: str) -> None:
     token_ids = tokenizer.encode(text, add_special_tokens=False)
     streamed, _ = stream(tokenizer, token_ids)
-    assert streamed == tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert streamed == tokenizer.decode(
+        token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
 
 
 def test_a_split_multibyte_character_is_held_back_until_complete(tokenizer: Any) -> None:
@@ -62,6 +64,8 @@ def test_decoding_work_grows_linearly_with_the_output(tokenizer: Any) -> None:
     token_ids = tokenizer.encode(" ".join(TEXTS * 40), add_special_tokens=False)[:1024]
     counting = CountingTokenizer(tokenizer)
     streamed, _ = stream(counting, token_ids)
-    assert streamed == tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert streamed == tokenizer.decode(
+        token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
     # a full re-decode per step would decode ~n²/2 = 524,288 tokens; the window keeps it O(n)
     assert counting.decoded_tokens <= 12 * len(token_ids)

@@ -153,7 +153,9 @@ class RowDecoder:
         streams the tokens' own text)."""
         if not token_ids:
             return ""
-        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        return str(
+            self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        )
 
     def _flush(self, text: str) -> str:
         new = text[self.sent :] if len(text) > self.sent else ""
