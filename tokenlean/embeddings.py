@@ -53,7 +53,7 @@ class SentenceTransformerEmbedder:
         self.path = Path(path) if path is not None else default_embedder_path()
         self._model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
         self.batch_size = batch_size
-        self.dimension = int(self._model.get_embedding_dimension())
+        self.dimension = int(self._model.get_embedding_dimension() or 0)  # a MiniLM model always has one
         self._lock = threading.Lock()  # the model is not safe to call from two threads at once
 
     def embed(self, texts: list[str]) -> np.ndarray:

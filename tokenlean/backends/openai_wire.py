@@ -239,7 +239,8 @@ def error_from_body(status: int, body: bytes, retry_after: float | None = None) 
     except ValueError:
         data = None
     if isinstance(data, dict):
-        inner = data.get("error") if isinstance(data.get("error"), dict) else data
+        error = data.get("error")
+        inner = error if isinstance(error, dict) else data
         message = str(inner.get("message") or "")
         param = inner.get("param") if isinstance(inner.get("param"), str) else None
     if not message:

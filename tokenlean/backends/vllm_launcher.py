@@ -49,18 +49,18 @@ def patch_version_lookup() -> None:
     if getattr(original, "_tokenlean_patched", False):
         return
 
-    def version(name: str) -> str:
+    def version(distribution_name: str) -> str:
         try:
-            return original(name)
+            return original(distribution_name)
         except importlib.metadata.PackageNotFoundError:
-            if name.lower().replace("_", "-") != "vllm":
+            if distribution_name.lower().replace("_", "-") != "vllm":
                 raise
         for distribution in _DISTRIBUTIONS:
             try:
                 return original(distribution) + "+cpu"
             except importlib.metadata.PackageNotFoundError:
                 continue
-        raise importlib.metadata.PackageNotFoundError(name)
+        raise importlib.metadata.PackageNotFoundError(distribution_name)
 
     version._tokenlean_patched = True  # type: ignore[attr-defined]
     importlib.metadata.version = version

@@ -90,7 +90,7 @@ class CausalLMScorer:
 
             folder = str(resolve_model_dir(self.model_ref))
             self._tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=self._torch_dtype(torch))
+            model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self._torch_dtype(torch))
             self._model = model.to(self.device).eval()
             params = inspect.signature(self._model.base_model.forward).parameters
             self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -250,7 +250,7 @@ class ScoringStream:
         self._next_position += n
         return scorer._model.base_model(input_ids=input_ids, **kwargs).last_hidden_state[0]
 
-    def keep(self, mask: Sequence[bool], *, reencode: bool = False) -> None:
+    def keep(self, mask: Sequence[bool] | np.ndarray, *, reencode: bool = False) -> None:
         """Keep only the masked tokens of the last scored segment as context for what follows."""
         import torch
 

@@ -75,7 +75,7 @@ class Piece:
         """Scorer tokens in protected units: the least this piece can be compressed to."""
         return sum(u.tokens for u in self.units if u.protected)
 
-    def render(self, keep: Sequence[bool]) -> str:
+    def render(self, keep: Sequence[bool] | np.ndarray) -> str:
         """The text of the kept units (``keep`` is per unit), without leading whitespace."""
         return "".join(self.text[u.start : u.end] for u, k in zip(self.units, keep, strict=True) if k).strip()
 
@@ -164,7 +164,7 @@ def _trim(run: list[tuple[int, int]], text: str) -> tuple[int, int]:
 
 def _merge(words: list[tuple[int, int]], spans: list[tuple[int, int, bool]]) -> list[tuple[int, int, bool]]:
     """Words, with every word that overlaps a span merged into one unit (protected if any span is)."""
-    units = [[s, e, False] for s, e in words]
+    units: list[list[int | bool]] = [[s, e, False] for s, e in words]
     if not units:
         return []
     starts = [w[0] for w in words]
@@ -178,10 +178,10 @@ def _merge(words: list[tuple[int, int]], spans: list[tuple[int, int, bool]]) -> 
             parent[i] = parent[first]
             units[i][2] = bool(units[i][2]) or protected
     merged: list[tuple[int, int, bool]] = []
-    for i, (start, end, protected) in enumerate(units):
+    for i, (start, end, flag) in enumerate(units):
         if merged and parent[i] != i:  # groups are contiguous: a non-root word joins the unit before it
             s, _, p = merged[-1]
-            merged[-1] = (s, end, p or bool(protected))
+            merged[-1] = (s, int(end), p or bool(flag))
         else:
-            merged.append((start, end, bool(protected)))
+            merged.append((int(start), int(end), bool(flag)))
     return merged

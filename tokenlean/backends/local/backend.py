@@ -102,9 +102,8 @@ class LocalBackend:
         self.model_dir = resolve_model_dir(model)
         self.name = name or self.model_dir.name
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.model: Any = AutoModelForCausalLM.from_pretrained(
-            str(self.model_dir), dtype=torch.float32
-        ).eval()
+        loaded: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32)
+        self.model: Any = loaded.eval()
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.threads = threads if threads is not None else decode_threads(self.model)
         self.fast_kernels = fast_kernels and use_fast_kernels(self.model)

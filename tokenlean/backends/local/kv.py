@@ -20,7 +20,7 @@ def new_cache(model: Any) -> Any:
     """An empty cache laid out for ``model`` (sliding layers where its config has them), croppable."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
+    cache: Any = DynamicCache(config=model.config)  # its typed methods miss some (activate_past_recording)
     if is_sliding(cache):
         cache.activate_past_recording()
     return cache
@@ -58,7 +58,7 @@ def forward_tokens(model: Any, cache: Any, ids: Sequence[int], keep: int = 1) ->
         position_ids=torch.arange(start, start + len(ids), dtype=torch.long).unsqueeze(0),
         use_cache=True,
         logits_to_keep=keep,
-        **{_cache_keyword(type(model)): cache},
+        **{_cache_keyword(type(model)): cache},  # type: ignore[arg-type]  # a class is hashable; the lru_cache stub says no for type[Any]
     )
     return out.logits[0, -keep:, :]
 

@@ -74,7 +74,7 @@ def _available() -> bool:
     import torch
 
     try:
-        return bool(torch.backends.mkldnn.is_available()) and callable(
+        return bool(torch.backends.mkldnn.is_available()) and callable(  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             torch.ops.mkldnn._reorder_linear_weight
         )
     except (AttributeError, RuntimeError):

@@ -142,12 +142,12 @@ def _final_features(question: str, answer: str) -> dict[str, float]:
     return {
         "has_final_marker": float(marker is not None),
         "final_missing": float(missing),
-        "final_is_integer": float(not missing and abs(final - round(final)) < 1e-9),  # type: ignore[operator]
-        "final_is_negative": float(not missing and final < 0),  # type: ignore[operator]
-        "final_log_magnitude": 0.0 if missing else math.log10(1 + abs(final)),  # type: ignore[arg-type]
+        "final_is_integer": float(final is not None and abs(final - round(final)) < 1e-9),
+        "final_is_negative": float(final is not None and final < 0),
+        "final_log_magnitude": 0.0 if final is None else math.log10(1 + abs(final)),
         "final_has_trailing_text": float(bool(re.search(r"[A-Za-z]", tail.split("\n")[0]))),
-        "final_in_results": float(not missing and any(close(final, s) for s in stated)),  # type: ignore[arg-type]
-        "final_equals_last_result": float(bool(stated) and not missing and close(final, stated[-1])),  # type: ignore[arg-type]
+        "final_in_results": float(final is not None and any(close(final, s) for s in stated)),
+        "final_equals_last_result": float(bool(stated) and final is not None and close(final, stated[-1])),
         "final_in_question": float(not missing and any(close(final, q) for q in _question_numbers(question))),  # type: ignore[arg-type]
     }
 

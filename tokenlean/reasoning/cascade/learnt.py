@@ -124,7 +124,7 @@ class LearntModel:
             reduced = (vectors - self.pca_mean) @ self.pca_components.T  # type: ignore[union-attr]
             columns.append((reduced - self.vector_mean) / self.vector_scale)
         logits = np.hstack(columns) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-logits))
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=float)
 
     def save(self, path: str | Path) -> Path:
         """Write the ``.npz`` file (plain arrays and a JSON metadata string)."""

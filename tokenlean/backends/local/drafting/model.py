@@ -42,9 +42,8 @@ class DraftModel:
 
         self.model_dir = Path(model_dir)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.model: Any = AutoModelForCausalLM.from_pretrained(
-            str(self.model_dir), dtype=torch.float32
-        ).eval()
+        loaded: Any = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32)
+        self.model: Any = loaded.eval()
         if fast_kernels:  # the same kernels as the target (see LocalBackend)
             use_fast_kernels(self.model)
         self.same_vocab = self.tokenizer.get_vocab() == target_tokenizer.get_vocab()
