@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tokenlean.errors import MissingDependencyError
 
