@@ -166,7 +166,12 @@ class UpstreamStatusError(BackendError):
     """
 
     def __init__(
-        self, message: str, *, upstream_status: int, param: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        upstream_status: int,
+        param: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, param=param)
         self.upstream_status = upstream_status

@@ -96,7 +96,9 @@ async def test_options_reach_the_stages_through_astream_and_abatch(stage_types) 
 
 def test_call_arguments_map_to_request_fields() -> None:
     fake = FakeBackend()
-    model = TokenleanChatModel(pipeline=Pipeline(fake), model="fake", max_tokens=9, temperature=0.5, stop=["\n"])
+    model = TokenleanChatModel(
+        pipeline=Pipeline(fake), model="fake", max_tokens=9, temperature=0.5, stop=["\n"]
+    )
     model.invoke([("system", "sys"), ("human", "hi")], max_tokens=3, seed=7, top_k=5)
     request = fake.requests[-1]
     assert [(m.role, m.content) for m in request.messages] == [("system", "sys"), ("user", "hi")]
