@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenlean.errors import PayloadTooLargeError, TokenleanError
+from tokenlean.ledger import Ledger
 from tokenlean.middleware.options import header_options, option_models, validate_call_options
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Chunk, Request, Response, Usage
-from tokenlean.ledger import Ledger
 from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.dashboard import add_dashboard
 from tokenlean.proxy.errors import error_body, error_response, from_validation_error, http_error_response
