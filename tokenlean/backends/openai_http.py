@@ -12,10 +12,10 @@ byte, 429/502/503/504, jittered backoff, ``Retry-After``, never past the deadlin
 chunk: opening it and reading that chunk is the attempt, and what follows is relayed without
 retries, because replaying a generation the client has half seen would duplicate text.
 
-Errors are translated here, at the boundary: connection failure → ``BackendUnavailableError``
-(503), connect/read/total timeout → ``BackendTimeoutError`` (504), an error status →
-``UpstreamStatusError`` (the upstream's 4xx kept, a 5xx made 502), a dropped connection →
-``BackendError`` (502).
+Errors are translated at this boundary (``upstream_stream.translate``): connection failure →
+``BackendUnavailableError`` (503), connect/read/total timeout → ``BackendTimeoutError`` (504), an
+error status → ``UpstreamStatusError`` (the upstream's 4xx kept, a 5xx made 502), a dropped
+connection → ``BackendError`` (502).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -44,12 +43,19 @@ from tokenlean.backends.openai_wire import (
 from tokenlean.backends.replicas import Replica, ReplicaSet, Routing, url_secrets
 from tokenlean.backends.retry import RetryPolicy
 from tokenlean.backends.upstream_metrics import UpstreamMetrics, UpstreamTimer
+from tokenlean.backends.upstream_stream import (
+    Progress,
+    UpstreamStream,
+    drain,
+    first_read,
+    stream_error,
+    translate,
+    within,
+)
 from tokenlean.errors import (
     BackendError,
-    BackendTimeoutError,
     BackendUnavailableError,
     ConfigError,
-    UpstreamStatusError,
 )
 from tokenlean.middleware.stage import Capabilities
 from tokenlean.middleware.types import Chunk, Request, Response
@@ -67,37 +73,6 @@ def normalize_url(url: str) -> str:
     if not url.endswith("/v1"):
         url += "/v1"
     return url + "/"
-
-
-async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
-    """Await with an absolute loop-time deadline; ``TimeoutError`` when it passes."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout_at(deadline):
-            return await awaitable
-    remaining = deadline - asyncio.get_running_loop().time()  # pragma: no cover - Python 3.10
-    return await asyncio.wait_for(awaitable, max(remaining, 0.0))  # pragma: no cover
-
-
-def _translate(exc: BaseException, url: str) -> BackendError:
-    """An httpx or asyncio failure as the matching tokenlean error."""
-    if isinstance(exc, BackendError):
-        return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return BackendTimeoutError(f"upstream {url} timed out ({type(exc).__name__})")
-    if isinstance(exc, TimeoutError):  # _within's deadline: the request's whole budget is spent
-        return BackendTimeoutError(f"upstream {url} timed out (total timeout)", deadline_passed=True)
-    if isinstance(exc, httpx.ConnectError):
-        return BackendUnavailableError(f"cannot connect to upstream {url}: {exc}")
-    return BackendError(f"upstream {url} failed: {type(exc).__name__}: {exc}")
-
-
-class _Progress:
-    """How far one attempt got: once the answer's first byte is in, it is no longer retried."""
-
-    __slots__ = ("first_byte",)
-
-    def __init__(self) -> None:
-        self.first_byte = False
 
 
 class OpenAIBackend:
@@ -187,7 +162,7 @@ class OpenAIBackend:
         replica, first, rest = await self._attempts(
             request, deadline, lambda r, progress: self._open(r, request, body, deadline, progress), hold=True
         )
-        return Response(model=body["model"], stream=_UpstreamStream(self, replica, first, rest))
+        return Response(model=body["model"], stream=UpstreamStream(self, replica, first, rest))
 
     async def _model_for(self, request: Request) -> str:
         if self.model:
@@ -208,7 +183,7 @@ class OpenAIBackend:
         self,
         request: Request,
         deadline: float,
-        once: Callable[[Replica, _Progress], Awaitable[T]],
+        once: Callable[[Replica, Progress], Awaitable[T]],
         *,
         hold: bool = False,
     ) -> T:
@@ -222,12 +197,12 @@ class OpenAIBackend:
             replica = self.replicas.pick(request, exclude=tried) or tried[-1]
             tried.append(replica)
             self.replicas.acquire(replica)
-            progress = _Progress()
+            progress = Progress()
             try:
                 result = await once(replica, progress)
             except Exception as exc:
                 self.replicas.release(replica)
-                error = self._failed(replica, exc)
+                error = self.failed(replica, exc)
                 wait = self._retry_wait(error, exc, attempt, progress, tried, deadline)
                 if wait is None:
                     raise error from exc
@@ -244,7 +219,7 @@ class OpenAIBackend:
         error: BackendError,
         exc: BaseException,
         attempt: int,
-        progress: _Progress,
+        progress: Progress,
         tried: list[Replica],
         deadline: float,
     ) -> float | None:
@@ -263,24 +238,25 @@ class OpenAIBackend:
             return 0.0 if remaining > 0 else None
         return self.retry.delay(attempt, retry_after=retry_after, remaining=remaining)
 
-    def _failed(self, replica: Replica, exc: BaseException) -> BackendError:
-        error = redact_error(_translate(exc, replica.url), self._secrets)
+    def failed(self, replica: Replica, exc: BaseException) -> BackendError:
+        """Record a failed attempt on ``replica`` (metrics, marked down) and translate it."""
+        error = redact_error(translate(exc, replica.url), self._secrets)
         self.upstream_metrics.error(replica.url, error)
         if isinstance(error, BackendUnavailableError):
             replica.mark_down(error.message)
         return error
 
     async def _post(
-        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: Progress
     ) -> Response:
         client = self._clients[replica.url]
         timer = self.upstream_metrics.start(replica.url, stream=False)
         upstream = client.build_request("POST", endpoint(request), json=body)
-        answer = await _within(deadline, client.send(upstream, stream=True))
+        answer = await within(deadline, client.send(upstream, stream=True))
         progress.first_byte = True
         try:
             timer.headers()
-            await _within(deadline, answer.aread())
+            await within(deadline, answer.aread())
         finally:
             await answer.aclose()
         if answer.status_code >= 400:
@@ -290,10 +266,10 @@ class OpenAIBackend:
         return completion
 
     async def _open(
-        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: Progress
     ) -> tuple[Replica, Chunk | None, AsyncGenerator[Chunk, None]]:
         """One streamed attempt: open the stream and read its first chunk (``None``: empty)."""
-        return await _first_read(replica, self._relay(replica, request, body, deadline, progress))
+        return await first_read(replica, self._relay(replica, request, body, deadline, progress))
 
     @contextlib.asynccontextmanager
     async def _streamed(
@@ -304,36 +280,36 @@ class OpenAIBackend:
         client = self._clients[replica.url]
         timer = self.upstream_metrics.start(replica.url, stream=True)
         upstream = client.build_request("POST", endpoint(request), json=body)
-        answer = await _within(deadline, client.send(upstream, stream=True))
+        answer = await within(deadline, client.send(upstream, stream=True))
         timer.headers()
         try:
             if answer.status_code >= 400:
-                body_bytes = await _within(deadline, answer.aread())
+                body_bytes = await within(deadline, answer.aread())
                 raise error_from_body(answer.status_code, body_bytes, retry_after(answer.headers))
             yield answer, timer
         finally:
             await answer.aclose()
 
     async def _relay(
-        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: _Progress
+        self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: Progress
     ) -> AsyncGenerator[Chunk, None]:
         async with self._streamed(replica, request, body, deadline) as (answer, timer):
             events = sse_data(answer.aiter_bytes())
             while True:
                 try:
-                    payload = await _within(deadline, events.__anext__())
+                    payload = await within(deadline, events.__anext__())
                 except StopAsyncIteration:
                     timer.done()
                     return
                 if payload == b"[DONE]":
                     # Read to the end of the body, or httpx closes the connection instead of
                     # pooling it, and every request pays a new TCP connect.
-                    await _within(deadline, _drain(events))
+                    await within(deadline, drain(events))
                     timer.done()
                     return
                 data = json.loads(payload)
                 if "error" in data and not data.get("choices"):
-                    raise _stream_error(data["error"])
+                    raise stream_error(data["error"])
                 for chunk in parse_chunk(data):
                     timer.first_chunk()
                     progress.first_byte = True
@@ -394,83 +370,3 @@ def _model_ids(answer: httpx.Response) -> list[str]:
     """The ids in a ``/v1/models`` answer (raises on an error status or a malformed body)."""
     answer.raise_for_status()
     return [str(m["id"]) for m in answer.json().get("data", ())]
-
-
-def _stream_error(error: Any) -> UpstreamStatusError:
-    """An error event inside an SSE stream (vLLM sends one when generation fails mid-way)."""
-    error = error if isinstance(error, dict) else {"message": str(error)}
-    code = error.get("code")
-    status = code if isinstance(code, int) and 400 <= code < 600 else 500
-    return UpstreamStatusError(f"upstream stream failed: {error.get('message', '')}", upstream_status=status)
-
-
-async def _drain(events: AsyncIterator[bytes]) -> None:
-    async for _ in events:
-        pass
-
-
-async def _first_read(
-    replica: Replica, items: AsyncGenerator[T, None]
-) -> tuple[Replica, T | None, AsyncGenerator[T, None]]:
-    """A streamed attempt's first item (``None``: the stream is empty) and the rest.
-
-    Reading it is part of the retried attempt; when it fails the stream is closed here, so the
-    upstream response is released before the next try.
-    """
-    try:
-        first = await items.__anext__()
-    except StopAsyncIteration:
-        return replica, None, items
-    except BaseException:
-        await items.aclose()
-        raise
-    return replica, first, items
-
-
-class _UpstreamStream(Generic[T]):
-    """A stream after its first item was read (the retried part): that item, then the rest.
-
-    Relayed as it comes and never retried. A class rather than an async generator so that
-    ``aclose`` always closes the upstream response and frees the replica, even when the caller
-    stops before reading past the first item (an unstarted generator's ``finally`` never runs).
-    The items are ``Chunk``s here and raw event payloads on the proxy's fast path (``RawStream``).
-    """
-
-    def __init__(
-        self, backend: OpenAIBackend, replica: Replica, first: T | None, rest: AsyncGenerator[T, None]
-    ) -> None:
-        self._backend = backend
-        self._replica: Replica | None = replica
-        self._first = first
-        self._rest = rest
-
-    def __aiter__(self) -> _UpstreamStream[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        try:
-            return await self._rest.__anext__()
-        except StopAsyncIteration:
-            self._release()
-            raise
-        except Exception as exc:
-            replica = self._release()
-            if replica is None:
-                raise
-            raise self._backend._failed(replica, exc) from exc
-
-    async def aclose(self) -> None:
-        """Close the upstream response now (a client that went away): vLLM stops generating."""
-        try:
-            await self._rest.aclose()
-        finally:
-            self._release()
-
-    def _release(self) -> Replica | None:
-        replica, self._replica = self._replica, None
-        if replica is not None:
-            self._backend.replicas.release(replica)
-        return replica

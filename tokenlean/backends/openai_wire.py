@@ -23,8 +23,10 @@ from tokenlean.errors import BackendError, UpstreamStatusError
 from tokenlean.middleware.types import Choice, Chunk, Message, Request, Response, Usage
 
 __all__ = [
+    "LineEnds",
     "endpoint",
     "error_from_body",
+    "event_data",
     "parse_chunk",
     "parse_completion",
     "redact_error",
@@ -256,24 +258,24 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     Works on the raw body bytes (no text decoding, no line objects: this loop runs once per
     token). Comment lines (keep-alives) and other fields are skipped; multi-line data is joined
     with newlines. Line ends may be LF, CRLF or a bare CR, as the SSE specification allows, and a
-    CRLF may be split across two reads (``_LineEnds``).
+    CRLF may be split across two reads (``LineEnds``).
     """
     buffer = b""
-    line_ends = _LineEnds()
+    line_ends = LineEnds()
     async for chunk in chunks:
         buffer += line_ends.normalise(chunk)
         while (end := buffer.find(b"\n\n")) >= 0:
             event, buffer = buffer[:end], buffer[end + 2 :]
-            payload = _data(event)
+            payload = event_data(event)
             if payload is not None:
                 yield payload
     if buffer.strip():
-        payload = _data(buffer)
+        payload = event_data(buffer)
         if payload is not None:
             yield payload
 
 
-class _LineEnds:
+class LineEnds:
     """Turns CRLF and bare CR into LF across reads: a CR ending one read may pair with the next LF."""
 
     __slots__ = ("_after_cr",)
@@ -293,7 +295,7 @@ class _LineEnds:
         return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
-def _data(event: bytes) -> bytes | None:
+def event_data(event: bytes) -> bytes | None:
     lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
     if not lines:
         return None

@@ -19,21 +19,21 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from tokenlean.backends.openai_http import (
-    OpenAIBackend,
-    _drain,
-    _first_read,
-    _Progress,
-    _stream_error,
-    _UpstreamStream,
-    _within,
-)
+from tokenlean.backends.openai_http import OpenAIBackend
 from tokenlean.backends.openai_wire import (
-    _data,
-    _LineEnds,
+    LineEnds,
+    event_data,
     request_body,
 )
 from tokenlean.backends.replicas import Replica
+from tokenlean.backends.upstream_stream import (
+    Progress,
+    UpstreamStream,
+    drain,
+    first_read,
+    stream_error,
+    within,
+)
 from tokenlean.middleware.types import Request, Usage
 
 __all__ = ["RawStream", "open_raw_stream", "relay_backend", "relay_events", "usage_of"]
@@ -47,7 +47,7 @@ def relay_backend(pipeline: Any, request: Request) -> OpenAIBackend | None:
     return None
 
 
-class RawStream(_UpstreamStream[list[bytes]]):
+class RawStream(UpstreamStream[list[bytes]]):
     """An upstream stream's event payloads as bytes, a list per read, the first read already in.
 
     ``usage`` is filled in by ``relay_events`` from the usage chunk, for the accounting.
@@ -71,9 +71,9 @@ async def open_raw_stream(backend: OpenAIBackend, request: Request) -> RawStream
     body = request_body(request, await backend._model_for(request))
 
     async def attempt(
-        replica: Replica, progress: _Progress
+        replica: Replica, progress: Progress
     ) -> tuple[Replica, list[bytes] | None, AsyncGenerator[list[bytes], None]]:
-        return await _first_read(replica, _events(backend, replica, request, body, deadline, progress))
+        return await first_read(replica, _events(backend, replica, request, body, deadline, progress))
 
     replica, first, rest = await backend._attempts(request, deadline, attempt, hold=True)
     return RawStream(backend, replica, first, rest)
@@ -85,7 +85,7 @@ async def _events(
     request: Request,
     body: dict[str, Any],
     deadline: float,
-    progress: _Progress,
+    progress: Progress,
 ) -> AsyncGenerator[list[bytes], None]:
     """The upstream's event payloads, one list per read: events that arrive together leave together.
 
@@ -108,7 +108,7 @@ async def _events(
                     progress.first_byte = True
                 yield payloads
             if done:
-                await _within(deadline, _drain(reads))  # read to the end: the connection is reused
+                await within(deadline, drain(reads))  # read to the end: the connection is reused
                 break
         timer.done()
 
@@ -118,14 +118,14 @@ class _Splitter:
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._line_ends = _LineEnds()
+        self._line_ends = LineEnds()
 
     def feed(self, read: bytes) -> list[bytes]:
         self._buffer += self._line_ends.normalise(read)
         if b"\n\n" not in self._buffer:
             return []
         *events, self._buffer = self._buffer.split(b"\n\n")
-        return [p for p in map(_data, events) if p is not None]
+        return [p for p in map(event_data, events) if p is not None]
 
 
 def _checked(payload: bytes) -> bytes:
@@ -133,7 +133,7 @@ def _checked(payload: bytes) -> bytes:
     if b'"error"' in payload:
         data = json.loads(payload)
         if isinstance(data, dict) and "error" in data and not data.get("choices"):
-            raise _stream_error(data["error"])
+            raise stream_error(data["error"])
     return payload
 
 
