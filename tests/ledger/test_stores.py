@@ -83,14 +83,14 @@ def test_serve_puts_the_ledger_in_the_caches_redis(redis_server: RedisServer, tm
 
     from tokenlean.backends.fake import FakeBackend
     from tokenlean.cache.stage import CacheStage
-    from tokenlean.cli import _ledger
     from tokenlean.middleware.pipeline import Pipeline
+    from tokenlean.proxy.assembly import build_ledger
 
     pipeline = Pipeline(FakeBackend(), [CacheStage(store="redis", url=redis_server.url, semantic=False)])
-    shared = _ledger(argparse.Namespace(ledger=None, prices=None), pipeline)
+    shared = build_ledger(argparse.Namespace(ledger=None, prices=None), pipeline)
     assert shared.store.name == "redis"
     shared.close()
-    own = _ledger(argparse.Namespace(ledger=str(tmp_path / "l.sqlite"), prices=None), pipeline)
+    own = build_ledger(argparse.Namespace(ledger=str(tmp_path / "l.sqlite"), prices=None), pipeline)
     assert own.store.name == "sqlite"  # --ledger wins
     own.close()
-    assert _ledger(argparse.Namespace(ledger="off", prices=None), pipeline) is None
+    assert build_ledger(argparse.Namespace(ledger="off", prices=None), pipeline) is None

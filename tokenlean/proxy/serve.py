@@ -69,8 +69,8 @@ def api_keys(settings: ServerSettings) -> list[str]:
 
 def build_app(args: argparse.Namespace, settings: ServerSettings, config: ServerConfig | None) -> Any:
     """The proxy app for these settings (its pipeline, limits and health listener built)."""
-    from tokenlean.cli import _ledger
     from tokenlean.proxy.app import create_app
+    from tokenlean.proxy.assembly import build_ledger
     from tokenlean.proxy.health_port import HealthListener
 
     started = time.perf_counter()
@@ -90,7 +90,7 @@ def build_app(args: argparse.Namespace, settings: ServerSettings, config: Server
         api_keys=api_keys(settings),
         limits=_limits(settings),
         health=health,
-        ledger=_ledger(args, pipeline),
+        ledger=build_ledger(args, pipeline),
         relay=settings.relay is not False,
         **{k: v for k, v in sizes.items() if v is not None},
     )
@@ -108,9 +108,9 @@ def _pipeline(args: argparse.Namespace, settings: ServerSettings, config: Server
         from tokenlean.proxy.routing import build_router
 
         return build_router(config.models)
-    from tokenlean.cli import _build_pipeline
+    from tokenlean.proxy.assembly import build_pipeline
 
-    return _build_pipeline(args)
+    return build_pipeline(args)
 
 
 def _limits(settings: ServerSettings) -> Any:
@@ -210,9 +210,10 @@ def _preflight(settings: ServerSettings, config: ServerConfig | None) -> None:
 
 def worker_app() -> Any:
     """The app of one worker process (uvicorn's factory), from the parent's command line."""
-    from tokenlean.cli import build_parser
+    from tokenlean.proxy.arguments import serve_parser
 
-    args = build_parser().parse_args(json.loads(os.environ[ARGV_ENV]))
+    argv = json.loads(os.environ[ARGV_ENV])
+    args = serve_parser().parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     settings, config = resolve(args)
     return build_app(args, settings, config)
 
