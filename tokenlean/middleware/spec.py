@@ -59,7 +59,7 @@ class PipelineSpec(BaseModel):
     backend: BackendSpec = Field(default_factory=BackendSpec)
     stages: list[StageSpec] = Field(default_factory=list)
     profile: str | None = None
-    """A named profile (``lean``, ``lossless``, ``off``; see ``tokenlean.profiles``) the stages merge
+    """A named profile (``lean``, ``lossless``, ``off``; see ``tokenlean.middleware.profiles``) the stages merge
     into; ``None``: exactly the stages listed."""
 
     @classmethod
@@ -102,7 +102,7 @@ class PipelineSpec(BaseModel):
         """This spec with its ``profile`` expanded into plain stages (itself when it names none)."""
         if self.profile is None:
             return self
-        from tokenlean.profiles import expand
+        from tokenlean.middleware.profiles import expand
 
         return expand(self)
 

@@ -15,7 +15,7 @@ from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.types import Message, Request, Response
 
 pytestmark = pytest.mark.slow
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 SYSTEM = "Answer the question from the documents. Answer with a few words only."
 
 

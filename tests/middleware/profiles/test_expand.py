@@ -6,8 +6,8 @@ import pytest
 
 from tokenlean.cli import build_parser
 from tokenlean.errors import ConfigError
+from tokenlean.middleware.profiles import PROFILES, STAGE_ORDER, expand, load_profile
 from tokenlean.middleware.spec import PipelineSpec
-from tokenlean.profiles import PROFILES, STAGE_ORDER, expand, load_profile
 
 
 def _types(spec: PipelineSpec) -> list[str]:
