@@ -65,8 +65,9 @@ def _wait(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> 
     pytest.fail(f"{url} did not answer within {timeout_s} s")
 
 
-def _serve(venv: Path, upstream: str, spec: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [str(venv / "bin" / "tokenlean"), "serve", "--upstream", upstream, "--config", str(spec)]
+def _serve(venv: Path, upstream: str, spec: Path | None, port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [str(venv / "bin" / "tokenlean"), "serve", "--upstream", upstream, "--ledger", "off"]
+    command += ["--config", str(spec)] if spec is not None else []
     with log.open("wb") as out:
         return subprocess.Popen(
             [*command, "--port", str(port), "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT
@@ -81,11 +82,18 @@ def test_core_venv_has_no_torch(core_venv: Path) -> None:
     assert b"No module named 'torch'" in probe.stderr
 
 
-def test_core_install_serves_exact_cache_hits(core_venv: Path, upstream: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", ["exact cache spec", "no config: the lean profile"])
+def test_core_install_serves_exact_cache_hits(
+    core_venv: Path, upstream: str, tmp_path: Path, config: str
+) -> None:
+    """With a spec naming the exact cache, and with no config at all: the default profile fits
+    itself to the core install (exact cache kept, stages needing an extra left out, said at startup)."""
     spec = tmp_path / "exact.yaml"
     spec.write_text(EXACT)
     port = free_port()
-    server = _serve(core_venv, upstream, spec, port, tmp_path / "serve.log")
+    server = _serve(
+        core_venv, upstream, spec if config.startswith("exact") else None, port, tmp_path / "serve.log"
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(base + "/health", server)
@@ -105,6 +113,9 @@ def test_core_install_serves_exact_cache_hits(core_venv: Path, upstream: str, tm
     assert second.headers["x-tokenlean-cache"] == "hit", second.text
     assert second.json()["tokenlean"]["events"][0]["kind"] == "exact"
     assert second.json()["choices"] == first.json()["choices"]
+    if config.startswith("no config"):
+        log = (tmp_path / "serve.log").read_text()
+        assert "cache runs exact-only" in log and "stage sot left out" in log, log
 
 
 def test_stage_without_its_extra_fails_at_startup(core_venv: Path, upstream: str, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ request, plus backend options per backend type. ``expand`` merges a user's spec 
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -28,6 +29,8 @@ from tokenlean.errors import ConfigError
 from tokenlean.middleware.spec import BackendSpec, PipelineSpec, StageSpec
 
 __all__ = ["DEFAULT_PROFILE", "PROFILES", "STAGE_ORDER", "expand", "load_profile"]
+
+log = logging.getLogger(__name__)
 
 PROFILES: tuple[str, ...] = ("lean", "lossless", "off")
 DEFAULT_PROFILE = "lean"
@@ -64,9 +67,33 @@ def _profile_stages(profile: dict[str, Any], mine: dict[str, StageSpec]) -> list
         required = entry.get("requires")
         if required and not options.get(required):
             continue
+        fitted = options if user is not None else _fit_to_install(entry["type"], options)
+        if fitted is None:
+            continue
         policy = user.policy if user is not None else entry.get("policy", "bypass")
-        stages.append(StageSpec(type=entry["type"], policy=policy, options=options))
+        stages.append(StageSpec(type=entry["type"], policy=policy, options=fitted))
     return stages
+
+
+def _fit_to_install(stage_type: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """A stage only the profile brings, fitted to what is installed: ``None`` leaves it out.
+
+    A profile is a default, not a request: on a core install (no torch, no embedder) the lean
+    profile keeps the exact cache and leaves out what cannot run, saying so once at startup. A
+    stage the user names keeps its options and fails at startup naming the missing extra.
+    """
+    from tokenlean.extras import unmet_extras
+
+    missing = unmet_extras(stage_type, options)
+    if not missing:
+        return options
+    if stage_type == "cache" and not unmet_extras("cache", {**options, "semantic": False}):
+        log.warning(
+            "profile: cache runs exact-only (install tokenlean[%s] for semantic hits)", ",".join(missing)
+        )
+        return {**options, "semantic": False}
+    log.warning("profile: stage %s left out (install tokenlean[%s] for it)", stage_type, ",".join(missing))
+    return None
 
 
 def expand(spec: PipelineSpec, profile: str | None = None) -> PipelineSpec:
