@@ -148,3 +148,16 @@ async def test_request_is_immutable_and_replace_copies() -> None:
     assert request.max_tokens is None and changed.max_tokens == 3
     with pytest.raises(AttributeError):
         request.max_tokens = 5  # type: ignore[misc]
+
+
+async def test_an_error_from_below_keeps_its_cause_through_every_stage() -> None:
+    """A backend error translating a foreign one (an httpx error, the user's own exception) reaches
+    the caller with that original as ``__cause__``, however many stages it came up through."""
+    original = ConnectionResetError("reset by peer")
+
+    def failing(request: Request) -> str:
+        raise BackendError("upstream failed") from original
+
+    with pytest.raises(BackendError) as caught:
+        await Pipeline(FakeBackend(failing), [PassThrough(), PassThrough()])(_request())
+    assert caught.value.__cause__ is original

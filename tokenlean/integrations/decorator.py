@@ -93,7 +93,8 @@ def optimize(
     default_policy: FailurePolicy = "bypass",
     model: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Run ``stages`` (or the stages of ``spec``) around the decorated function.
+    """Run ``stages`` (or the stages of ``spec``; with neither, the lean default profile) around
+    the decorated function. ``optimize(spec={"profile": "off"})`` runs no stage.
 
     The function takes the prompt (a string, or a list of OpenAI-style message dicts) as its first
     parameter and returns text or an OpenAI-style response. The wrapper returns what the return
@@ -143,6 +144,8 @@ def _pipeline(
     policies: Mapping[str, FailurePolicy] | None,
     default_policy: FailurePolicy,
 ) -> Pipeline:
+    if spec is None and not stages and not policies:
+        spec = {"profile": "lean"}  # no stages named: the default profile, as `tokenlean serve` runs
     if spec is None:
         return Pipeline(backend, stages, policies=policies, default_policy=default_policy)
     if policies:

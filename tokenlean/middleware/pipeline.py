@@ -132,7 +132,8 @@ class Pipeline:
             try:
                 response = await stage(request, marked_next)
             except _FromBelow as wrapped:
-                raise wrapped.original from None
+                # re-raised as it came up: its own cause (the foreign error it translates) kept
+                raise wrapped.original from wrapped.original.__cause__
             except BadRequestError:
                 raise  # the caller's input is wrong: bypassing would hide it
             except Exception as exc:
