@@ -210,8 +210,32 @@ class _TinyModelAnswers:
         super().test_unicode_tool_call_integration(model, **kwargs)  # type: ignore[misc]
 
 
+class _EmbeddedModel(_TinyModelAnswers):
+    """What both embedded suites share: the short answers and the features the backend declares."""
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        return {**super().standard_chat_model_params, "max_tokens": EMBEDDED_MAX_TOKENS}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return _embedded_supports("tools")
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return _embedded_supports("tools")
+
+    @property
+    def has_structured_output(self) -> bool:
+        return _embedded_supports("response_format")
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return _embedded_supports("response_format")
+
+
 @pytest.mark.slow
-class TestTokenleanChatModelEmbedded(_TinyModelAnswers, ChatModelIntegrationTests):
+class TestTokenleanChatModelEmbedded(_EmbeddedModel, ChatModelIntegrationTests):
     """TokenleanChatModel around the embedded SmolLM2 (LocalBackend)."""
 
     @property
@@ -222,29 +246,9 @@ class TestTokenleanChatModelEmbedded(_TinyModelAnswers, ChatModelIntegrationTest
     def chat_model_params(self) -> dict[str, Any]:
         return {"pipeline": embedded_pipeline(), "max_tokens": EMBEDDED_MAX_TOKENS}
 
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        return {**super().standard_chat_model_params, "max_tokens": EMBEDDED_MAX_TOKENS}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return _embedded_supports("tools")
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return _embedded_supports("tools")
-
-    @property
-    def has_structured_output(self) -> bool:
-        return _embedded_supports("response_format")
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return _embedded_supports("response_format")
-
 
 @pytest.mark.slow
-class TestChatOpenAIThroughServeEmbedded(_TinyModelAnswers, ChatModelIntegrationTests):
+class TestChatOpenAIThroughServeEmbedded(_EmbeddedModel, ChatModelIntegrationTests):
     """ChatOpenAI pointed at ``tokenlean serve`` with the embedded model."""
 
     @property
@@ -255,26 +259,6 @@ class TestChatOpenAIThroughServeEmbedded(_TinyModelAnswers, ChatModelIntegration
     def chat_model_params(self) -> dict[str, Any]:
         url = serve_embedded_url()
         return {"model": _first_model(url), "base_url": url, "api_key": "unused", "stream_usage": True}
-
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        return {**super().standard_chat_model_params, "max_tokens": EMBEDDED_MAX_TOKENS}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return _embedded_supports("tools")
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return _embedded_supports("tools")
-
-    @property
-    def has_structured_output(self) -> bool:
-        return _embedded_supports("response_format")
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return _embedded_supports("response_format")
 
 
 @functools.cache
