@@ -3,7 +3,8 @@
 Requests that arrive within a short window (``batch_window_ms``) are decoded together as one
 batch, one forward pass per step for all of them: Skeleton-of-Thought's parallel expansions and
 concurrent clients depend on it, because a 135M model on a CPU is bound by per-step overhead,
-not by arithmetic, so eight rows cost little more than one. Every row keeps its own sampling
+not by arithmetic, so eight rows cost little more than one. A request that arrives while a batch
+runs joins it at the next step (continuous batching, ``running.py``). Every row keeps its own sampling
 settings, stop strings and length; finished rows leave the batch (their KV cache rows are
 dropped). Generation runs on one worker thread that owns the model, never on the event loop;
 tokens travel back to the caller's loop through an asyncio queue, so streaming is token by token.
@@ -12,10 +13,11 @@ A batch of exactly one row (a request alone in its batch, with ``n=1``) takes th
 path (``single_row.py``): its prompt reuses the KV cache of the longest cached prefix (an LRU of
 earlier requests' caches), and its decoding is speculative: drafters (prompt lookup, retrieval
 from earlier outputs and hints, an optional draft model) propose tokens that the model verifies in
-one forward pass, so greedy output is unchanged. Per request: ``request.option("draft")``.
+one forward pass, so greedy output is unchanged. Per request: ``request.option("draft")``. When
+another request arrives, that row stops drafting and joins a batch with it.
 
-Known limits: a batch is formed when the worker is free (static batching); a request arriving
-mid-batch waits for the next one. There is no paged KV cache: memory grows with batch x length.
+Known limits: there is no paged KV cache: memory grows with batch x length, and joining copies
+the batch's cache. A newcomer's prefill pauses the running rows for one pass (no chunked prefill).
 Batched rows neither draft nor reuse prefixes.
 """
 
@@ -40,6 +42,7 @@ from tokenlean.backends.local.jobs import Job, eos_ids, row_generator, send_toke
 from tokenlean.backends.local.packed import use_fast_kernels
 from tokenlean.backends.local.penalties import penalties_for
 from tokenlean.backends.local.prefix_cache import PrefixCache
+from tokenlean.backends.local.running import Entry, RunningBatch
 from tokenlean.backends.local.single_row import DraftPlan, SingleRowDecoder
 from tokenlean.backends.local.structured import (
     StructuredPlan,
@@ -144,6 +147,7 @@ class LocalBackend:
             encode_for_draft=self._encode_for_draft,
         )
         self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._backlog: list[Job] = []  # taken from the queue but too wide to join (worker thread only)
         self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)
         self._worker.start()
         self.batches_run = 0  # observable: how many generate batches ran (tests check batching)
@@ -274,11 +278,11 @@ class LocalBackend:
                     self._generate(batch)
             except Exception as exc:  # the model failed: every caller in the batch hears of it
                 log.exception("local generation failed")
-                for job in batch:
+                for job in batch:  # newcomers that joined mid-way were appended to ``batch``
                     job.send(BackendError(f"local model failed: {type(exc).__name__}: {exc}"))
 
     def _collect(self) -> list[Job] | None:
-        first = self._jobs.get()
+        first = self._backlog.pop(0) if self._backlog else self._jobs.get()
         if first is None:
             return None
         batch, rows = [first], len(first.rows)
@@ -295,42 +299,70 @@ class LocalBackend:
             rows += len(job.rows)
         return [job for job in batch if not job.cancelled]
 
+    def _waiting(self) -> bool:
+        """True when a request is queued for the engine (a row alone then gives way to it)."""
+        return bool(self._backlog) or not self._jobs.empty()
+
+    def _newcomers(self, room: int) -> list[Job]:
+        """Queued jobs that fit in ``room`` rows, taken without waiting; the rest keep their turn."""
+        taken: list[Job] = []
+        while self._waiting():
+            job = self._backlog.pop(0) if self._backlog else self._jobs.get_nowait()
+            if job is None:
+                self._jobs.put(None)  # the stop signal: finish the rows already running first
+                break
+            if job.cancelled:
+                continue
+            if len(job.rows) > room:
+                self._backlog.insert(0, job)
+                break
+            taken.append(job)
+            room -= len(job.rows)
+        return taken
+
     def _generate(self, batch: list[Job]) -> None:
-        import torch
-        from transformers import DynamicCache
+        """Decode ``batch``, letting queued requests join between steps (``running.py``).
 
-        rows = [(job, index, row) for job in batch for index, row in enumerate(job.rows)]
-        if not rows:
+        Jobs that join are appended to ``batch``, so a failure reaches their callers too.
+        """
+        entries = self._entries(batch)
+        if not entries:
             return
-        if len(rows) == 1:
-            self._generate_single(batch[0])
-            return
-        input_ids, mask = self._left_pad([job.prompt_ids for job, _, _ in rows])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        logits = self._forward(input_ids, mask, positions, cache)
-        active = list(range(len(rows)))
-        while True:
-            tokens = [self._step(rows[i], logits[k]) for k, i in enumerate(active)]
-            keep = [k for k, i in enumerate(active) if not rows[i][2].done]
-            if not keep:
-                return
-            if len(keep) < len(active):
-                cache.batch_select_indices(torch.tensor(keep))
-                mask, positions = mask[keep], positions[keep]
-            active = [active[k] for k in keep]
-            next_ids = torch.tensor([[tokens[k]] for k in keep])
-            mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=mask.dtype)], dim=1)
-            positions = positions[:, -1:] + 1
-            logits = self._forward(next_ids, mask, positions, cache)
+        running = self._generate_single(batch[0]) if len(entries) == 1 else self._prefill(entries)
+        while running is not None and running.entries:
+            room = self.max_batch_size - len(running.entries)
+            newcomers = self._newcomers(room) if room > 0 else []
+            if newcomers:
+                batch += newcomers
+                running.absorb(self._prefill(self._entries(newcomers)))
+            running.choose(running.advance(self._forward), self._step)
 
-    def _generate_single(self, job: Job) -> None:
-        """One row alone: prefix reuse and speculative drafting (``single_row.py``)."""
+    @staticmethod
+    def _entries(jobs: list[Job]) -> list[Entry]:
+        return [(job, index, row) for job in jobs for index, row in enumerate(job.rows)]
+
+    def _prefill(self, entries: list[Entry]) -> RunningBatch:
+        """Run the entries' prompts as one batch and choose each row's first token."""
+        prompts = [job.prompt_ids for job, _, _ in entries]
+        fresh, logits = RunningBatch.prefill(entries, prompts, self._forward, self.pad_id)
+        fresh.choose(logits, self._step)
+        return fresh
+
+    def _generate_single(self, job: Job) -> RunningBatch | None:
+        """One row alone: prefix reuse and drafting (``single_row.py``) until another request comes."""
         row = job.rows[0]
-        job.events = self.single.run(
-            job.prompt_ids, row, job.plan, lambda token: send_token(job, 0, row, token), lambda: job.cancelled
+        job.events, handover = self.single.run(
+            job.prompt_ids,
+            row,
+            job.plan,
+            lambda token: send_token(job, 0, row, token),
+            lambda: job.cancelled,
+            self._waiting,
         )
+        if handover is not None:
+            return RunningBatch.of_one((job, 0, row), handover.cache, handover.cached_tokens, handover.token)
         self._close_row(job, 0, row)
+        return None
 
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         out = self.model(
@@ -343,7 +375,7 @@ class LocalBackend:
         )
         return out.logits[:, -1, :]
 
-    def _step(self, entry: tuple[Job, int, RowDecoder], logits: Any) -> int:
+    def _step(self, entry: Entry, logits: Any) -> int:
         """Choose one row's next token and send what it produced."""
         job, index, row = entry
         if job.cancelled:
@@ -365,14 +397,3 @@ class LocalBackend:
         if job.open_rows == 0:
             job.send(Chunk(usage=job.usage(), events=tuple(job.events)))
             job.send(None)
-
-    def _left_pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
-        import torch
-
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for i, sequence in enumerate(sequences):
-            ids[i, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
-            mask[i, width - len(sequence) :] = 1
-        return ids, mask

@@ -4,6 +4,8 @@ Speculation verifies a draft for one sequence in one forward pass; in a batch ev
 have drafts of different lengths and acceptances, so the batched loop in ``local.py`` stays plain
 and a batch of exactly one row (a request alone in its batch, with ``n=1``) comes here. The same
 holds for prefix reuse: a row's cache is taken from, and given back to, the ``PrefixCache``.
+A row here gives way when another request arrives: it stops drafting and joins a batch with the
+newcomer (``Handover``, ``running.py``), since a waiting request costs more than a lost draft.
 
 One step: the drafters propose up to ``k`` tokens after the sequence so far; the target runs over
 ``[last token] + draft`` once; ``verify_*`` decides how many drafted tokens stand and the next
@@ -23,11 +25,11 @@ from tokenlean.backends.local.drafting.model import DraftModel, DraftModelDrafte
 from tokenlean.backends.local.drafting.retrieval import DraftDatastore, RetrievalDrafter
 from tokenlean.backends.local.drafting.session import Drafter, DraftPolicy, DraftSession
 from tokenlean.backends.local.drafting.verify import verify_greedy, verify_sampled
-from tokenlean.backends.local.kv import crop_to, forward_tokens, new_cache
+from tokenlean.backends.local.kv import crop_to, forward_tokens, is_sliding, new_cache
 from tokenlean.backends.local.prefix_cache import PrefixCache
 from tokenlean.middleware.types import Event, Request
 
-__all__ = ["DraftPlan", "SingleRowDecoder"]
+__all__ = ["DraftPlan", "Handover", "SingleRowDecoder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,18 @@ class DraftPlan:
     mode: str
     hints: tuple[tuple[int, ...], ...] = ()
     request: Request | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A row leaving the single-row path mid-way: its cache, the tokens it holds, the next token.
+
+    ``token`` was already chosen and sent to the caller but not yet run through the model.
+    """
+
+    cache: Any
+    cached_tokens: int
+    token: int
 
 
 class SingleRowDecoder:
@@ -60,8 +74,14 @@ class SingleRowDecoder:
         self.encode_for_draft = encode_for_draft
 
     def run(self, prompt: list[int], row: RowDecoder, plan: DraftPlan,
-            emit: Callable[[int], None], cancelled: Callable[[], bool]) -> list[Event]:  # fmt: skip
-        """Generate ``row`` to its end, calling ``emit`` per accepted token; return the events."""
+            emit: Callable[[int], None], cancelled: Callable[[], bool],
+            others_waiting: Callable[[], bool] = lambda: False) -> tuple[list[Event], Handover | None]:  # fmt: skip
+        """Generate ``row``, calling ``emit`` per accepted token; return the events.
+
+        When ``others_waiting()`` turns true mid-row (another request reached the engine), the row
+        stops drafting and is handed over (``Handover``) to be decoded in a batch with them, unless
+        its cache has sliding layers, which cannot join a batch (``running.py``).
+        """
         events: list[Event] = []
         cache, reused = self._start(prompt, events)
         logits = forward_tokens(self.model, cache, prompt[reused:])
@@ -69,16 +89,21 @@ class SingleRowDecoder:
         session = self._session(prompt, row, plan)
         token = row.choose(logits[-1])
         emit(token)
+        can_join = not is_sliding(cache)
+        handover = None
         while not row.done:
             if cancelled():
                 row.force_finish("cancelled")
                 break
+            if can_join and others_waiting():
+                handover = Handover(cache, len(cache_ids), token)
+                break
             token = self._step(cache, cache_ids, token, prompt, row, session, emit)
         if session is not None:
             events.append(session.event())
-        if self.prefix_cache is not None and row.finish_reason != "cancelled":
+        if handover is None and self.prefix_cache is not None and row.finish_reason != "cancelled":
             self.prefix_cache.put(cache_ids, cache)
-        return events
+        return events, handover
 
     def _start(self, prompt: list[int], events: list[Event]) -> tuple[Any, int]:
         """A cache holding the longest reusable prefix of ``prompt`` (or an empty one)."""
