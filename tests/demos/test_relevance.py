@@ -18,7 +18,15 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.spec import PipelineSpec
 from tokenlean.middleware.types import Event, Message, Request, Response
 from tokenlean.selectors import DemoPool, DemoStage, Example
-from tokenlean.selectors.relevance import RelevanceRule, calibrate, neighbour_scores, relevance_score
+from tokenlean.selectors.relevance import (
+    PoolGate,
+    RelevanceRule,
+    answer_labels,
+    calibrate,
+    calibrate_gate,
+    neighbour_scores,
+    relevance_score,
+)
 
 CHAT = "What is the capital of France?"
 REVIEW = "A gorgeous, funny and deeply moving film; the cast is terrific."
@@ -131,3 +139,40 @@ def test_a_tightly_clustered_pool_gets_a_higher_threshold_than_a_diverse_one(
     tight = DemoPool.build("orders", [Example(t, "orders") for t in texts], embedder=embedder)
     assert calibrate(tight) > calibrate(sst2_pool) > calibrate(paraphrase_pool)
     assert calibrate(DemoPool.build("one", [Example("x", "y")], embedder=embedder)) == -1.0
+
+
+def test_a_classification_pool_has_answer_labels_and_a_faq_pool_does_not(
+    sst2_pool: DemoPool, paraphrase_pool: DemoPool
+) -> None:
+    assert answer_labels(sst2_pool) == ("negative", "positive")
+    assert answer_labels(paraphrase_pool) == ()  # eleven outputs over sixteen examples: free-form
+
+
+def test_naming_the_labels_loosens_the_threshold_and_the_event_says_so(sst2_pool: DemoPool) -> None:
+    gate = calibrate_gate(sst2_pool)
+    assert gate.unnamed is not None and gate.named < gate.unnamed
+    assert gate.names_labels(SENTIMENT.content)
+    assert not gate.names_labels("I feel positively great today")  # a word, not the label
+    named = gate.decide(gate.named, SENTIMENT.content)
+    assert named.applies and named.data()["labels_named"] is True
+    unnamed = gate.decide(gate.named, CHAT)
+    assert not unnamed.applies and unnamed.threshold == gate.unnamed and unnamed.labels_named is False
+
+
+async def test_a_review_without_its_instruction_must_clear_the_strict_threshold(sst2_pool: DemoPool) -> None:
+    stage = DemoStage(pools={"sst2": sst2_pool}, pool="sst2", k=2)
+    _, with_instruction = await _send(stage, Request(messages=(SENTIMENT, Message("user", REVIEW))))
+    _, bare = await _send(stage, Request(messages=(Message("user", REVIEW),)))
+    gate = calibrate_gate(sst2_pool)
+    assert _event(with_instruction).data["relevance"]["threshold"] == round(gate.named, 4)
+    bare_data = _event(bare).data
+    bare_data = bare_data.get("relevance", bare_data)
+    assert bare_data["threshold"] == round(gate.unnamed or 0.0, 4) and bare_data["labels_named"] is False
+
+
+def test_without_a_strict_threshold_unnamed_labels_mean_no_demos(sst2_pool: DemoPool) -> None:
+    gate = calibrate_gate(sst2_pool, RelevanceRule(unnamed_quantile=None))
+    decision = gate.decide(1.0, CHAT)
+    assert not decision.applies and decision.reason == "labels not named"
+    true_false = PoolGate(("False", "True"), 0.3, None)
+    assert true_false.names_labels("premise ... question: it rained. true or false?")

@@ -7,8 +7,9 @@ its text: the system prompt stays first and byte-for-byte unchanged, so a server
 query. Known failure mode: a pool from another task or domain still returns "nearest"
 examples; they cost tokens and mislead the model (an ordinary chat question answered
 "positive"), so before selecting, a relevance test per pool (``relevance.py``: the query's
-similarity to its nearest pool examples against a threshold calibrated on the pool, or an
-explicit ``route``) decides whether the pool's demonstrations apply at all.
+similarity to its nearest pool examples against a threshold calibrated on the pool, looser when
+the request names a classification pool's labels, or an explicit ``route``) decides whether the
+pool's demonstrations apply at all.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from tokenlean.selectors.options import (
     parse_request_options,
     pool_from_entry,
 )
-from tokenlean.selectors.relevance import DEFAULT_RULE, Decision, Route, calibrate, relevance_score
+from tokenlean.selectors.relevance import (
+    DEFAULT_RULE,
+    Decision,
+    PoolGate,
+    Route,
+    calibrate_gate,
+    relevance_score,
+)
 from tokenlean.selectors.selection import Selection, SelectionConfig, select
 
 if TYPE_CHECKING:
@@ -61,7 +69,8 @@ class DemoStage:
     tenant (an unknown pool if named, skipped if it is the default), unlisted pools are shared.
 
     Demonstrations are only added where they belong: ``threshold`` (``"auto"``: calibrated per
-    pool, see ``relevance.py``; a cosine in [-1, 1]; ``"off"``: always add) is the default test,
+    pool, and for a classification pool looser when the leading system text or the last user turn
+    names its labels, see ``relevance.py``; a cosine in [-1, 1]; ``"off"``: always add) is the default test,
     which a pool entry's ``threshold`` or ``route`` (a regular expression searched in the leading
     system text, which then decides alone) and a request's ``threshold`` override. A request that
     does not pass gets no demonstrations and a ``demos/skipped`` event with the score and threshold.
@@ -97,7 +106,7 @@ class DemoStage:
         self._scopes = _pool_scopes(tenants or {}, self._entries)
         self.threshold = entry_threshold("*", {}, threshold)
         self._gates = {name: _gate(name, entry, self.threshold) for name, entry in self._entries.items()}
-        self._calibrated: dict[str, tuple[int, float]] = {}
+        self._calibrated: dict[str, tuple[int, PoolGate]] = {}
         self.max_k = max_k
         if pool is not None and pool not in self._entries:
             raise ConfigError(
@@ -219,10 +228,12 @@ class DemoStage:
             decision = gate.decide(test[1])
         elif gate != "off":
             vector = pool.embed_query(query)
-            threshold = self._threshold(pool_name, pool) if gate == "auto" else float(gate)
             score = relevance_score(pool, vector, DEFAULT_RULE.k)
-            passed = score >= threshold
-            decision = Decision(passed, "similar" if passed else "not similar", score, threshold)
+            if gate == "auto":  # a classification pool also asks whether the request names its labels
+                decision = self._pool_gate(pool_name, pool).decide(score, f"{test[1]}\n{query}")
+            else:
+                passed = score >= float(gate)
+                decision = Decision(passed, "similar" if passed else "not similar", score, float(gate))
         embed_ms = (time.perf_counter() - started) * 1000
         if decision is not None and not decision.applies:
             return decision, None, embed_ms
@@ -231,13 +242,13 @@ class DemoStage:
         )
         return decision, selection, embed_ms
 
-    def _threshold(self, name: str, pool: DemoPool) -> float:
-        """The pool's calibrated threshold, computed again once the pool has grown by a tenth."""
-        size, threshold = self._calibrated.get(name, (-1, 0.0))
-        if abs(len(pool) - size) > 0.1 * size:
-            threshold = calibrate(pool)
-            self._calibrated[name] = (len(pool), threshold)
-        return threshold
+    def _pool_gate(self, name: str, pool: DemoPool) -> PoolGate:
+        """The pool's calibrated gate, computed again once the pool has grown by a tenth."""
+        cached = self._calibrated.get(name)
+        if cached is None or abs(len(pool) - cached[0]) > 0.1 * cached[0]:
+            cached = (len(pool), calibrate_gate(pool))
+            self._calibrated[name] = cached
+        return cached[1]
 
     # formatting -----------------------------------------------------------------------------
 
