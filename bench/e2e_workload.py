@@ -102,7 +102,7 @@ def _classify_slice(rng: random.Random, n: int) -> list[Item]:
         _, queries = load_task(task, queries=300)
         for example in rng.sample(queries, n // 3):
             body = _chat(example.input, 4, TASKS[task]["system"])
-            body["tokenlean"] = {"demos": {"pool": task, "k": 4}}
+            body["tokenlean"] = {"demos": {"pool": task}}  # how many: the profile's default
             items.append(Item("classify", task, body, example.label))
     return items
 
