@@ -43,7 +43,7 @@ def test_demos_and_cascade_join_only_when_configured_and_in_the_fixed_order() ->
     )
     assert _types(spec) == ["cache", "demos", "compress", "sot", "cascade"]
     demos = spec.resolved().stages[1]
-    assert demos.options == {"threshold": "auto", "pools": {"sst2": "x"}}  # the gate stays on
+    assert demos.options == {"threshold": "auto", "k": 2, "pools": {"sst2": "x"}}  # the gate stays on
 
 
 def test_user_options_and_policy_win_key_by_key() -> None:
