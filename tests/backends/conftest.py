@@ -62,6 +62,7 @@ class FakeUpstream:
         body["_path"] = request.url.path
         body["_peer_port"] = request.client.port if request.client else None  # one per TCP connection
         body["_received_at"] = time.monotonic()
+        body["_authorization"] = request.headers.get("authorization")
         self.calls.append(body)
         scenario = str(body.get("scenario") or body.get("model", "echo"))
         attempt = self.seen[scenario] = self.seen.get(scenario, 0) + 1

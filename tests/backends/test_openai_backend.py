@@ -262,17 +262,11 @@ async def test_abandoned_stream_releases_its_slot(upstream) -> None:
 
 
 async def test_api_key_is_sent(upstream) -> None:
-    _, url = upstream
-    seen: list[str] = []
-
-    async def capture(request) -> None:  # type: ignore[no-untyped-def]
-        seen.append(request.headers.get("authorization", ""))
-
+    fake, url = upstream
     async with backend(url, api_key="sk-test") as b:
-        for client in b._clients.values():
-            client.event_hooks["request"].append(capture)
         await b.complete(ask())
-    assert seen == ["Bearer sk-test"]
+        await (await b.complete(ask(stream=True))).aread()
+    assert [call["_authorization"] for call in fake.calls] == ["Bearer sk-test"] * 2
 
 
 async def test_sse_parser_handles_split_reads_crlf_comments_and_multiline() -> None:

@@ -1,7 +1,10 @@
-"""``OpenAIBackend``: any OpenAI-compatible server, first of all ``vllm serve``, over httpx.
+"""``OpenAIBackend``: any OpenAI-compatible server, first of all ``vllm serve``, over aiohttp.
 
-One ``httpx.AsyncClient`` per upstream on a ``LeasingTransport`` (``leasing.py``: one connection
-per in-flight request; httpx's own pool thrashed under 200 streams). Non-streamed answers are
+One ``aiohttp.ClientSession`` per upstream (and event loop), its pool capped at
+``max_connections``. aiohttp rather than httpx: profiled on the proxy's pass-through path
+(bench/proxy_overhead_profile.py), httpx/httpcore/h11/anyio cost ~2.2 ms of CPU per 32-token
+stream at 64 streams against aiohttp's ~0.7 ms (its parser is C), and request set-up
+(``build_request``, the pool) was a large share of the rest. Non-streamed answers are
 parsed whole; streamed ones are relayed chunk by chunk as each server-sent event arrives
 (nothing is buffered). Several upstream URLs are replicas of one model, routed with prefix
 affinity (``replicas.py``).
@@ -27,9 +30,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 
-from tokenlean.backends.leasing import leased_client
 from tokenlean.backends.openai_wire import (
     endpoint,
     error_from_body,
@@ -118,12 +120,18 @@ class OpenAIBackend:
         self.total_timeout = total_timeout
         self.retry = RetryPolicy(attempts=max_retries + 1)
         self.health_interval = health_interval
-        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._connect_timeout = connect_timeout
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._secrets = [s for s in [api_key or "", *(x for u in urls for x in url_secrets(u))] if s]
         self._listed = False
-        self._clients = {url: leased_client(url, timeout, self._headers, max_connections) for url in urls}
-        self._probe_timeout = httpx.Timeout(connect_timeout, read=max(connect_timeout, 5.0))
+        self._max_connections = max_connections
+        self._sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
+        self._probe_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=max(connect_timeout, 5.0)
+        )
         self._monitor: asyncio.Task[None] | None = None
         self._probed_at = float("-inf")  # when the last probe started (monotonic)
 
@@ -143,11 +151,8 @@ class OpenAIBackend:
         if not self._listed:
             self._listed = True
             for replica in self.replicas.replicas:
-                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-                    answer = httpx.get(
-                        replica.url + "models", timeout=self._probe_timeout, headers=self._headers
-                    )
-                    replica.models = _model_ids(answer)
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    replica.models = _listed_models(replica.url, self._headers, self._connect_timeout)
         return sorted({m for r in self.replicas.replicas for m in r.models})
 
     async def complete(self, request: Request) -> Response:
@@ -229,7 +234,9 @@ class OpenAIBackend:
         """
         if attempt + 1 >= self.retry.attempts:
             return None
-        broken = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
+        broken = isinstance(
+            exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
+        ) and not isinstance(exc, aiohttp.ServerTimeoutError)
         if not self.retry.retryable(error, after_first_byte=progress.first_byte, connection_failed=broken):
             return None
         retry_after = getattr(error, "retry_after", None)
@@ -249,19 +256,17 @@ class OpenAIBackend:
     async def _post(
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: Progress
     ) -> Response:
-        client = self._clients[replica.url]
         timer = self.upstream_metrics.start(replica.url, stream=False)
-        upstream = client.build_request("POST", endpoint(request), json=body)
-        answer = await within(deadline, client.send(upstream, stream=True))
+        answer = await within(deadline, self._send(replica, request, body))
         progress.first_byte = True
         try:
             timer.headers()
-            await within(deadline, answer.aread())
+            content = await within(deadline, answer.read())
         finally:
-            await answer.aclose()
-        if answer.status_code >= 400:
-            raise error_from_body(answer.status_code, answer.content, retry_after(answer.headers))
-        completion = parse_completion(answer.json())
+            answer.release()
+        if answer.status >= 400:
+            raise error_from_body(answer.status, content, retry_after(answer.headers))
+        completion = parse_completion(json.loads(content))
         timer.done()
         return completion
 
@@ -271,30 +276,50 @@ class OpenAIBackend:
         """One streamed attempt: open the stream and read its first chunk (``None``: empty)."""
         return await first_read(replica, self._relay(replica, request, body, deadline, progress))
 
+    def _session(self, url: str) -> aiohttp.ClientSession:
+        """This upstream's session on the running loop (made on first use: constructors need no loop)."""
+        loop = asyncio.get_running_loop()
+        held = self._sessions.get(url)
+        if held is not None and held[0] is loop and not held[1].closed:
+            return held[1]
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, keepalive_timeout=5.0)
+        session = aiohttp.ClientSession(
+            base_url=url, connector=connector, timeout=self._timeout, headers=self._headers
+        )
+        self._sessions[url] = (loop, session)
+        return session
+
+    def _send(self, replica: Replica, request: Request, body: dict[str, Any]) -> Any:
+        """POST ``body`` to the endpoint for ``request``: awaits to the response, headers read.
+
+        Encoded as httpx's ``json=`` did (UTF-8, compact, NaN refused).
+        """
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return self._session(replica.url).post(endpoint(request), data=data, headers=_JSON_HEADERS)
+
     @contextlib.asynccontextmanager
     async def _streamed(
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
-    ) -> AsyncIterator[tuple[httpx.Response, UpstreamTimer]]:
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, UpstreamTimer]]:
         """The upstream's streamed answer and its metrics timer, once its status is good (an error
-        status raises the matching error); the response is closed on leaving."""
-        client = self._clients[replica.url]
+        status raises the matching error); the response is released on leaving (its connection
+        back to the pool when read to the end, else closed: vLLM then stops generating)."""
         timer = self.upstream_metrics.start(replica.url, stream=True)
-        upstream = client.build_request("POST", endpoint(request), json=body)
-        answer = await within(deadline, client.send(upstream, stream=True))
+        answer = await within(deadline, self._send(replica, request, body))
         timer.headers()
         try:
-            if answer.status_code >= 400:
-                body_bytes = await within(deadline, answer.aread())
-                raise error_from_body(answer.status_code, body_bytes, retry_after(answer.headers))
+            if answer.status >= 400:
+                body_bytes = await within(deadline, answer.read())
+                raise error_from_body(answer.status, body_bytes, retry_after(answer.headers))
             yield answer, timer
         finally:
-            await answer.aclose()
+            answer.release()
 
     async def _relay(
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: Progress
     ) -> AsyncGenerator[Chunk, None]:
         async with self._streamed(replica, request, body, deadline) as (answer, timer):
-            events = sse_data(answer.aiter_bytes())
+            events = sse_data(answer.content.iter_any())
             while True:
                 try:
                     payload = await within(deadline, events.__anext__())
@@ -302,7 +327,7 @@ class OpenAIBackend:
                     timer.done()
                     return
                 if payload == b"[DONE]":
-                    # Read to the end of the body, or httpx closes the connection instead of
+                    # Read to the end of the body, or the connection is closed instead of
                     # pooling it, and every request pays a new TCP connect.
                     await within(deadline, drain(events))
                     timer.done()
@@ -330,9 +355,10 @@ class OpenAIBackend:
         started = time.perf_counter()
         self._probed_at = time.monotonic()
         try:
-            answer = await self._clients[replica.url].get("models", timeout=self._probe_timeout)
-            replica.models = _model_ids(answer)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            async with self._session(replica.url).get("models", timeout=self._probe_timeout) as answer:
+                answer.raise_for_status()
+                replica.models = _model_ids(await answer.json(content_type=None))
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             replica.mark_down(f"health probe failed: {type(exc).__name__}: {exc}")
             return
         self._listed = True
@@ -362,11 +388,25 @@ class OpenAIBackend:
             if monitor.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
                     await monitor
-        await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+        sessions, self._sessions = list(self._sessions.values()), {}
+        running = asyncio.get_running_loop()
+        await asyncio.gather(*(session.close() for loop, session in sessions if loop is running))
         await self.upstream_metrics.aclose()
 
 
-def _model_ids(answer: httpx.Response) -> list[str]:
-    """The ids in a ``/v1/models`` answer (raises on an error status or a malformed body)."""
-    answer.raise_for_status()
-    return [str(m["id"]) for m in answer.json().get("data", ())]
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _model_ids(listing: Any) -> list[str]:
+    """The ids in a ``/v1/models`` answer (raises on a malformed body)."""
+    return [str(m["id"]) for m in listing.get("data", ())]
+
+
+def _listed_models(base_url: str, headers: dict[str, str], timeout: float) -> list[str]:
+    """``GET /v1/models``, blocking (``models()`` is synchronous): the standard library's client,
+    once at start-up, so that no second HTTP client library is needed for it."""
+    import urllib.request
+
+    ask = urllib.request.Request(base_url + "models", headers=headers)
+    with urllib.request.urlopen(ask, timeout=max(timeout, 5.0)) as answer:  # normalize_url: http(s) only
+        return _model_ids(json.loads(answer.read()))

@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, Generic, Protocol, TypeVar
 
-import httpx
+import aiohttp
 
 from tokenlean.backends.replicas import Replica, ReplicaSet
 from tokenlean.errors import BackendError, BackendTimeoutError, BackendUnavailableError, UpstreamStatusError
@@ -52,14 +52,14 @@ async def within(deadline: float, awaitable: Awaitable[T]) -> T:
 
 
 def translate(exc: BaseException, url: str) -> BackendError:
-    """An httpx or asyncio failure as the matching tokenlean error."""
+    """An aiohttp or asyncio failure as the matching tokenlean error."""
     if isinstance(exc, BackendError):
         return exc
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # connect or read timeout (a TimeoutError too)
         return BackendTimeoutError(f"upstream {url} timed out ({type(exc).__name__})")
     if isinstance(exc, TimeoutError):  # within's deadline: the request's whole budget is spent
         return BackendTimeoutError(f"upstream {url} timed out (total timeout)", deadline_passed=True)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return BackendUnavailableError(f"cannot connect to upstream {url}: {exc}")
     return BackendError(f"upstream {url} failed: {type(exc).__name__}: {exc}")
 

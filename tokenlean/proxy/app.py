@@ -77,7 +77,7 @@ def create_app(
             await pipeline.aclose()
             await proxy.limits.aclose()
 
-    app = FastAPI(title="tokenlean", version="0.1.0", lifespan=lifespan)
+    app = ProxyApp(title="tokenlean", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(StarletteHTTPException, http_error_response)  # 404/405 as OpenAI errors
     proxy = ProxyHandler(
         pipeline,
@@ -89,6 +89,7 @@ def create_app(
     )
     proxy.relay = relay  # streams no stage acts on go out as the upstream's bytes (tokenlean.proxy.relay)
     app.state.proxy = proxy
+    app.proxy = proxy
     app.state.metrics = proxy.metrics
     _add_routes(app, proxy)
     if ledger is not None:
@@ -96,6 +97,36 @@ def create_app(
         proxy.metrics.registry.register(ledger)  # its totals on /metrics
         add_dashboard(app, proxy.keys, ledger)
     return app
+
+
+class ProxyApp(FastAPI):
+    """FastAPI, with a POST to a completion route handed to the ``ProxyHandler`` directly.
+
+    Profiled on a pass-through stream (bench/proxy_overhead_profile.py), the way there through
+    Starlette and FastAPI (six middlewares, the router, the endpoint wrapper; each ``send`` back
+    through three of them) cost more than the handler's own parsing. The handler catches every
+    error into an OpenAI error body itself, so those layers add nothing on these two routes;
+    they stay declared for the OpenAPI document and every other method (405), and any other
+    path or method (``/v1/models``, a ``root_path`` deployment) goes through FastAPI as before.
+    """
+
+    proxy: ProxyHandler | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.proxy is not None:
+            route = _COMPLETION_ROUTES.get(scope["path"])
+            if route is not None:
+                scope["app"] = self
+                response = await self.proxy.handle(HTTPRequest(scope, receive), *route)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_COMPLETION_ROUTES: dict[str, tuple[type, str]] = {
+    "/v1/chat/completions": (ChatCompletionRequest, "chat"),
+    "/v1/completions": (CompletionRequest, "completion"),
+}
 
 
 def _add_routes(app: FastAPI, proxy: ProxyHandler) -> None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from fastapi.responses import Response as HTTPResponse
 from pydantic import ValidationError
 
@@ -28,6 +28,7 @@ from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Chunk, Request, Response, Usage
 from tokenlean.proxy.auth import ApiKeys
 from tokenlean.proxy.errors import error_body, error_response, from_validation_error
+from tokenlean.proxy.event_stream import EventStreamResponse
 from tokenlean.proxy.limits import Limits
 from tokenlean.proxy.metrics import ProxyMetrics
 from tokenlean.proxy.relay import RawStream, open_raw_stream, relay_backend, relay_events
@@ -108,16 +109,15 @@ class ProxyHandler:
         if response.is_streaming:
             include_usage = bool((request.extra.get("stream_options") or {}).get("include_usage"))
             body = self._sse(request, response, kind, include_usage, started)
-            return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+            return EventStreamResponse(body, headers=headers)
         await self._observe(kind, 200, request, response, started)
         payload = chat_response(response) if kind == "chat" else completion_response(response)
         return JSONResponse(payload, headers=headers)
 
-    def _relayed(self, request: Request, raw: RawStream, kind: str, started: float) -> StreamingResponse:
+    def _relayed(self, request: Request, raw: RawStream, kind: str, started: float) -> EventStreamResponse:
         include_usage = bool((request.extra.get("stream_options") or {}).get("include_usage"))
         body = self._relay_sse(request, raw, kind, include_usage, started)
-        headers = {"x-request-id": request.request_id or ""}
-        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(body, headers={"x-request-id": request.request_id or ""})
 
     async def _relay_sse(
         self, request: Request, raw: RawStream, kind: str, include_usage: bool, started: float

@@ -95,18 +95,20 @@ async def _events(
     loop = asyncio.get_running_loop()
     async with backend._streamed(replica, request, body, deadline) as (answer, timer):
         splitter = _Splitter()
-        reads = answer.aiter_bytes()
+        reads = answer.content.iter_any()
         async for read in reads:
             if loop.time() > deadline:
                 raise TimeoutError
             payloads = splitter.feed(read)
             done = bool(payloads) and payloads[-1] == b"[DONE]"
-            payloads = [_checked(p) for p in (payloads[:-1] if done else payloads)]
+            payloads, error = _until_error(payloads[:-1] if done else payloads)
             if payloads:
                 if not progress.first_byte:
                     timer.first_chunk()
                     progress.first_byte = True
                 yield payloads
+            if error is not None:  # after the events before it: the client has those
+                raise error
             if done:
                 await within(deadline, drain(reads))  # read to the end: the connection is reused
                 break
@@ -128,13 +130,14 @@ class _Splitter:
         return [p for p in map(event_data, events) if p is not None]
 
 
-def _checked(payload: bytes) -> bytes:
-    """``payload``, unless it is the upstream's error event: then the matching error is raised."""
-    if b'"error"' in payload:
-        data = json.loads(payload)
-        if isinstance(data, dict) and "error" in data and not data.get("choices"):
-            raise stream_error(data["error"])
-    return payload
+def _until_error(payloads: list[bytes]) -> tuple[list[bytes], Exception | None]:
+    """The payloads before the upstream's error event, if one is among them, and its error."""
+    for at, payload in enumerate(payloads):
+        if b'"error"' in payload:
+            data = json.loads(payload)
+            if isinstance(data, dict) and "error" in data and not data.get("choices"):
+                return payloads[:at], stream_error(data["error"])
+    return payloads, None
 
 
 def usage_of(payload: bytes) -> tuple[Usage | None, dict[str, Any] | None]:
