@@ -19,6 +19,7 @@ from tokenlean.reasoning.sot.train_router import (
     PRECISION,
     THRESHOLDS,
     evaluate,
+    limits,
     platt,
     precise_threshold,
     train,
@@ -203,3 +204,16 @@ def test_training_chooses_on_held_out_folds_is_deterministic_and_round_trips(tmp
     assert json.dumps(loaded.meta) == json.dumps(weights.meta, sort_keys=True)
     scores = evaluate(loaded, vectors, y, texts)
     assert scores["roc_auc"] > 0.8 and scores["majority_baseline"] == round(max(y.mean(), 1 - y.mean()), 4)
+
+
+def test_limits_bound_accuracy_over_thresholds_and_skip_guarded_requests() -> None:
+    texts = ["What are some ways to relax?", "Tips for travel?", "Solve 3x + 1 = 7", "Who won?"]
+    labels = np.array([1, 1, 0, 0])
+    # the maths request ranks highest but the guard keeps it out of the top; a perfect split exists
+    found = limits(np.array([0.6, 0.7, 0.99, 0.1]), labels, texts)
+    assert found["best_accuracy_any_threshold"] == 1.0
+    assert found["precision_of_top"][10] == 0.5  # all four requests, guarded one ranked last
+    plain = ["a", "b", "c", "d"]
+    inverted = limits(np.array([0.1, 0.5, 0.6, 0.9]), np.array([1, 0, 0, 0]), plain)
+    assert inverted["best_accuracy_any_threshold"] == 0.75  # routing nothing: the majority share
+    assert inverted["precision_of_top"][10] == 0.25

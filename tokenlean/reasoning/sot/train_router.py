@@ -43,6 +43,7 @@ __all__ = [
     "cross_dataset",
     "cross_validate",
     "evaluate",
+    "limits",
     "load_sets",
     "main",
     "outcome",
@@ -254,6 +255,23 @@ def evaluate(weights: RouterWeights, vectors: Any, labels: Any, texts: list[str]
     }
 
 
+def limits(probabilities: Any, labels: Any, texts: list[str]) -> dict[str, Any]:
+    """What no choice of threshold could beat with these scores: the best accuracy at any
+    threshold (chosen on the test labels themselves, so an upper bound, not a result) and the
+    precision of the 10 / 25 / 50 requests the router ranks highest (the guard in front)."""
+    import numpy as np
+
+    labels = np.asarray(labels, dtype=bool)
+    guarded = np.array([maths_or_code(t) is not None for t in texts], dtype=bool)
+    ranked = np.where(guarded, -np.inf, np.asarray(probabilities, dtype=np.float64))
+    order = np.argsort(-ranked, kind="stable")
+    best = max(float(((ranked >= t) == labels).mean()) for t in np.unique(ranked[np.isfinite(ranked)]))
+    return {
+        "best_accuracy_any_threshold": round(max(best, float((~labels).mean())), 4),
+        "precision_of_top": {n: round(float(labels[order[:n]].mean()), 4) for n in (10, 25, 50)},
+    }
+
+
 def train_on(sets: list[Labelled], *, precision: float = PRECISION, **options: Any) -> RouterWeights:
     """``train`` on the union of ``sets``, folds stratified by set and label."""
     import numpy as np
@@ -286,6 +304,9 @@ def cross_dataset(
                     "calibration": list(weights.calibration),
                     "held_out_in_training": weights.meta["cv"]["at_threshold"],
                     "test_scores": evaluate(weights, target.vectors, target.labels, target.texts),
+                    "limits": limits(
+                        weights.probabilities(target.vectors, target.texts), target.labels, target.texts
+                    ),
                 }
             )
     return results
