@@ -176,3 +176,18 @@ def test_without_a_strict_threshold_unnamed_labels_mean_no_demos(sst2_pool: Demo
     assert not decision.applies and decision.reason == "labels not named"
     true_false = PoolGate(("False", "True"), 0.3, None)
     assert true_false.names_labels("premise ... question: it rained. true or false?")
+
+
+async def test_an_instruction_inside_the_user_turn_is_read_past(sst2_pool: DemoPool) -> None:
+    gate = calibrate_gate(sst2_pool)
+    inline = f"{SENTIMENT.content}\n\n{REVIEW}"
+    assert gate.without_instruction(inline) == REVIEW
+    assert gate.without_instruction(REVIEW) is None and gate.without_instruction(SENTIMENT.content) is None
+    vector = sst2_pool.embed_query(inline)
+    score = relevance_score(sst2_pool, vector)
+    text, _, nearer = gate.nearer_reading(sst2_pool, inline, vector, score)
+    assert text == REVIEW and nearer > score
+    stage = DemoStage(pools={"sst2": sst2_pool}, pool="sst2", k=2)
+    _, response = await _send(stage, Request(messages=(Message("user", inline),)))
+    event = _event(response)
+    assert event.action == "inserted" and event.data["relevance"]["labels_named"] is True

@@ -230,7 +230,9 @@ class DemoStage:
             vector = pool.embed_query(query)
             score = relevance_score(pool, vector, DEFAULT_RULE.k)
             if gate == "auto":  # a classification pool also asks whether the request names its labels
-                decision = self._pool_gate(pool_name, pool).decide(score, f"{test[1]}\n{query}")
+                pool_gate, request_text = self._pool_gate(pool_name, pool), f"{test[1]}\n{query}"
+                query, vector, score = pool_gate.nearer_reading(pool, query, vector, score)
+                decision = pool_gate.decide(score, request_text)
             else:
                 passed = score >= float(gate)
                 decision = Decision(passed, "similar" if passed else "not similar", score, float(gate))
