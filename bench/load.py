@@ -262,7 +262,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--transports",
         type=lambda text: text.split(","),
-        default=["stock", "httpx-pool"],
+        default=["stock"],  # httpx-pool: historical (the backend moved to aiohttp; see load_httpx_pool)
         help="fast upstream: stock (tokenlean as shipped), httpx-pool (bench/load_httpx_pool.py), "
         "counted (httpx-pool with httpcore pool counters)",
     )

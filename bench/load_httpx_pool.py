@@ -32,6 +32,12 @@ __all__ = ["count_pool", "main"]
 
 def _rebuild_clients(backend: Any, max_connections: int) -> None:
     """Give an ``OpenAIBackend``'s upstream clients httpx's own pool (same URL, timeout, headers)."""
+    if not hasattr(backend, "_clients"):
+        raise SystemExit(
+            "OpenAIBackend no longer sends upstream requests through httpx (aiohttp since the fast-path "
+            "work of issue 18): this variant measured httpx's pool against LeasingTransport and has "
+            "nothing to rebuild now; bench/results/load*.json keep its figures"
+        )
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     backend._clients = {
         url: httpx.AsyncClient(base_url=url, timeout=client.timeout, headers=client.headers, limits=limits)
