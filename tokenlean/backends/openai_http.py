@@ -1,12 +1,8 @@
 """``OpenAIBackend``: any OpenAI-compatible server, first of all ``vllm serve``, over aiohttp.
 
-One ``aiohttp.ClientSession`` per upstream (and event loop), its pool capped at
-``max_connections``. aiohttp rather than httpx: profiled on the proxy's pass-through path
-(bench/proxy_overhead_profile.py), httpx/httpcore/h11/anyio cost ~2.2 ms of CPU per 32-token
-stream at 64 streams against aiohttp's ~0.7 ms (its parser is C), and request set-up
-(``build_request``, the pool) was a large share of the rest. Non-streamed answers are
-parsed whole; streamed ones are relayed chunk by chunk as each server-sent event arrives
-(nothing is buffered). Several upstream URLs are replicas of one model, routed with prefix
+One ``aiohttp`` session per upstream (``upstream_http.py``: why aiohttp, the pool). Non-streamed
+answers are parsed whole; streamed ones are relayed chunk by chunk as each server-sent event
+arrives (nothing is buffered). Several upstream URLs are replicas of one model, routed with prefix
 affinity (``replicas.py``).
 
 Retries follow the one policy in ``retry.py`` (connection failures, timeouts before the first
@@ -44,6 +40,7 @@ from tokenlean.backends.openai_wire import (
 )
 from tokenlean.backends.replicas import Replica, ReplicaSet, Routing, url_secrets
 from tokenlean.backends.retry import RetryPolicy
+from tokenlean.backends.upstream_http import UpstreamSessions, listed_models, model_ids
 from tokenlean.backends.upstream_metrics import UpstreamMetrics, UpstreamTimer
 from tokenlean.backends.upstream_stream import (
     Progress,
@@ -120,15 +117,12 @@ class OpenAIBackend:
         self.total_timeout = total_timeout
         self.retry = RetryPolicy(attempts=max_retries + 1)
         self.health_interval = health_interval
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
-        self._connect_timeout = connect_timeout
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._secrets = [s for s in [api_key or "", *(x for u in urls for x in url_secrets(u))] if s]
         self._listed = False
-        self._max_connections = max_connections
-        self._sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
+        self._connect_timeout = connect_timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._sessions = UpstreamSessions(timeout, self._headers, max_connections)
         self._probe_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=max(connect_timeout, 5.0)
         )
@@ -152,7 +146,7 @@ class OpenAIBackend:
             self._listed = True
             for replica in self.replicas.replicas:
                 with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                    replica.models = _listed_models(replica.url, self._headers, self._connect_timeout)
+                    replica.models = listed_models(replica.url, self._headers, self._connect_timeout)
         return sorted({m for r in self.replicas.replicas for m in r.models})
 
     async def complete(self, request: Request) -> Response:
@@ -257,7 +251,7 @@ class OpenAIBackend:
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float, progress: Progress
     ) -> Response:
         timer = self.upstream_metrics.start(replica.url, stream=False)
-        answer = await within(deadline, self._send(replica, request, body))
+        answer = await within(deadline, self._sessions.post_json(replica.url, endpoint(request), body))
         progress.first_byte = True
         try:
             timer.headers()
@@ -276,27 +270,6 @@ class OpenAIBackend:
         """One streamed attempt: open the stream and read its first chunk (``None``: empty)."""
         return await first_read(replica, self._relay(replica, request, body, deadline, progress))
 
-    def _session(self, url: str) -> aiohttp.ClientSession:
-        """This upstream's session on the running loop (made on first use: constructors need no loop)."""
-        loop = asyncio.get_running_loop()
-        held = self._sessions.get(url)
-        if held is not None and held[0] is loop and not held[1].closed:
-            return held[1]
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, keepalive_timeout=5.0)
-        session = aiohttp.ClientSession(
-            base_url=url, connector=connector, timeout=self._timeout, headers=self._headers
-        )
-        self._sessions[url] = (loop, session)
-        return session
-
-    def _send(self, replica: Replica, request: Request, body: dict[str, Any]) -> Any:
-        """POST ``body`` to the endpoint for ``request``: awaits to the response, headers read.
-
-        Encoded as httpx's ``json=`` did (UTF-8, compact, NaN refused).
-        """
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        return self._session(replica.url).post(endpoint(request), data=data, headers=_JSON_HEADERS)
-
     @contextlib.asynccontextmanager
     async def _streamed(
         self, replica: Replica, request: Request, body: dict[str, Any], deadline: float
@@ -305,7 +278,7 @@ class OpenAIBackend:
         status raises the matching error); the response is released on leaving (its connection
         back to the pool when read to the end, else closed: vLLM then stops generating)."""
         timer = self.upstream_metrics.start(replica.url, stream=True)
-        answer = await within(deadline, self._send(replica, request, body))
+        answer = await within(deadline, self._sessions.post_json(replica.url, endpoint(request), body))
         timer.headers()
         try:
             if answer.status >= 400:
@@ -355,9 +328,11 @@ class OpenAIBackend:
         started = time.perf_counter()
         self._probed_at = time.monotonic()
         try:
-            async with self._session(replica.url).get("models", timeout=self._probe_timeout) as answer:
+            async with self._sessions.session(replica.url).get(
+                "models", timeout=self._probe_timeout
+            ) as answer:
                 answer.raise_for_status()
-                replica.models = _model_ids(await answer.json(content_type=None))
+                replica.models = model_ids(await answer.json(content_type=None))
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             replica.mark_down(f"health probe failed: {type(exc).__name__}: {exc}")
             return
@@ -388,25 +363,5 @@ class OpenAIBackend:
             if monitor.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
                     await monitor
-        sessions, self._sessions = list(self._sessions.values()), {}
-        running = asyncio.get_running_loop()
-        await asyncio.gather(*(session.close() for loop, session in sessions if loop is running))
+        await self._sessions.aclose()
         await self.upstream_metrics.aclose()
-
-
-_JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _model_ids(listing: Any) -> list[str]:
-    """The ids in a ``/v1/models`` answer (raises on a malformed body)."""
-    return [str(m["id"]) for m in listing.get("data", ())]
-
-
-def _listed_models(base_url: str, headers: dict[str, str], timeout: float) -> list[str]:
-    """``GET /v1/models``, blocking (``models()`` is synchronous): the standard library's client,
-    once at start-up, so that no second HTTP client library is needed for it."""
-    import urllib.request
-
-    ask = urllib.request.Request(base_url + "models", headers=headers)
-    with urllib.request.urlopen(ask, timeout=max(timeout, 5.0)) as answer:  # normalize_url: http(s) only
-        return _model_ids(json.loads(answer.read()))
