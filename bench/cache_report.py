@@ -220,7 +220,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 [p["false_hit"] for p in gpt],
                 [p["hit"] for p in gpt],
                 "ks",
-                label="GPTCache default rule at its thresholds (derived: cosine >= 2t-1)",
+                label=f"GPTCache at its thresholds ({near.get('gptcache_points_source', 'derived')})",
             )
         d = near[part]["at_default"]
         ax.plot([d["false_hit"]], [d["hit"]], "r*", ms=12, label=f"default threshold {d['threshold']}")

@@ -12,6 +12,7 @@ from tokenlean.cache.head import LEXICAL, DuplicateHead, lexical_features, shipp
 
 
 def random_head(rng: np.random.Generator, dimension: int = 8) -> DuplicateHead:
+    """One raw-feature perceptron (the unprefixed format) over ``[lexical, u*v, |u-v|]``."""
     width = len(LEXICAL) + 2 * dimension
     return DuplicateHead(
         {
@@ -29,6 +30,31 @@ def random_head(rng: np.random.Generator, dimension: int = 8) -> DuplicateHead:
     )
 
 
+def adapter_ensemble(rng: np.random.Generator, dimension: int = 8, members: int = 3) -> DuplicateHead:
+    """``members`` perceptrons, each with its own adapter, over ``[lexical, a*b, |a-b|, a.b]``."""
+    width = len(LEXICAL) + 2 * dimension + 1
+    weights: dict[str, Any] = {
+        "members": np.array(members),
+        "mean": rng.standard_normal(len(LEXICAL)),
+        "scale": rng.uniform(0.5, 2.0, len(LEXICAL)),
+    }
+    for k in range(members):
+        weights |= {
+            f"m{k}_adapter": rng.standard_normal((dimension, dimension)),
+            f"m{k}_raw": np.array(0),
+            f"m{k}_depth": np.array(2),
+            f"m{k}_w0": rng.standard_normal((width, 4)),
+            f"m{k}_b0": rng.standard_normal(4),
+            f"m{k}_w1": rng.standard_normal((4, 1)),
+            f"m{k}_b1": rng.standard_normal(1),
+        }
+    return DuplicateHead(weights)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True))
+
+
 @pytest.mark.parametrize(
     ("a", "b"),
     [
@@ -40,20 +66,37 @@ def random_head(rng: np.random.Generator, dimension: int = 8) -> DuplicateHead:
 def test_features_and_score_are_symmetric(a: str, b: str) -> None:
     assert lexical_features(a, b, 0.8, {"cat": 2.0}, 5.0) == lexical_features(b, a, 0.8, {"cat": 2.0}, 5.0)
     rng = np.random.default_rng(0)
-    head = random_head(rng)
-    u, v = rng.standard_normal(8), rng.standard_normal(8)
-    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
-    assert head.score(a, [b], u, v[None]) == pytest.approx(head.score(b, [a], v, u[None]), abs=1e-6)
+    u, v = unit(rng.standard_normal(8)), unit(rng.standard_normal(8))
+    for head in (random_head(rng), adapter_ensemble(rng)):
+        assert head.score(a, [b], u, v[None]) == pytest.approx(head.score(b, [a], v, u[None]), abs=1e-5)
 
 
 def test_forward_is_the_two_layer_perceptron_of_its_weights() -> None:
     rng = np.random.default_rng(1)
     head = random_head(rng)
-    rows = rng.standard_normal((3, len(LEXICAL) + 16)).astype(np.float32)
-    (w0, b0), (w1, b1) = head.layers
-    expected = 1 / (1 + np.exp(-(np.maximum(rows @ w0 + b0, 0) @ w1 + b1)[:, 0]))
-    assert np.allclose(head.forward(rows), expected, atol=1e-5)
-    assert head.score("q", [], rows[0], rows[:0]) == []
+    lexical = rng.standard_normal((3, len(LEXICAL))).astype(np.float32)
+    u, v = unit(rng.standard_normal((3, 8))), unit(rng.standard_normal((3, 8)))
+    (w0, b0), (w1, b1) = head.members[0].layers
+    x = np.hstack([lexical, u * v, np.abs(u - v)])
+    expected = 1 / (1 + np.exp(-(np.maximum(x @ w0 + b0, 0) @ w1 + b1)[:, 0]))
+    assert np.allclose(head.forward(np.hstack([lexical, u, v]).astype(np.float32)), expected, atol=1e-5)
+    assert head.score("q", [], u[0], u[:0]) == []
+
+
+def test_ensemble_averages_its_members_logits_over_adapted_vectors() -> None:
+    rng = np.random.default_rng(2)
+    head = adapter_ensemble(rng)
+    lexical = rng.standard_normal((4, len(LEXICAL))).astype(np.float32)
+    u, v = unit(rng.standard_normal((4, 8))), unit(rng.standard_normal((4, 8)))
+    logits = []
+    for member in head.members:
+        assert member.adapter is not None and not member.raw
+        a, b = unit(u @ member.adapter), unit(v @ member.adapter)
+        x = np.hstack([lexical, a * b, np.abs(a - b), np.sum(a * b, axis=1, keepdims=True)])
+        (w0, b0), (w1, b1) = member.layers
+        logits.append((np.maximum(x @ w0 + b0, 0) @ w1 + b1)[:, 0])
+    expected = 1 / (1 + np.exp(-np.mean(logits, axis=0)))
+    assert np.allclose(head.forward(np.hstack([lexical, u, v]).astype(np.float32)), expected, atol=1e-5)
 
 
 def test_rare_words_only_one_side_has_weigh_more() -> None:

@@ -4,13 +4,17 @@ Plain cosine between two MiniLM vectors does not separate a reworded question fr
 (same topic, another question: "How do I lose weight fast?" / "How do I lose belly fat fast?"),
 and the guard's per-word novelty penalty does not either on short questions (on labelled Quora
 pairs it hit fewer duplicates than plain cosine at every false-hit rate). The head reads what the
-cosine averages away: the element-wise product and absolute difference of the two vectors (which
-dimensions agree, which differ) plus lexical features of the two texts (word overlap, the words
-only one side has, numbers, negation, names, the question word), and outputs the probability that
-the two questions are duplicates. It is a two-layer perceptron trained on the *fit* split of the
-labelled QQP pairs plus MRPC's train split by ``bench/cache_head.py``; its weights ship in
-``data/duplicate_head.npz`` (float16, with the idf of 16k words: 283 kB) and inference is numpy
-only, on the few faiss candidates of one lookup.
+cosine averages away: it maps both frozen MiniLM vectors through a learnt linear *adapter* (a
+384 x 384 matrix trained with the head, with a contrastive loss that pulls the fit split's
+duplicates together, so the lookup still embeds the query once with the shared model), takes the
+element-wise product, absolute difference and cosine of the adapted vectors (which dimensions
+agree, which differ), adds lexical features of the two texts (word overlap, the words only one
+side has, numbers, negation, names, the question word) and outputs the probability that the two
+questions are duplicates. It is an ensemble of small perceptrons (one hidden layer each, logits
+averaged) trained by ``bench/cache_head.py`` on the *fit* split of the labelled QQP pairs plus
+MRPC's train file without GLUE's dev pairs, only on the pairs a lookup would score (not vetoed,
+guard score over the floor); its weights ship in ``data/duplicate_head.npz`` (float16, with the
+idf of the fit texts' words) and inference is numpy only, on the few faiss candidates of one lookup.
 
 Every input is symmetric in the two texts, so the score does not depend on which was stored.
 """
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_THRESHOLD", "HEAD_PATH", "LEXICAL", "DuplicateHead", "lexical_features", "shipped_head"]
 
 HEAD_PATH = Path(__file__).resolve().parent / "data" / "duplicate_head.npz"
-DEFAULT_THRESHOLD = {"learned": 0.87, "guard": 0.7}
+DEFAULT_THRESHOLD = {"learned": 0.92, "guard": 0.7}
 """The default hit thresholds: the head's probability chosen on the validation split for <= 1%
 false hits on near-miss questions (bench/cache.py), and the earlier guard rule's score."""
 LEXICAL = (
@@ -152,18 +156,70 @@ def lexical_features(
     ]
 
 
-class DuplicateHead:
-    """The probability that two questions ask the same thing, from their vectors and texts."""
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """One perceptron of the ensemble: an optional adapter (a linear map of the frozen MiniLM
+    vectors, trained contrastively on the fit pairs), which vector features it reads, its layers."""
 
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+    adapter: np.ndarray | None
+    raw: bool
+    layers: list[tuple[np.ndarray, np.ndarray]]
+
+    def vector_features(self, u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+        import numpy as np
+
+        parts = [u * v, np.abs(u - v)] if self.raw else []
+        if self.adapter is not None:
+            a, b = _unit(u @ self.adapter), _unit(v @ self.adapter)
+            parts += [a * b, np.abs(a - b), np.einsum("ij,ij->i", a, b)[:, None]]
+        return parts
+
+    def logits(self, lexical: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        hidden = np.hstack([lexical, *self.vector_features(u, v)])
+        for i, (weight, bias) in enumerate(self.layers):
+            hidden = hidden @ weight + bias
+            if i < len(self.layers) - 1:
+                hidden = np.maximum(hidden, 0.0)
+        out: np.ndarray = hidden[:, 0]
+        return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _member(weights: Mapping[str, np.ndarray], prefix: str) -> _Member:
+    import numpy as np
+
+    def get(name: str) -> np.ndarray:
+        return np.asarray(weights[prefix + name], dtype=np.float32)
+
+    adapter = get("adapter") if prefix + "adapter" in weights else None
+    raw = bool(weights[prefix + "raw"]) if prefix + "raw" in weights else True
+    layers = [(get(f"w{i}"), get(f"b{i}")) for i in range(int(weights[prefix + "depth"]))]
+    return _Member(adapter, raw, layers)
+
+
+class DuplicateHead:
+    """The probability that two questions ask the same thing, from their vectors and texts.
+
+    Weights hold one perceptron (keys ``depth``, ``w0``, ``b0``, ...) or an ensemble of
+    ``members`` (the same keys prefixed ``m0_``, ``m1_``, ...) whose logits are averaged.
+    """
+
+    def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
         import numpy as np
 
         self.mean = np.asarray(weights["mean"], dtype=np.float32)
         self.scale = np.asarray(weights["scale"], dtype=np.float32)
-        self.layers = [
-            (np.asarray(weights[f"w{i}"], dtype=np.float32), np.asarray(weights[f"b{i}"], dtype=np.float32))
-            for i in range(int(weights["depth"]))
-        ]
+        count = int(weights["members"]) if "members" in weights else 0
+        prefixes = [f"m{k}_" for k in range(count)] or [""]
+        self.members = [_member(weights, prefix) for prefix in prefixes]
         words = weights.get("vocabulary")
         values = weights.get("idf")
         self.idf: dict[str, float] = (
@@ -182,7 +238,7 @@ class DuplicateHead:
             return cls({name: stored[name] for name in stored.files})
 
     def inputs(self, query: str, candidates: list[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """The standardised input rows: ``[lexical, u*v, |u-v|]`` for each candidate (``v``'s rows)."""
+        """The input rows ``[standardised lexical, u, v]``, one per candidate (``v``'s rows)."""
         import numpy as np
 
         v = np.asarray(v, dtype=np.float32).reshape(len(candidates), -1)
@@ -195,19 +251,17 @@ class DuplicateHead:
             ],
             dtype=np.float32,
         )
-        return np.hstack([(lexical - self.mean) / self.scale, u * v, np.abs(u - v)])
+        return np.hstack([(lexical - self.mean) / self.scale, np.repeat(u, len(candidates), axis=0), v])
 
     def forward(self, rows: np.ndarray) -> np.ndarray:
-        """Probabilities for standardised input rows (see ``inputs``)."""
+        """Probabilities for input rows (see ``inputs``): the sigmoid of the members' mean logit."""
         import numpy as np
 
-        hidden = rows
-        for i, (weight, bias) in enumerate(self.layers):
-            hidden = hidden @ weight + bias
-            if i < len(self.layers) - 1:
-                hidden = np.maximum(hidden, 0.0)
-        logits = np.clip(hidden[:, 0], -30.0, 30.0)
-        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+        width = len(self.mean)
+        dimension = (rows.shape[1] - width) // 2
+        lexical, u, v = rows[:, :width], rows[:, width : width + dimension], rows[:, width + dimension :]
+        mean_logit = np.mean([m.logits(lexical, u, v) for m in self.members], axis=0)
+        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(mean_logit, -30.0, 30.0)))
         return probabilities
 
     def score(self, query: str, candidates: list[str], u: np.ndarray, v: np.ndarray) -> list[float]:
