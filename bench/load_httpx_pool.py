@@ -1,7 +1,8 @@
 """The comparison variant of ``bench/load.py``: tokenlean with httpx's own connection pool upstream.
 
-tokenlean as shipped sends upstream requests through ``LeasingTransport``
-(``tokenlean/backends/leasing.py``: one connection per in-flight request). Until this benchmark
+Historical: tokenlean now sends upstream requests with aiohttp (``backends/upstream_http.py``), so
+this variant exits with a message; it measured httpx's pool against the former ``LeasingTransport``
+(one connection per in-flight request, removed with the move to aiohttp). Until this benchmark
 found otherwise, ``OpenAIBackend`` used httpx's stock pool, ``httpx.Limits(max_connections=N,
 max_keepalive_connections=N)`` on one ``httpx.AsyncClient`` per upstream. Under many concurrent
 streams that httpcore 1.0 pool thrashes:
