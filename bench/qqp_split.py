@@ -22,7 +22,7 @@ from typing import Literal
 
 from bench.common import DATA
 
-__all__ = ["QQP_FILE", "SPLITS", "Pair", "load_pairs", "split_pairs"]
+__all__ = ["QQP_FILE", "SPLITS", "Pair", "cluster_ids", "load_pairs", "split_pairs"]
 
 QQP_FILE = DATA / "cache_paraphrase" / "qqp_labelled" / "qqp_labelled_dev.json.gz"
 SPLITS: tuple[str, ...] = ("fit", "val", "test")
@@ -69,6 +69,13 @@ def split_pairs(pairs: list[Pair] | None = None) -> dict[str, list[Pair]]:
     for pair in pairs:
         out[_bucket(root[pair[0]])].append(pair)
     return out
+
+
+def cluster_ids(pairs: list[Pair]) -> list[int]:
+    """Per pair, the index of its text cluster among ``pairs`` (pairs sharing a text share one)."""
+    root = _components(pairs)
+    index: dict[str, int] = {}
+    return [index.setdefault(root[a], len(index)) for a, _, _ in pairs]
 
 
 def main() -> None:

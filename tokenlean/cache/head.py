@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_THRESHOLD", "HEAD_PATH", "LEXICAL", "DuplicateHead", "lexical_features", "shipped_head"]
 
 HEAD_PATH = Path(__file__).resolve().parent / "data" / "duplicate_head.npz"
-DEFAULT_THRESHOLD = {"learned": 0.92, "guard": 0.7}
+DEFAULT_THRESHOLD = {"learned": 0.935, "guard": 0.7}
 """The default hit thresholds: the head's probability chosen on the validation split for <= 1%
 false hits on near-miss questions (bench/cache.py), and the earlier guard rule's score."""
 LEXICAL = (
