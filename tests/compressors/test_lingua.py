@@ -67,3 +67,20 @@ def test_answers_survive_3x_better_than_random_dropping(compressor: LinguaCompre
             sample["answer"], _context(random_drop.compress(documents, question=question, rate=1 / 3))
         )
     assert ours > baseline and ours >= 5, (ours, baseline)
+
+
+def test_concurrent_compressions_give_the_serial_results(compressor: LinguaCompressor) -> None:
+    """Passes of concurrent requests run at once on the shared scorer (no lock between them);
+    each request keeps its own KV cache, so its result is the one it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    samples = hotpot_test_subset(3, seed=11)
+
+    def compress(sample: dict) -> str:  # type: ignore[type-arg]
+        return compressor.compress(hotpot_documents(sample), question=sample["question"], rate=0.5).prompt
+
+    alone = [compress(s) for s in samples]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(compress, samples))
+    assert together == alone
+    assert all(len(p) < len("\n\n".join(hotpot_documents(s))) for p, s in zip(alone, samples, strict=True))
