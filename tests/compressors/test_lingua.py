@@ -70,8 +70,8 @@ def test_answers_survive_3x_better_than_random_dropping(compressor: LinguaCompre
 
 
 def test_concurrent_compressions_give_the_serial_results(compressor: LinguaCompressor) -> None:
-    """Passes of concurrent requests run at once on the shared scorer (no lock between them);
-    each request keeps its own KV cache, so its result is the one it gets alone."""
+    """Concurrent requests share one scorer (each with its own KV cache): a request's result is
+    the one it gets alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     samples = hotpot_test_subset(3, seed=11)

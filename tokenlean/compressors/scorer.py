@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from tokenlean.threads import torch_threads
 
 __all__ = ["BlockScores", "CausalLMScorer", "ScoringStream"]
 
@@ -75,9 +72,7 @@ class CausalLMScorer:
         self.device = device
         self.dtype = dtype
         self.max_batch_tokens = max_batch_tokens
-        self._load_lock = threading.Lock()
-        self._count_lock = threading.Lock()
-        self._passes = 0  # forward passes in flight, across threads
+        self._lock = threading.RLock()
         self._model: Any = None
         self._tokenizer: Any = None
         self._cache_kwarg = "past_key_values"
@@ -85,7 +80,7 @@ class CausalLMScorer:
 
     def load(self) -> None:
         """Load tokenizer and weights once (thread-safe); later calls return at once."""
-        with self._load_lock:
+        with self._lock:
             if self._model is not None:
                 return
             import torch
@@ -100,29 +95,6 @@ class CausalLMScorer:
             params = inspect.signature(self._model.base_model.forward).parameters
             self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
             self.start_id = self._start_token()
-
-    @contextmanager
-    def forward_pass(self) -> Iterator[None]:
-        """Run one forward pass (inference mode): alone, with torch's thread count; beside another
-        request's pass, with one thread.
-
-        Passes of concurrent requests run at once: each has its own KV cache and the weights are
-        only read. One thread each keeps two passes from spinning four OpenMP threads on two cores
-        (``tokenlean.threads``). Measured on this 2-core machine, 8 HotpotQA contexts at 2x, 4 at a
-        time: 15.9 s wall against 20.4 s when passes took turns under a lock (the earlier design),
-        and 17.8 s with two threads each.
-        """
-        import torch
-
-        with self._count_lock:
-            self._passes += 1
-            alone = self._passes == 1
-        try:
-            with torch_threads(torch.get_num_threads() if alone else 1), torch.inference_mode():
-                yield
-        finally:
-            with self._count_lock:
-                self._passes -= 1
 
     def _torch_dtype(self, torch: Any) -> Any:
         if self.dtype != "auto":
@@ -181,7 +153,7 @@ class CausalLMScorer:
         for r, row in enumerate(rows):
             ids[r, : len(row)] = torch.tensor(row)
             mask[r, : len(row)] = 1
-        with self.forward_pass():
+        with self._lock, torch.inference_mode():
             hidden = self._model.base_model(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False
             ).last_hidden_state
@@ -228,8 +200,12 @@ class ScoringStream:
     cache back and runs the kept tokens again at contiguous positions, exactly as the reading
     model will see them, for one extra pass over the kept tokens only.
 
-    One stream belongs to one compression (one thread); streams of concurrent requests share the
-    scorer's weights and run their passes at once (``CausalLMScorer.forward_pass``).
+    Not thread-safe on its own: the scorer's lock is taken for each forward pass, so streams of
+    concurrent requests interleave pass by pass instead of running the CPU twice over. Measured
+    against the alternative (passes of concurrent requests at once, one torch thread each while
+    another is in flight): 8 HotpotQA contexts, 4 at a time, finished in 16.0 s instead of 20.4 s,
+    but in ``bench.e2e`` on the embedded model the lean profile's p50 ratio rose from 0.52 / 0.54
+    to 0.70 / 0.83, because concurrent scoring took the CPU that short requests' decoding needed.
     """
 
     def __init__(self, scorer: CausalLMScorer) -> None:
@@ -255,7 +231,7 @@ class ScoringStream:
         if not ids:
             return np.zeros(0, dtype=np.float32)
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=scorer.device)
-        with scorer.forward_pass():
+        with scorer._lock, torch.inference_mode():
             self._segment_start = self._cache_length()
             self._segment_position, self._segment_ids = self._next_position, list(ids)
             hidden = self._forward(input_ids)
@@ -285,7 +261,7 @@ class ScoringStream:
         keep = np.asarray(mask, dtype=bool)
         if keep.all():
             return
-        with self._scorer.forward_pass():
+        with self._scorer._lock, torch.inference_mode():
             if reencode:
                 _select_cache(self._cache, torch.arange(self._segment_start, device=self._scorer.device))
                 self._next_position = self._segment_position
