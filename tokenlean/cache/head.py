@@ -38,8 +38,9 @@ __all__ = ["DEFAULT_THRESHOLD", "HEAD_PATH", "LEXICAL", "DuplicateHead", "lexica
 
 HEAD_PATH = Path(__file__).resolve().parent / "data" / "duplicate_head.npz"
 DEFAULT_THRESHOLD = {"learned": 0.935, "guard": 0.7}
-"""The default hit thresholds: the head's probability chosen on the validation split for <= 1%
-false hits on near-miss questions (bench/cache.py), and the earlier guard rule's score."""
+"""The default hit thresholds: the head's probability, chosen on the validation split for <= 1%
+false hits on near-miss questions with a margin (the cluster-bootstrap rule of
+``bench.cache_qqp.bootstrap_default``: docs/cache.md), and the earlier guard rule's score."""
 LEXICAL = (
     "cosine",
     "novel_max",
