@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from typing import Any
 
 import httpx
 import openai
@@ -128,3 +131,45 @@ async def test_proxy_answers_400_naming_the_option_and_streams_compressed(
         assert text == "streamed answer"
         sent = backend.requests[-1].messages[-1].content
         assert sent.endswith(hotpot_sample["question"]) and len(sent) < 0.5 * len(messages[-1]["content"])
+
+
+class _GatedCompressor:
+    """The stage's real compressor, held at the start of ``compress`` until the test opens the gate."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def compress(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.inner.compress(*args, **kwargs)
+
+
+async def test_a_request_that_would_wait_for_the_scorer_goes_on_uncompressed(
+    stage: CompressionStage, hotpot_sample
+) -> None:  # type: ignore[no-untyped-def]
+    gated = _GatedCompressor(stage.compressor)
+    busy_stage = CompressionStage(rate=0.4, min_prompt_tokens=200, compressor=gated, max_wait_s=0.0)
+    request = _rag_request(hotpot_documents(hotpot_sample), hotpot_sample["question"])
+    backend = FakeBackend()
+    first = asyncio.create_task(Pipeline(backend, [busy_stage])(request))
+    assert await asyncio.to_thread(gated.entered.wait, 60)  # the first compression holds the scorer
+    second = await Pipeline(backend, [busy_stage])(request)
+    skipped = next(e for e in second.events if e.stage == "compress" and e.action != "timing")
+    assert skipped.action == "skipped" and skipped.data["reason"] == "busy"
+    assert skipped.data["wait_s"] is None  # no compression has finished yet: no measured speed
+    assert backend.requests[0].messages == request.messages  # sent on as the client wrote it
+    gated.gate.set()
+    done = await first
+    assert any(e.action == "compressed" for e in done.events)
+    assert busy_stage.backlog.wait_s() == 0.0 and busy_stage.backlog.rate() is not None
+    third = await Pipeline(backend, [busy_stage])(request)  # the scorer is free again
+    assert any(e.action == "compressed" for e in third.events)
+
+
+def test_max_wait_s_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError) as info:
+        CompressionStage(max_wait_s=-1.0)
+    assert info.value.param == "max_wait_s"

@@ -108,6 +108,12 @@ class CompressSpecOptions(SpecOptions):
     )
     device: str = Field(default="cpu", description="Torch device of the scorer.")
     tuning: dict[str, Any] | None = Field(default=None, description="LinguaConfig fields (expert tuning).")
+    max_wait_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Longest estimated wait for the shared scorer; a request over it goes on uncompressed "
+        "(a `skipped` event, reason `busy`). Null: wait as long as it takes.",
+    )
 
 
 def parse_request_options(raw: Any, defaults: CompressOptions) -> CompressOptions | None:

@@ -4,7 +4,10 @@ The stage cuts the request into context blocks under its policy (``tokenlean.com
 compresses them with ``LinguaCompressor`` in a worker thread (the scorer is a model: it must not
 block the event loop), puts them back, and reports tokens before and after in a ``compressed``
 event. Requests below ``min_prompt_tokens`` pass through untouched with a ``skipped`` event:
-compressing a short prompt costs more time than it saves.
+compressing a short prompt costs more time than it saves. With ``max_wait_s`` set, so does a
+request that would wait longer than that for the shared scorer (reason ``busy``,
+``tokenlean.compressors.backlog``): under a burst the queue stays bounded instead of every request
+waiting for every compression ahead of it.
 
 Per request (``extra_body={"tokenlean": {"compress": {...}}}``): ``rate`` (kept fraction, 0.5 is
 2x) or ``target_tokens``, ``mode`` (auto, question, plain), ``off``, ``protect`` (strings kept
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tokenlean.compressors.backlog import ScorerBacklog
 from tokenlean.compressors.base import Compressor
 from tokenlean.compressors.chat import DEFAULT_ROLES, rebuild_request, split_request
 from tokenlean.compressors.lingua import LinguaCompressor, LinguaConfig
@@ -47,6 +51,8 @@ class CompressionStage:
     ``model``: the scorer (a Hugging Face folder or GGUF path; default the embedded SmolLM2).
     ``target_model``: the tokenizer budgets are counted in (default: the embedded model's; name
     the served model's folder when it differs). ``compressor`` replaces the whole algorithm.
+    ``max_wait_s``: the longest estimated wait for the scorer a request accepts; over it the
+    request goes on uncompressed (``None``: wait as long as it takes).
     """
 
     name: ClassVar[str] = "compress"
@@ -72,7 +78,12 @@ class CompressionStage:
         compressor: Compressor | None = None,
         counter: TokenCounter | None = None,
         tuning: dict[str, Any] | None = None,
+        max_wait_s: float | None = None,
     ) -> None:
+        if max_wait_s is not None and max_wait_s < 0:
+            raise ConfigError(f"stage compress: max_wait_s must be >= 0, got {max_wait_s}", param="max_wait_s")
+        self.max_wait_s = max_wait_s
+        self.backlog = ScorerBacklog()
         self.defaults = _spec_defaults(rate, target_tokens, mode, min_prompt_tokens, last_user, protect)
         self.roles = tuple(roles)
         self.min_block_tokens = min_block_tokens
@@ -121,16 +132,23 @@ class CompressionStage:
         if before < options.min_prompt_tokens or not split.blocks:
             reason = "short" if before < options.min_prompt_tokens else "no blocks"
             return None, {"reason": reason, "tokens_before": before, "tokens_after": before}
+        admitted, wait = self.backlog.admit(before, self.max_wait_s)
+        if not admitted:
+            waits = None if wait is None else round(wait, 2)  # None: busy, no speed measured yet
+            return None, {"reason": "busy", "tokens_before": before, "tokens_after": before, "wait_s": waits}
         mode = options.mode if split.question or options.mode != "question" else "plain"
-        result = self.compressor.compress(
-            split.blocks,
-            instruction=split.instruction,
-            question=split.question,
-            rate=options.rate,
-            target_tokens=options.target_tokens,
-            protect=options.protect,
-            **({"mode": mode} if isinstance(self.compressor, LinguaCompressor) else {}),
-        )
+        try:
+            result = self.compressor.compress(
+                split.blocks,
+                instruction=split.instruction,
+                question=split.question,
+                rate=options.rate,
+                target_tokens=options.target_tokens,
+                protect=options.protect,
+                **({"mode": mode} if isinstance(self.compressor, LinguaCompressor) else {}),
+            )
+        finally:
+            self.backlog.finish(before)
         rebuilt = rebuild_request(request, split, result.blocks)
         return rebuilt, {
             "tokens_before": result.origin_tokens,
