@@ -81,7 +81,9 @@ class CompressionStage:
         max_wait_s: float | None = None,
     ) -> None:
         if max_wait_s is not None and max_wait_s < 0:
-            raise ConfigError(f"stage compress: max_wait_s must be >= 0, got {max_wait_s}", param="max_wait_s")
+            raise ConfigError(
+                f"stage compress: max_wait_s must be >= 0, got {max_wait_s}", param="max_wait_s"
+            )
         self.max_wait_s = max_wait_s
         self.backlog = ScorerBacklog()
         self.defaults = _spec_defaults(rate, target_tokens, mode, min_prompt_tokens, last_user, protect)
