@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -100,10 +102,36 @@ async def _replay(base: str, items: list[Item], concurrency: int) -> list[dict[s
     return results
 
 
+def screenshot_dashboard(base: str, path: Path) -> bool:
+    """A PNG of a running server's ``/dashboard`` in headless chromium (False: no chromium here)."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        print("chromium not installed: no dashboard screenshot", flush=True)
+        return False
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=5000",
+    ]
+    shot = [f"--screenshot={path}", "--window-size=1200,1800", base + "/dashboard"]
+    subprocess.run([binary, *flags, *shot], check=True, capture_output=True, timeout=120)
+    return True
+
+
 def _run(
-    profile: str, items: list[Item], concurrency: int, port: int, upstream: str | None = None
+    profile: str,
+    items: list[Item],
+    concurrency: int,
+    port: int,
+    upstream: str | None = None,
+    dashboard: Path | None = None,
 ) -> dict[str, Any]:
-    """Start a server with ``profile``, replay the workload, return per-request results and its ledger."""
+    """Start a server with ``profile``, replay the workload, return per-request results and its ledger.
+
+    With ``dashboard``, the server's ``/dashboard`` after the replay is saved there as a PNG.
+    """
     from tokenlean.ledger import open_ledger
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -120,6 +148,8 @@ def _run(
     url = f"http://127.0.0.1:{port}"
     with started_process(argv, url + "/health", log=WORK / f"serve-{profile}.log", timeout=300):
         results = asyncio.run(_replay(url, items, concurrency))
+        if dashboard is not None:
+            screenshot_dashboard(url, dashboard)
     wall = time.perf_counter() - started
     ledger = open_ledger(str(ledger_path))
     rows = {r.request_id: r for r in ledger.records()}
@@ -304,10 +334,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     items = build_workload(args.per_slice)
     print(f"{len(items)} requests; load average {os.getloadavg()}", flush=True)
+    name = "e2e.vllm" if args.vllm else "e2e"
     with _vllm_upstream(args.vllm) as upstream:
         off = _run("off", items, args.concurrency, args.port, upstream)
         print(f"off: {off['wall_s']} s", flush=True)
-        lean = _run("lean", items, args.concurrency, args.port, upstream)
+        lean = _run("lean", items, args.concurrency, args.port, upstream, RESULTS / f"{name}-dashboard.png")
     print(f"lean: {lean['wall_s']} s", flush=True)
     summary = _summary(items, off, lean)
     summary["rag_answer_survives_compression"] = _survival(items, lean["results"])
@@ -349,7 +380,6 @@ def main(argv: list[str] | None = None) -> None:
         {"slice": it.slice, "kind": it.kind, "off": _public(o), "lean": _public(le)}
         for it, o, le in zip(items, off["results"], lean["results"])
     ]
-    name = "e2e.vllm" if args.vllm else "e2e"
     write_results(
         name,
         {
