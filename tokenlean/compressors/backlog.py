@@ -2,8 +2,8 @@
 
 The scorer is one model shared by every request (concurrent compressions take turns pass by
 pass), so under load compressions queue behind each other: on this project's 2-core CPU one
-HotpotQA-sized prompt (~1,400 tokens) takes about 3-4 s to compress alone, and a burst of
-requests waits for all of them. Past some wait, compressing costs the caller more time than a
+HotpotQA-sized prompt (~1,400 tokens) takes about 2.5-4 s to compress alone, and a burst of
+requests waits for all of them (bench/compress_overload.py). Past some wait, compressing costs the caller more time than a
 shorter prompt can give back, and the queue only grows while requests keep coming.
 
 The estimate: the tokens of every compression admitted and not yet finished, divided by the
