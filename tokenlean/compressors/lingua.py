@@ -260,9 +260,17 @@ class _Run:
         self.timings["rank_ms"] = (time.perf_counter() - started) * 1000
 
     def _prune(self, rates: dict[int, float], keep: list[np.ndarray]) -> None:
-        """The fine level: iterative segments on one stream, conditioned on the compressed prefix."""
+        """The fine level: iterative segments on one stream, conditioned on the compressed prefix.
+
+        In question mode the stream runs only when a kept block is thinned (0 < rate < 1). There
+        the coarse level mostly keeps blocks whole (rate 1) and drops the rest, so no score would
+        change a decision, and the fit step trims by the rank pass's surprisal instead of a
+        second pass over every kept token.
+        """
         started = time.perf_counter()
-        stream = self.scorer.stream(self._prefix()) if self.config.iterative else None
+        thinned = any(0.0 < rates[i] < 1.0 for i in self.output_order)
+        iterative = self.config.iterative and (thinned or not self.use_question)
+        stream = self.scorer.stream(self._prefix()) if iterative else None
         separator, _ = self.scorer.encode(BLOCK_SEPARATOR)
         for position, index in enumerate(self.output_order):
             if stream is not None and position:
