@@ -10,19 +10,24 @@ One run (``python -m bench.compress_overload``): three real ``tokenlean serve`` 
 of the fast paced upstream of ``bench/proxy_overhead_upstream.py`` (30 ms to the first token, 16
 tokens at 20 ms: an upstream much faster than the scorer, as a GPU vLLM is), one at a time:
 ``--profile off``; the lean profile's compress stage alone (as the lean profile ships it: no
-bound); and the same with ``max_wait_s`` (``--max-wait-s``, default 4 s). Each gets the same RAG requests (HotpotQA distractor questions with their ten
-paragraphs, about 1,400 tokens, built as in the e2e workload's RAG slice) at the same Poisson arrival times, open loop, at a light and at an
-overload rate. Figures: end-to-end latency p50/p95 as the client sees it, and the context tokens
-sent upstream as a fraction of the original (from the stage's events).
+bound); and the same with ``max_wait_s`` (``--max-wait-s``, default 4 s). Each gets the same
+HotpotQA distractor questions with their ten paragraphs (about 1,400 tokens, built as in the e2e
+workload's RAG slice) at the same Poisson arrival times, open loop, at rates set relative to the
+scorer's capacity on the machine at hand: first the median time of three compressions one at a
+time is measured, then the rates are ``--load`` multiples (default 0.5 and 2) of one over it.
+Figures: end-to-end latency p50/p95 as the client sees it, and the context tokens sent upstream
+as a fraction of the original (from the stage's events).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +94,31 @@ async def replay(
         return list(await asyncio.gather(*(send(client, b, t, start) for b, t in zip(bodies, times))))
 
 
+@contextlib.contextmanager
+def serving(upstream_port: int, flags: list[str]) -> Iterator[str]:
+    """A ``tokenlean serve`` with ``flags`` in front of the paced upstream; yields its URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "tokenlean.cli", "serve", "--port", str(port), "--ledger", "off"]
+    argv += ["--log-level", "warning", "--upstream", f"http://127.0.0.1:{upstream_port}/v1", *flags]
+    url = f"http://127.0.0.1:{port}"
+    with started_process(argv, url + "/health", timeout=300):
+        yield url
+
+
+async def solo_compression_s(url: str, bodies: list[dict[str, Any]]) -> float:
+    """The median seconds the stage spent compressing one request at a time (the first loads the scorer)."""
+    import httpx
+
+    seconds = []
+    async with httpx.AsyncClient(base_url=url, timeout=900) as client:
+        for body in bodies:
+            events = (await client.post("/v1/chat/completions", json=body)).json()["tokenlean"]["events"]
+            seconds += [
+                e["ms"] / 1000 for e in events if e["stage"] == "compress" and e["action"] == "compressed"
+            ]
+    return median(seconds[1:])
+
+
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = [r["latency_s"] for r in results]
     events = [r["compress"] for r in results if r["compress"] is not None]
@@ -149,12 +179,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=16, help="requests per rate and configuration")
-    parser.add_argument("--rates", default="0.1,0.5", help="arrival rates, requests per second")
+    parser.add_argument(
+        "--load",
+        default="0.5,2",
+        help="arrival rates as multiples of the scorer's capacity (1 / its median solo compression time)",
+    )
     parser.add_argument(
         "--max-wait-s", type=float, default=4.0, help="the bound of the bounded configuration"
     )
     args = parser.parse_args(argv)
-    rates = [float(r) for r in args.rates.split(",")]
     items = [i for i in _rag_slice(random.Random(11), 2 * args.requests + 2) if i.kind == "hotpotqa"]
     bodies = [{"model": "fake-model", **item.body} for item in items]
     warm, bodies = bodies[0], bodies[1:]
@@ -170,21 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     upstream += ["--prefill-ms", "30", "--interval-ms", "20"]
     rows = []
     with started_process(upstream, f"http://127.0.0.1:{port}/v1/models"):
+        with serving(port, configs["compress, no bound"]) as url:
+            solo_s = asyncio.run(solo_compression_s(url, [warm, *bodies[:3]]))
+        rates = [round(float(f) / solo_s, 3) for f in args.load.split(",")]
+        print(f"median solo compression {solo_s:.2f} s: rates {rates} req/s", flush=True)
         for name, flags in configs.items():
-            proxy_port = free_port()
-            argv_ = [
-                sys.executable,
-                "-m",
-                "tokenlean.cli",
-                "serve",
-                "--port",
-                str(proxy_port),
-                "--ledger",
-                "off",
-            ]
-            argv_ += ["--log-level", "warning", "--upstream", f"http://127.0.0.1:{port}/v1", *flags]
-            url = f"http://127.0.0.1:{proxy_port}"
-            with started_process(argv_, url + "/health", timeout=300):
+            with serving(port, flags) as url:
                 for rate in rates:
                     times = arrivals(rate, len(bodies))
                     results = asyncio.run(replay(url, bodies, times, warm))
@@ -232,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
             "setup": {
                 "upstream": "bench.proxy_overhead_upstream, 30 ms prefill, 16 tokens x 20 ms",
                 "requests": args.requests,
+                "solo_compression_s": round(solo_s, 3),
+                "load_multiples_of_capacity": args.load,
                 "rates": rates,
                 "lean_compress_options": lean,
             },

@@ -2,7 +2,7 @@
 
 The scorer is one model shared by every request (concurrent compressions take turns pass by
 pass), so under load compressions queue behind each other: on this project's 2-core CPU one
-HotpotQA-sized prompt (~1,400 tokens) takes about 2.5-4 s to compress alone, and a burst of
+HotpotQA-sized prompt (~1,400 tokens) takes about 2-4 s to compress alone, and a burst of
 requests waits for all of them (bench/compress_overload.py). Past some wait, compressing costs the caller more time than a
 shorter prompt can give back, and the queue only grows while requests keep coming.
 
