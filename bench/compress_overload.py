@@ -35,16 +35,16 @@ import yaml
 
 from bench.common import environment, goal, median, percentile, print_table, started_process, write_results
 from bench.e2e_workload import _rag_slice
+from tokenlean.middleware.profiles import load_profile
 from tokenlean.testing import free_port
 
 NAME = "compress_overload"
-LEAN = Path(__file__).resolve().parents[1] / "tokenlean" / "middleware" / "profiles" / "lean.yaml"
 WORK = Path("/tmp/tokenlean-bench-compress-overload")
 
 
 def lean_compress_options() -> dict[str, Any]:
     """The lean profile's compress options, as shipped."""
-    stages = yaml.safe_load(LEAN.read_text())["stages"]
+    stages = load_profile("lean")["stages"]
     return dict(next(s for s in stages if s["type"] == "compress")["options"])
 
 

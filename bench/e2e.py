@@ -18,7 +18,6 @@ import contextlib
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -104,19 +103,13 @@ async def _replay(base: str, items: list[Item], concurrency: int) -> list[dict[s
 
 def screenshot_dashboard(base: str, path: Path) -> bool:
     """A PNG of a running server's ``/dashboard`` in headless chromium (False: no chromium here)."""
+    from tokenlean.testing import headless_chromium
+
     binary = shutil.which("chromium")
     if binary is None:
         print("chromium not installed: no dashboard screenshot", flush=True)
         return False
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=5000",
-    ]
-    shot = [f"--screenshot={path}", "--window-size=1200,1800", base + "/dashboard"]
-    subprocess.run([binary, *flags, *shot], check=True, capture_output=True, timeout=120)
+    headless_chromium(binary, f"--screenshot={path}", "--window-size=1200,1800", base + "/dashboard")
     return True
 
 

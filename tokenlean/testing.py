@@ -27,7 +27,7 @@ from tokenlean.backends.vllm_launcher import serve_command
 if TYPE_CHECKING:  # annotations only (typing.Self is 3.11+)
     from typing_extensions import Self
 
-__all__ = ["ServeProcess", "ServerProcess", "VLLMServer", "free_port"]
+__all__ = ["ServeProcess", "ServerProcess", "VLLMServer", "free_port", "headless_chromium"]
 
 
 def free_port() -> int:
@@ -35,6 +35,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def headless_chromium(binary: str, *args: str) -> str:
+    """Run Debian's chromium headless with ``args`` (``--dump-dom URL``, ``--screenshot=PATH URL``); its stdout.
+
+    No sandbox (it runs as root in CI), no GPU, and 5 s of virtual time for the page's scripts.
+    """
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=5000",
+    ]
+    done = subprocess.run([binary, *flags, *args], check=True, capture_output=True, text=True, timeout=120)
+    return done.stdout
 
 
 class VLLMServer:

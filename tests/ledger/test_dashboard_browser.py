@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from tokenlean.ledger import open_ledger
 from tokenlean.ledger.summary import overview
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.proxy.app import create_app
-from tokenlean.testing import free_port
+from tokenlean.testing import free_port, headless_chromium
 
 pytestmark = pytest.mark.slow
 KEY = "dashboard-test-key"
@@ -52,18 +51,6 @@ def _chromium() -> str:
     if found is None:
         unavailable("chromium is not installed (scripts/setup-chromium.sh installs it)")
     return found
-
-
-def _browser(binary: str, *args: str) -> str:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=5000",
-    ]
-    done = subprocess.run([binary, *flags, *args], check=True, capture_output=True, text=True, timeout=120)
-    return done.stdout
 
 
 def _value(dom: str, element_id: str) -> float:
@@ -99,7 +86,7 @@ def test_dashboard_shows_the_ledger_in_a_real_browser(
     assert expected["requests"] == 3 and expected["cache_hit_rate"] == pytest.approx(1 / 3, abs=1e-3)
     assert f"tokenlean_ledger_requests_total {float(expected['requests'])}" in metrics
 
-    dom = _browser(binary, "--dump-dom", f"{base}/dashboard?key={KEY}")
+    dom = headless_chromium(binary, "--dump-dom", f"{base}/dashboard?key={KEY}")
     assert 'data-rendered="yes"' in dom  # the page's own script ran to the end
     assert _value(dom, "kpi-requests") == expected["requests"]
     assert _value(dom, "kpi-tokens-spent") == expected["tokens_spent"]
@@ -109,5 +96,7 @@ def test_dashboard_shows_the_ledger_in_a_real_browser(
     assert re.search(r'(src|href)="(https?:)?//', dom) is None  # nothing is fetched from elsewhere
 
     shot = tmp_path / "dashboard.png"
-    _browser(binary, f"--screenshot={shot}", "--window-size=1200,1800", f"{base}/dashboard?key={KEY}")
+    headless_chromium(
+        binary, f"--screenshot={shot}", "--window-size=1200,1800", f"{base}/dashboard?key={KEY}"
+    )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
