@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from bench.cache_finetune import CACHE, _base, bottom_states, report
+from bench.cache_finetune import save as save_top_layers
 from bench.qqp_split import Pair, split_pairs
 
 HIDDEN = 128
@@ -183,12 +184,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 def save(scorer: CrossScorer, top: int, path: Path) -> None:
+    """The joint layers and the MLP as float16 (bench/cache_finetune.py's file format)."""
     state = {f"layers.{k}": v for k, v in scorer.layers.state_dict().items()}
     state.update({f"mlp.{k}": v for k, v in scorer.mlp.state_dict().items()})
-    arrays = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, top=np.array(top), **arrays)
-    print(f"wrote {path} ({path.stat().st_size} bytes)", flush=True)
+    save_top_layers(state, top, path)
 
 
 def main() -> None:
