@@ -17,6 +17,13 @@ guard = MeaningGuard()
         ("How do I convert USD to EUR?", "How do I convert EUR to USD?", "order"),
         ("How do I get from Paris to London?", "How do I get from London to Paris?", "order"),
         ("Is Python faster than Java?", "Is Python faster than Rust?", "order"),  # another comparand
+        ("What do people in Oslo think of Berlin?", "What do people in Berlin think of Oslo?", "order"),
+        (
+            "What can I import from Peru and sell in Spain?",
+            "What can I import from Spain and sell in Peru?",
+            "order",
+        ),
+        ("Are wolves afraid of bears?", "Are bears afraid of wolves?", "order"),  # roles exchanged
         ("Is a cat bigger than a dog?", "Is a cat smaller than a dog?", "direction"),
         ("What is the best laptop for students?", "What is the worst laptop for students?", "direction"),
         ("What is 17 times 23?", "What is 17 times 24?", "numbers"),
@@ -36,6 +43,14 @@ def test_meaning_flips_are_vetoed(query: str, candidate: str, reason: str) -> No
         ("Is a cat bigger than a dog?", "Are cats larger than dogs?"),
         ("What is two plus two?", "What is 2 plus 2?"),
         ("Which is better, iPhone or Android?", "Which is better, Android or iPhone?"),  # symmetric: allowed
+        (
+            "What is the difference between a lake and a pond?",
+            "What is the difference between a pond and a lake?",
+        ),
+        (
+            "How can an allergy to pollen be treated?",
+            "How do you treat pollen allergy?",
+        ),  # reworded, not swapped
         ("What are some good tips for self study?", "What are the smart tips for self-studying?"),
         ("Price of 1,000 shares?", "Price of 1000 shares?"),
     ],
