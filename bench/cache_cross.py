@@ -37,7 +37,6 @@ wired in. The shipped head remains the decision (docs/cache.md).
 from __future__ import annotations
 
 import argparse
-import copy
 import random
 import time
 from pathlib import Path
@@ -45,9 +44,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache_finetune import CACHE, _base, bottom_states, report
+from bench.cache_finetune import (
+    CACHE,
+    descend,
+    report,
+    shuffled_batches,
+    training_options,
+    training_setup,
+    warmup_then_linear,
+)
 from bench.cache_finetune import save as save_top_layers
-from bench.qqp_split import Pair, split_pairs
+from bench.qqp_split import Pair
 
 HIDDEN = 128
 
@@ -118,24 +125,11 @@ def val_scores(
 def train(args: argparse.Namespace) -> None:
     import torch
 
-    from bench.cache_qqp import mrpc_fit_and_dev
-
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    whole = split_pairs()
-    fit = whole["fit"] + mrpc_fit_and_dev()[0]
-    val = whole["val"]
-    texts = sorted({t for a, b, _ in fit + val for t in (a, b)})
-    index = {t: i for i, t in enumerate(texts)}
-    bottom = 6 - args.top
-    states = bottom_states(texts, bottom)
-    bert = _base()[0].auto_model
-    layers = torch.nn.ModuleList([copy.deepcopy(layer) for layer in bert.encoder.layer[bottom:]])
+    fit, val, index, states, bert, layers = training_setup(args)
     scorer = CrossScorer(layers, bert.config.hidden_size)
     scorer.modules.train()
-    for p in scorer.modules.parameters():
-        p.requires_grad_(True)
     val_labels = np.array([p[2] for p in val])
     optimiser = torch.optim.AdamW(
         [
@@ -144,29 +138,18 @@ def train(args: argparse.Namespace) -> None:
         ],
         weight_decay=0.01,
     )
-    steps = args.epochs * ((len(fit) + args.batch - 1) // args.batch)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
-    )
+    schedule = warmup_then_linear(optimiser, args.epochs * ((len(fit) + args.batch - 1) // args.batch))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     best = -1.0
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        order = list(range(len(fit)))
-        rng.shuffle(order)
-        for step, start in enumerate(range(0, len(order), args.batch)):
-            batch = [fit[i] for i in order[start : start + args.batch]]
+        for step, batch in shuffled_batches(fit, args.batch, rng):
             logits = scorer.logits(
                 bert, [states[index[a]] for a, _, _ in batch], [states[index[b]] for _, b, _ in batch]
             )
             labels = torch.tensor([float(label) for *_, label in batch])
             loss = loss_fn(logits, labels)
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(scorer.modules.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
+            descend(loss, optimiser, schedule, scorer.modules.parameters())
             if step % 200 == 0:
                 print(
                     f"epoch {epoch} step {step} loss {loss.item():.3f} {time.perf_counter() - started:.0f} s",
@@ -191,15 +174,8 @@ def save(scorer: CrossScorer, top: int, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--top", type=int, default=2, help="how many top layers read both texts")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser = training_options(__doc__, "read both texts")
     parser.add_argument("--head-lr", type=float, default=1e-3)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (a quick look)")
     parser.add_argument("--out", type=Path, default=CACHE / "cache_cross.npz")

@@ -46,6 +46,7 @@ import copy
 import hashlib
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,50 +161,78 @@ def report(cosines: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {f"hit_at_{f}": round(hit_at(cosines, labels, f), 4) for f in (0.005, 0.01, 0.02, 0.05)}
 
 
-def train(args: argparse.Namespace) -> None:
+def training_setup(
+    args: argparse.Namespace, fit_pairs: int | None = None, mrpc: bool = True
+) -> tuple[list[Pair], list[Pair], dict[str, int], list[Any], Any, Any]:
+    """Fit and val pairs, each text's row in the bottom states, the states, MiniLM's BERT and a
+    trainable copy of its top ``args.top`` layers (seeded by ``args.seed``)."""
     import torch
 
     from bench.cache_qqp import mrpc_fit_and_dev
 
-    torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     whole = split_pairs()
-    fit = whole["fit"][: args.fit_pairs] + ([] if args.no_mrpc else mrpc_fit_and_dev()[0])
+    fit = whole["fit"][:fit_pairs] + (mrpc_fit_and_dev()[0] if mrpc else [])
     val = whole["val"]
     texts = sorted({t for a, b, _ in fit + val for t in (a, b)})
-    index = {t: i for i, t in enumerate(texts)}
     bottom = 6 - args.top
     states = bottom_states(texts, bottom)
     bert = _base()[0].auto_model
     top = torch.nn.ModuleList([copy.deepcopy(layer) for layer in bert.encoder.layer[bottom:]]).train()
     for p in top.parameters():
         p.requires_grad_(True)
+    return fit, val, {t: i for i, t in enumerate(texts)}, states, bert, top
+
+
+def warmup_then_linear(optimiser: Any, steps: int) -> Any:
+    """Learning rate up over the first 5% of ``steps``, then linearly down to zero."""
+    import torch
+
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+
+
+def shuffled_batches(fit: list[Pair], size: int, rng: random.Random) -> Iterator[tuple[int, list[Pair]]]:
+    """One epoch of ``fit`` in random batches of ``size``, numbered from 0."""
+    order = list(range(len(fit)))
+    rng.shuffle(order)
+    for step, start in enumerate(range(0, len(order), size)):
+        yield step, [fit[i] for i in order[start : start + size]]
+
+
+def descend(loss: Any, optimiser: Any, schedule: Any, parameters: Any) -> None:
+    """One optimiser step on ``loss`` with the gradient norm clipped to 1."""
+    import torch
+
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimiser.step()
+    schedule.step()
+
+
+def train(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    rng = random.Random(args.seed)
+    fit, val, index, states, bert, top = training_setup(args, args.fit_pairs, not args.no_mrpc)
     val_labels = np.array([p[2] for p in val])
     base = report(val_cosines(bert, top, val, index, states), val_labels)
     print({"epoch": 0, **base}, flush=True)
     optimiser = torch.optim.AdamW(top.parameters(), lr=args.lr, weight_decay=0.01)
-    steps = args.epochs * ((len(fit) + args.batch - 1) // args.batch)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
-    )
+    schedule = warmup_then_linear(optimiser, args.epochs * ((len(fit) + args.batch - 1) // args.batch))
     best: tuple[float, dict[str, Any]] = (base["hit_at_0.01"], {})
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        order = list(range(len(fit)))
-        rng.shuffle(order)
-        for step, start in enumerate(range(0, len(order), args.batch)):
-            batch = [fit[i] for i in order[start : start + args.batch]]
+        for step, batch in shuffled_batches(fit, args.batch, rng):
             a = encode(bert, top, [states[index[x]] for x, _, _ in batch])
             b = encode(bert, top, [states[index[y]] for _, y, _ in batch])
             labels = torch.tensor([float(label) for *_, label in batch])
             loss = cosent((a * b).sum(-1), labels) + args.contrast * in_batch(a, b, labels == 1)
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(top.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
+            descend(loss, optimiser, schedule, top.parameters())
             if step % 200 == 0:
                 print(
                     f"epoch {epoch} step {step} loss {loss.item():.3f} {time.perf_counter() - started:.0f} s",
@@ -263,16 +292,20 @@ def head_on(weights: Path) -> None:
     cache_head.train(*inputs, 1, gate)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--top", type=int, default=2, help="how many top layers learn")
+def training_options(doc: str | None, top: str) -> argparse.ArgumentParser:
+    """The options every top-layer training run here shares (``top``: what the top layers do)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--top", type=int, default=2, help=f"how many top layers {top}")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--contrast", type=float, default=1.0, help="weight of the in-batch InfoNCE")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main() -> None:
+    parser = training_options(__doc__, "learn")
+    parser.add_argument("--contrast", type=float, default=1.0, help="weight of the in-batch InfoNCE")
     parser.add_argument("--fit-pairs", type=int, default=None)
     parser.add_argument("--no-mrpc", action="store_true")
     parser.add_argument("--out", type=Path, default=CACHE / "cache_embedder.npz")
