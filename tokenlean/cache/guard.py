@@ -130,8 +130,8 @@ class TextFeatures:
     content: frozenset[str]
     directions: frozenset[tuple[str, int]]
     order: tuple[str, frozenset[str], frozenset[str]] | None  # (relation, left words, right words)
-    words: tuple[str, ...] = ()  # every word, stemmed, in order
-    content_order: tuple[str, ...] = ()  # the content words, stemmed, in order
+    words: tuple[str, ...]  # every word, stemmed, in order
+    content_order: tuple[str, ...]  # the content words, stemmed, in order
 
 
 @lru_cache(maxsize=4096)
