@@ -1,10 +1,13 @@
 """Prometheus metrics for one proxy app: requests, latency, tokens, and what every stage did.
 
 Each app owns its own registry (tests build many apps in one process); with several worker
-processes the counters are summed across them (``render``, prometheus_client's multiprocess mode). Stage events are counted
-by (stage, action), their time observed per stage, and every numeric field in an event's data
-(tokens_saved, drafted, accepted, cost_saved, ...) is summed per (stage, field): a new stage gets
-its savings on /metrics without touching this module.
+processes the counters are summed across them (``render``, prometheus_client's multiprocess
+mode). Stage events are counted by (stage, action, reason), where ``reason`` is the event's own
+``reason`` field when it has one (why a stage stepped aside: ``short``, ``busy``, ``uses tools``,
+...: a fixed vocabulary per stage, so the label stays bounded) and empty otherwise. Their time is
+observed per stage, and every numeric field in an event's data (tokens_saved, drafted, accepted,
+cost_saved, ...) is summed per (stage, field): a new stage gets its savings on /metrics without
+touching this module.
 
 A backend that measures its upstreams (``OpenAIBackend.upstream_metrics``: latency, errors,
 vLLM's drafting counters) keeps those collectors itself; ``scrape`` refreshes them (bounded in
@@ -27,6 +30,15 @@ __all__ = ["ProxyMetrics"]
 log = logging.getLogger("tokenlean.proxy")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+_REASON_CHARS = 60  # a guard on the label's size; every reason a stage gives today is shorter
+
+
+def _reason(event: Event) -> str:
+    """The event's ``reason`` as a label value ("" when it gives none)."""
+    reason = event.data.get("reason")
+    return reason[:_REASON_CHARS] if isinstance(reason, str) else ""
 
 
 class ProxyMetrics:
@@ -59,7 +71,12 @@ class ProxyMetrics:
         self.completion_tokens = Counter(
             "tokenlean_completion_tokens", "Completion tokens generated", registry=r
         )
-        self.stage_events = Counter("tokenlean_stage_events", "Stage events", ["stage", "action"], registry=r)
+        self.stage_events = Counter(
+            "tokenlean_stage_events",
+            "Stage events by why, when given",
+            ["stage", "action", "reason"],
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "tokenlean_stage_seconds", "A stage's own time", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -81,7 +98,7 @@ class ProxyMetrics:
             if event.action == "timing":
                 self.stage_seconds.labels(event.stage).observe(event.ms / 1000)
                 continue
-            self.stage_events.labels(event.stage, event.action).inc()
+            self.stage_events.labels(event.stage, event.action, _reason(event)).inc()
             for name, value in event.data.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
                     self.stage_values.labels(event.stage, name).inc(value)
