@@ -142,16 +142,19 @@ def features(text: str) -> TextFeatures:
     numbers = {_number(n) for n in _NUMBER.findall(lowered)} | {
         _NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS
     }
-    content = _content(lowered)
+    stems = tuple(_stem(w) for w in words)
+    content_order = tuple(
+        s for w, s in zip(words, stems, strict=True) if w not in _STOP and w not in _NUMBER_WORDS
+    )
     directions = frozenset(_DIRECTION[w] for w in words if w in _DIRECTION)
     return TextFeatures(
         frozenset(numbers),
         bool(_NEGATION.search(lowered)),
-        content,
+        frozenset(content_order),
         directions,
         _order(lowered),
-        tuple(_stem(w) for w in words),
-        tuple(_stem(w) for w in words if w not in _STOP and w not in _NUMBER_WORDS),
+        stems,
+        content_order,
     )
 
 
