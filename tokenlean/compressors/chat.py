@@ -18,13 +18,14 @@ a question asked *before* the documents in the last user message is taken for a 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tokenlean.middleware.types import Message, Request
 
-__all__ = ["ChatSplit", "rebuild_request", "split_request"]
+__all__ = ["ChatSplit", "prefix_digests", "rebuild_request", "split_request"]
 
 _PARAGRAPH_BREAK = re.compile(r"(\n[ \t]*\n\s*)")
 DEFAULT_ROLES = ("system", "developer", "tool", "user")
@@ -121,6 +122,25 @@ def rebuild_request(request: Request, split: ChatSplit, compressed: Sequence[str
     if request.prompt is not None:
         return request.replace(prompt=rebuilt[0].content if rebuilt else "")
     return request.replace(messages=rebuilt)
+
+
+def prefix_digests(request: Request, split: ChatSplit) -> tuple[str, ...]:
+    """Per block, a digest of the request's text from its start to the end of that block.
+
+    Two requests with equal digests at block ``b`` sent the same messages (roles included) up to
+    and including block ``b``: the shared-prefix memo (``shared_prefix.py``) keys on this.
+    """
+    hasher = hashlib.blake2b(digest_size=16)
+    block_at = {slot: b for b, slot in enumerate(split.slots)}
+    digests: list[str] = [""] * len(split.slots)
+    for m, message in enumerate(_texts(request)):
+        hasher.update(f"\x00{message.role}\x00".encode())
+        parts = split.parts[m]
+        for p, text in enumerate(parts if parts is not None else (message.content,)):
+            hasher.update(text.encode())
+            if parts is not None and (m, p) in block_at:
+                digests[block_at[(m, p)]] = hasher.copy().hexdigest()
+    return tuple(digests)
 
 
 def _join(parts: list[str]) -> str:
