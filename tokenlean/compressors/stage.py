@@ -206,30 +206,68 @@ class CompressionStage:
         self, split: ChatSplit, options: CompressOptions, shared: SharedRun, key: tuple[str, ...]
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         """The compressed blocks: a shared run from the memo (or computed once), the rest per request."""
-        head: tuple[str, ...] = ()
-        data: dict[str, Any] = {}
-        if shared.blocks:
-            head, hit = self.shared.compressed(
-                key, lambda: self._run(split.blocks[: shared.blocks], "", "", options, "plain")
+        mode = options.mode if split.question or options.mode != "question" else "plain"
+        if not shared.blocks:
+            blocks = self._run(
+                split.blocks,
+                split.instruction,
+                split.question,
+                options,
+                mode,
+                rate=options.rate,
+                target_tokens=options.target_tokens,
             )
-            data = {"shared_blocks": shared.blocks, "shared_memo": "hit" if hit else "miss", "mode": "plain"}
-        rest = split.blocks[shared.blocks :]
+            return blocks, {"mode": mode}
+        head, rest = split.blocks[: shared.blocks], split.blocks[shared.blocks :]
+        rate = self._block_rate(split, options)
+        compressed, hit = self.shared.compressed(
+            key, lambda: self._run(head, "", "", options, "plain", rate=rate)
+        )
+        data: dict[str, Any] = {
+            "shared_blocks": shared.blocks,
+            "shared_memo": "hit" if hit else "miss",
+            "mode": "plain",
+        }
         if rest:
-            mode = options.mode if split.question or options.mode != "question" else "plain"
-            head += self._run(rest, split.instruction, split.question, options, mode)
+            fixed = self.counter.count(join_prompt(split.instruction, [], split.question))
+            target = round(fixed + rate * self.counter.count(BLOCK_SEPARATOR.join(rest)))
+            compressed += self._run(
+                rest, split.instruction, split.question, options, mode, target_tokens=target
+            )
             data["mode"] = mode
-        return head, data
+        return compressed, data
+
+    def _block_rate(self, split: ChatSplit, options: CompressOptions) -> float:
+        """The keep rate of the blocks that meets the request's rate with instruction and question whole.
+
+        The request that first compresses a shared run sets it; later ones reuse that text, so
+        their ratios differ from the rate by their questions' lengths only.
+        """
+        assert options.rate is not None  # a shared run is only looked for under a rate
+        count = self.counter.count
+        fixed = count(join_prompt(split.instruction, [], split.question))
+        blocks = count(BLOCK_SEPARATOR.join(split.blocks))
+        whole = count(join_prompt(split.instruction, split.blocks, split.question))
+        return min(1.0, max(0.05, (options.rate * whole - fixed) / max(blocks, 1)))
 
     def _run(
-        self, blocks: Sequence[str], instruction: str, question: str, options: CompressOptions, mode: str
+        self,
+        blocks: Sequence[str],
+        instruction: str,
+        question: str,
+        options: CompressOptions,
+        mode: str,
+        *,
+        rate: float | None = None,
+        target_tokens: int | None = None,
     ) -> tuple[str, ...]:
         """One call of the compressor; its blocks, aligned with ``blocks`` (``""`` for a dropped one)."""
         result = self.compressor.compress(
             blocks,
             instruction=instruction,
             question=question,
-            rate=options.rate,
-            target_tokens=options.target_tokens,
+            rate=rate,
+            target_tokens=target_tokens,
             protect=options.protect,
             **({"mode": mode} if isinstance(self.compressor, LinguaCompressor) else {}),
         )
