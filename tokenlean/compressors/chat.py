@@ -128,7 +128,7 @@ def prefix_digests(request: Request, split: ChatSplit) -> tuple[str, ...]:
     """Per block, a digest of the request's text from its start to the end of that block.
 
     Two requests with equal digests at block ``b`` sent the same messages (roles included) up to
-    and including block ``b``: the shared-prefix memo (``shared_prefix.py``) keys on this.
+    and including block ``b``: the example memo (``examples.py``) keys on this.
     """
     hasher = hashlib.blake2b(digest_size=16)
     block_at = {slot: b for b, slot in enumerate(split.slots)}

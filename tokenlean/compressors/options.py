@@ -108,11 +108,11 @@ class CompressSpecOptions(SpecOptions):
     )
     device: str = Field(default="cpu", description="Torch device of the scorer.")
     tuning: dict[str, Any] | None = Field(default=None, description="LinguaConfig fields (expert tuning).")
-    reuse_shared_prefix: bool = Field(
+    reuse_examples: bool = Field(
         default=True,
-        description="Leading blocks an earlier request also sent (few-shot blocks, templates, earlier turns) "
-        "are compressed once without the question and reused: the scorer skips them and the upstream's "
-        "prefix cache keeps matching.",
+        description="Worked examples at the start of the context (two or more blocks opening with one label, "
+        "such as `Question:`) are compressed once without the question and reused: the scorer skips them "
+        "and the upstream's prefix cache keeps matching.",
     )
     max_wait_s: float | None = Field(
         default=None,

@@ -15,12 +15,12 @@ verbatim), ``min_prompt_tokens``, ``last_user`` (blocks, keep). See ``options.py
 docs/config-reference.md.
 
 Compression changes the prompt, which would defeat a backend's prefix cache across requests that
-share long context; so leading blocks that an earlier request also sent are compressed once and
-reused byte for byte (``reuse_shared_prefix``, ``tokenlean.compressors.shared_prefix``), and the
-system prompt is kept whole by the lean profile's roles.
+share long context. So worked examples at the start of the context are compressed once, without
+the question, and reused byte for byte (``reuse_examples``, ``tokenlean.compressors.examples``),
+and the lean profile keeps the system prompt whole (its roles).
 
-Known failure mode: the first request of a template is compressed with its own question and
-differs from the reused text the later ones get, so its prefix is not shared.
+Known failure mode: documents sent again with each new question ("chat with this file") are
+compressed again each time, with that question, so their prefix is not shared.
 """
 
 from __future__ import annotations
@@ -40,18 +40,13 @@ from tokenlean.compressors.chat import (
     rebuild_request,
     split_request,
 )
+from tokenlean.compressors.examples import ExampleMemo, leading_examples
 from tokenlean.compressors.lingua import LinguaCompressor, LinguaConfig
 from tokenlean.compressors.options import (
     CompressCallOptions,
     CompressOptions,
     CompressSpecOptions,
     parse_request_options,
-)
-from tokenlean.compressors.shared_prefix import (
-    MIN_SHARED_TOKENS,
-    SharedPrefixMemo,
-    SharedRun,
-    looks_like_demonstrations,
 )
 from tokenlean.errors import BadRequestError, ConfigError
 from tokenlean.middleware.stage import Handler
@@ -68,9 +63,9 @@ class CompressionStage:
     ``target_model``: the tokenizer budgets are counted in (default: the embedded model's; name
     the served model's folder when it differs). ``compressor`` replaces the whole algorithm.
     ``max_wait_s``: the longest estimated wait for the scorer a request accepts; over it the
-    request goes on uncompressed (``None``: wait as long as it takes). ``reuse_shared_prefix``:
-    leading blocks an earlier request also sent are compressed once, without the question, and
-    reused (``shared_prefix.py``), so the scorer skips them and the upstream's prefix cache matches.
+    request goes on uncompressed (``None``: wait as long as it takes). ``reuse_examples``:
+    worked examples at the start of the context are compressed once, without the question, and
+    reused (``examples.py``), so the scorer skips them and the upstream's prefix cache matches.
     """
 
     name: ClassVar[str] = "compress"
@@ -97,7 +92,7 @@ class CompressionStage:
         counter: TokenCounter | None = None,
         tuning: dict[str, Any] | None = None,
         max_wait_s: float | None = None,
-        reuse_shared_prefix: bool = True,
+        reuse_examples: bool = True,
     ) -> None:
         if max_wait_s is not None and max_wait_s < 0:
             raise ConfigError(
@@ -105,8 +100,8 @@ class CompressionStage:
             )
         self.max_wait_s = max_wait_s
         self.backlog = ScorerBacklog()
-        self.reuse_shared_prefix = reuse_shared_prefix
-        self.shared = SharedPrefixMemo()
+        self.reuse_examples = reuse_examples
+        self.examples = ExampleMemo()
         self.defaults = _spec_defaults(rate, target_tokens, mode, min_prompt_tokens, last_user, protect)
         self.roles = tuple(roles)
         self.min_block_tokens = min_block_tokens
@@ -155,9 +150,8 @@ class CompressionStage:
         if before < options.min_prompt_tokens or not split.blocks:
             reason = "short" if before < options.min_prompt_tokens else "no blocks"
             return None, {"reason": reason, "tokens_before": before, "tokens_after": before}
-        shared = self._shared_run(request, split, options)
-        key = _memo_key(shared, options)
-        scorer_free = shared.blocks == len(split.blocks) and self.shared.has(key)
+        examples, key = self._examples(request, split, options)
+        scorer_free = examples == len(split.blocks) and self.examples.has(key)
         if not scorer_free:
             admitted, wait = self.backlog.admit(before, self.max_wait_s)
             if not admitted:
@@ -169,7 +163,7 @@ class CompressionStage:
                     "wait_s": waits,
                 }
         try:
-            blocks, data = self._compress_blocks(split, options, shared, key)
+            blocks, data = self._compress_blocks(split, options, examples, key)
         finally:
             if not scorer_free:
                 self.backlog.finish(before)
@@ -185,29 +179,27 @@ class CompressionStage:
             **data,
         }
 
-    def _shared_run(self, request: Request, split: ChatSplit, options: CompressOptions) -> SharedRun:
-        """The leading blocks earlier requests also sent, when they are examples worth compressing once.
+    def _examples(
+        self, request: Request, split: ChatSplit, options: CompressOptions
+    ) -> tuple[int, tuple[str, ...]]:
+        """How many leading blocks are worked examples, and the memo key of their compressed text.
 
-        Documents keep question-aware compression even when they recur: compressed without the
-        question, HotpotQA contexts kept the answer in 23 of 30 at 2x instead of 27 of 30.
+        The key is the digest of the prompt up to the last example (everything before them
+        included), the rate and the protected strings: what the compressed text depends on.
         """
-        if not self.reuse_shared_prefix or options.rate is None:
-            return SharedRun(0, "")
-        run = self.shared.shared_run(prefix_digests(request, split))
-        head = split.blocks[: run.blocks]
-        if (
-            not looks_like_demonstrations(head)
-            or self.counter.count(BLOCK_SEPARATOR.join(head)) < MIN_SHARED_TOKENS
-        ):
-            return SharedRun(0, "")
-        return run
+        if not self.reuse_examples or options.rate is None:
+            return 0, ()
+        count = leading_examples(split.blocks)
+        if not count:
+            return 0, ()
+        return count, (prefix_digests(request, split)[count - 1], repr(options.rate), *options.protect)
 
     def _compress_blocks(
-        self, split: ChatSplit, options: CompressOptions, shared: SharedRun, key: tuple[str, ...]
+        self, split: ChatSplit, options: CompressOptions, examples: int, key: tuple[str, ...]
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
-        """The compressed blocks: a shared run from the memo (or computed once), the rest per request."""
+        """The compressed blocks: the examples from the memo (or computed once), the rest per request."""
         mode = options.mode if split.question or options.mode != "question" else "plain"
-        if not shared.blocks:
+        if not examples:
             blocks = self._run(
                 split.blocks,
                 split.instruction,
@@ -218,14 +210,14 @@ class CompressionStage:
                 target_tokens=options.target_tokens,
             )
             return blocks, {"mode": mode}
-        head, rest = split.blocks[: shared.blocks], split.blocks[shared.blocks :]
+        head, rest = split.blocks[:examples], split.blocks[examples:]
         rate = self._block_rate(split, options)
-        compressed, hit = self.shared.compressed(
+        compressed, hit = self.examples.compressed(
             key, lambda: self._run(head, "", "", options, "plain", rate=rate)
         )
         data: dict[str, Any] = {
-            "shared_blocks": shared.blocks,
-            "shared_memo": "hit" if hit else "miss",
+            "examples": examples,
+            "examples_memo": "hit" if hit else "miss",
             "mode": "plain",
         }
         if rest:
@@ -240,10 +232,10 @@ class CompressionStage:
     def _block_rate(self, split: ChatSplit, options: CompressOptions) -> float:
         """The keep rate of the blocks that meets the request's rate with instruction and question whole.
 
-        The request that first compresses a shared run sets it; later ones reuse that text, so
+        The request that first compresses an example run sets it; later ones reuse that text, so
         their ratios differ from the rate by their questions' lengths only.
         """
-        assert options.rate is not None  # a shared run is only looked for under a rate
+        assert options.rate is not None  # examples are only reused under a rate
         count = self.counter.count
         fixed = count(join_prompt(split.instruction, [], split.question))
         blocks = count(BLOCK_SEPARATOR.join(split.blocks))
@@ -272,11 +264,6 @@ class CompressionStage:
             **({"mode": mode} if isinstance(self.compressor, LinguaCompressor) else {}),
         )
         return result.blocks
-
-
-def _memo_key(shared: SharedRun, options: CompressOptions) -> tuple[str, ...]:
-    """What a memoised shared run depends on: its text (the digest), the rate and the protected strings."""
-    return (shared.digest, repr(options.rate), *options.protect)
 
 
 def _spec_defaults(

@@ -1,4 +1,4 @@
-"""Shared prefixes: the memo's bookkeeping (pure logic) and the stage reusing compressed examples."""
+"""Worked examples: the label test and the memo (pure logic), and the stage reusing compressed examples."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tokenlean.backends.fake import FakeBackend
 from tokenlean.compressors.chat import prefix_digests, split_request
-from tokenlean.compressors.shared_prefix import SharedPrefixMemo, looks_like_demonstrations
+from tokenlean.compressors.examples import ExampleMemo, leading_examples
 from tokenlean.compressors.stage import CompressionStage
 from tokenlean.middleware.pipeline import Pipeline
 from tokenlean.middleware.types import Event, Message, Request
@@ -45,22 +45,8 @@ def test_digests_match_only_while_everything_before_matches() -> None:
     assert not set(a) & set(c)  # the role is part of the text
 
 
-def test_shared_run_is_the_longest_leading_run_seen_before() -> None:
-    memo = SharedPrefixMemo()
-    assert memo.shared_run(["a", "ab", "abc"]).blocks == 0
-    run = memo.shared_run(["a", "ab", "abX"])
-    assert (run.blocks, run.digest) == (2, "ab")
-    assert memo.shared_run(["b"]).blocks == 0
-
-
-def test_seen_digests_are_bounded() -> None:
-    memo = SharedPrefixMemo(seen_entries=2)
-    memo.shared_run(["a", "ab", "abc"])  # "a" is evicted
-    assert memo.shared_run(["a"]).blocks == 0
-
-
-def test_a_shared_run_is_computed_once_even_when_asked_for_concurrently() -> None:
-    memo = SharedPrefixMemo()
+def test_an_example_run_is_computed_once_even_when_asked_for_concurrently() -> None:
+    memo = ExampleMemo()
     calls: list[int] = []
 
     def compute() -> tuple[str, ...]:
@@ -82,7 +68,7 @@ def test_a_shared_run_is_computed_once_even_when_asked_for_concurrently() -> Non
 
 
 def test_a_failed_computation_is_not_kept() -> None:
-    memo = SharedPrefixMemo()
+    memo = ExampleMemo()
 
     def fail() -> tuple[str, ...]:
         raise RuntimeError("scorer down")
@@ -94,13 +80,14 @@ def test_a_failed_computation_is_not_kept() -> None:
 
 
 def test_examples_are_told_from_documents(hotpot_sample) -> None:  # type: ignore[no-untyped-def]
-    assert looks_like_demonstrations(SHOTS.split("\n\n"))
-    assert looks_like_demonstrations(
-        ["Review: fine film\nSentiment: positive", "Review: dull\nSentiment: negative"]
-    )
-    assert not looks_like_demonstrations(hotpot_documents(hotpot_sample))
-    assert not looks_like_demonstrations(["Passage: one text", "Passage: another text"])
-    assert not looks_like_demonstrations(["Question: only one example"])
+    shots = SHOTS.split("\n\n")
+    assert leading_examples(shots) == len(shots) == 8
+    reviews = ["Review: fine film\nSentiment: positive", "Review: dull\nSentiment: negative", "Notes: other"]
+    assert leading_examples(reviews) == 2  # the run ends where the label changes
+    assert leading_examples(hotpot_documents(hotpot_sample)) == 0
+    assert leading_examples(["Passage: one text", "Passage: another text"]) == 0  # a document label
+    assert leading_examples(["Question: only one example", "Other text"]) == 0
+    assert leading_examples([]) == 0
 
 
 def _gsm8k(question: str) -> Request:
@@ -112,24 +99,22 @@ def _event(events: tuple[Event, ...]) -> Event:
     return next(e for e in events if e.stage == "compress" and e.action != "timing")
 
 
-async def test_repeated_examples_are_compressed_once_and_sent_byte_identical() -> None:
+async def test_examples_are_compressed_once_and_sent_byte_identical() -> None:
     stage = CompressionStage(rate=0.5, min_prompt_tokens=400)
     backend = FakeBackend()
     pipeline = Pipeline(backend, [stage], policies={"compress": "raise"})
     events = [_event((await pipeline(_gsm8k(q))).events) for q in QUESTIONS]
-    assert events[0].action == "compressed" and "shared_blocks" not in events[0].data
-    assert events[0].data["mode"] == "auto"  # the first sighting: compressed with its question
-    assert (events[1].data["shared_memo"], events[2].data["shared_memo"]) == ("miss", "hit")
-    assert events[1].data["shared_blocks"] == events[2].data["shared_blocks"] > 0
+    assert [e.data["examples_memo"] for e in events] == ["miss", "hit", "hit"]
+    assert {e.data["examples"] for e in events} == {8} and {e.data["mode"] for e in events} == {"plain"}
     sent = [r.messages[0].content for r in backend.requests]
-    heads = [text.rsplit("\n\nQuestion:", 1)[0] for text in sent]
-    assert heads[1] == heads[2] != heads[0]  # the reused examples, byte for byte
+    heads = {text.rsplit("\n\nQuestion:", 1)[0] for text in sent}
+    assert len(heads) == 1  # the same compressed examples, byte for byte
     assert all(text.endswith(f"Question: {q}\nLet's think step by step") for text, q in zip(sent, QUESTIONS))
     ratios = [e.data["tokens_after"] / e.data["tokens_before"] for e in events]
     assert all(0.4 <= ratio <= 0.6 for ratio in ratios), ratios  # the rate holds with reuse too
 
 
-async def test_blocks_after_the_shared_examples_are_compressed_with_the_question(hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+async def test_blocks_after_the_examples_are_compressed_with_the_question(hotpot_sample) -> None:  # type: ignore[no-untyped-def]
     stage = CompressionStage(rate=0.5, min_prompt_tokens=400)
     backend = FakeBackend()
     pipeline = Pipeline(backend, [stage], policies={"compress": "raise"})
@@ -137,27 +122,26 @@ async def test_blocks_after_the_shared_examples_are_compressed_with_the_question
     for n, document in enumerate(documents[:3]):
         content = f"{SHOTS}\n\n{document}\n\nQuestion: {QUESTIONS[0]}"
         event = _event((await pipeline(Request(messages=(Message("user", content),), model="fake"))).events)
-        if n:
-            assert event.data["shared_blocks"] > 0 and event.data["mode"] == "auto"
-            assert event.data["blocks"] == event.data["shared_blocks"] + 1
+        assert event.data["examples_memo"] == ("hit" if n else "miss") and event.data["mode"] == "auto"
+        assert event.data["blocks"] == event.data["examples"] + 1
     sent = backend.requests[-1].messages[0].content
     assert sent.endswith(f"Question: {QUESTIONS[0]}")
     assert documents[2] not in sent  # the request's own document was compressed too
 
 
-async def test_recurring_documents_keep_question_aware_compression(hotpot_sample) -> None:  # type: ignore[no-untyped-def]
+async def test_documents_sent_again_keep_question_aware_compression(hotpot_sample) -> None:  # type: ignore[no-untyped-def]
     stage = CompressionStage(rate=0.5, min_prompt_tokens=400)
     pipeline = Pipeline(FakeBackend(), [stage], policies={"compress": "raise"})
     documents = "\n\n".join(hotpot_documents(hotpot_sample))
     for question in (hotpot_sample["question"], "Which of these was published in Philadelphia?"):
         request = Request(messages=(Message("user", f"{documents}\n\nQuestion: {question}"),), model="fake")
         event = _event((await pipeline(request)).events)
-        assert event.action == "compressed" and "shared_blocks" not in event.data
+        assert event.action == "compressed" and "examples" not in event.data and event.data["mode"] == "auto"
 
 
 async def test_reuse_can_be_turned_off() -> None:
-    stage = CompressionStage(rate=0.5, min_prompt_tokens=400, reuse_shared_prefix=False)
+    stage = CompressionStage(rate=0.5, min_prompt_tokens=400, reuse_examples=False)
     pipeline = Pipeline(FakeBackend(), [stage], policies={"compress": "raise"})
     for question in QUESTIONS[:2]:
         event = _event((await pipeline(_gsm8k(question))).events)
-        assert event.action == "compressed" and "shared_blocks" not in event.data
+        assert event.action == "compressed" and "examples" not in event.data
