@@ -140,17 +140,25 @@ async def test_classify_slice_gets_demos_before_compression(
     assert sent.messages[0].content == system and len(sent.messages) > 2
 
 
-async def test_gsm8k_slice_long_few_shot_block_is_compressed(
+async def test_gsm8k_slice_examples_are_compressed_once_and_the_prefix_reused(
     lean: tuple[Pipeline, Recorder], model_name: str
 ) -> None:
     pipeline, recorder = lean
     shots = _data("gsm8k/prompt_original.txt").read_text().strip()
-    row = json.loads(_data("gsm8k/test.jsonl").read_text().splitlines()[0])
-    question = f"Question: {row['question']}\nLet's think step by step"
-    response = await pipeline(_ask(model_name, [("user", f"{shots}\n\n{question}")], max_tokens=8))
-    compress = next(e for e in response.events if e.stage == "compress" and e.action != "timing")
-    assert compress.action == "compressed" and compress.data["tokens_saved"] > 200
-    assert recorder.seen[-1].messages[0].content.endswith(question)
+    rows = [json.loads(line) for line in _data("gsm8k/test.jsonl").read_text().splitlines()[:2]]
+    events, sent = [], []
+    for row in rows:
+        question = f"Question: {row['question']}\nLet's think step by step"
+        response = await pipeline(_ask(model_name, [("user", f"{shots}\n\n{question}")], max_tokens=8))
+        events.append(response.events)
+        sent.append(recorder.seen[-1].messages[0].content)
+        assert sent[-1].endswith(question)
+    compress = [next(e for e in ev if e.stage == "compress" and e.action != "timing") for ev in events]
+    assert all(c.action == "compressed" and c.data["tokens_saved"] > 200 for c in compress)
+    assert [c.data["examples_memo"] for c in compress] == ["miss", "hit"]
+    assert sent[0].rsplit("\n\nQuestion:", 1)[0] == sent[1].rsplit("\n\nQuestion:", 1)[0]
+    prefix = next(e for e in events[1] if e.stage == "prefix")  # the embedded backend's KV reuse
+    assert prefix.action == "hit" and prefix.data["reused_tokens"] > 200
 
 
 async def test_list_slice_sot_sub_requests_report_the_backend_events(
