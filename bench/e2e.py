@@ -6,7 +6,9 @@ Each profile gets its own ``tokenlean serve`` process (embedded SmolLM2, a fresh
 workload of ``bench/e2e_workload.py`` is replayed at a fixed concurrency, phase 0 first (so second
 askings find the first answered). Upstream tokens come from each server's ledger (a cache hit
 spends none), latency is the client's wall time, quality is per slice (``judge``), and agreement
-compares each lean answer with the off answer to the same request. Savings per stage are the lean
+compares each lean answer with the off answer to the same request. Tokens and latency compare the
+requests both servers answered; a request one of them failed (vLLM refusing a prompt longer than
+its context window, say) counts in quality as a wrong answer and in the errors column. Savings per stage are the lean
 ledger's. Writes ``bench/results/e2e.json`` and ``e2e.png``.
 """
 
@@ -186,10 +188,11 @@ def _slice_row(
         return out
 
     q_off, q_lean = _ci(quality(off)), _ci(quality(lean))
-    off_t, lean_t = _tokens([off[i] for i in idx]), _tokens([lean[i] for i in idx])
+    paired = [i for i in idx if not off[i].get("error") and not lean[i].get("error")]
+    off_t, lean_t = _tokens([off[i] for i in paired]), _tokens([lean[i] for i in paired])
     same = [off[i].get("answer") == lean[i].get("answer") for i in idx]
     lossless = [i for i in idx if {e.split(":")[0] for e in _acted(lean[i])} <= LOSSLESS]
-    p50 = lambda run: percentile([run[i]["latency_s"] for i in idx], 50)
+    p50 = lambda run: percentile([run[i]["latency_s"] for i in paired], 50)
     return {
         "slice": name,
         "requests": len(idx),
@@ -206,6 +209,8 @@ def _slice_row(
         "quality_lean": round(q_lean[0], 3),
         "quality_within_ci": bool(math.isnan(q_off[0]) or q_lean[0] >= q_off[1]),
         "agreement": round(sum(same) / len(same), 3),
+        "errors_off": sum(bool(off[i].get("error")) for i in idx),
+        "errors_lean": sum(bool(lean[i].get("error")) for i in idx),
         "lossless_only": len(lossless),
         "lossless_identical": sum(off[i].get("answer") == lean[i].get("answer") for i in lossless),
         "prompt_tokens_off": off_t[0],
@@ -215,8 +220,8 @@ def _slice_row(
         "token_ratio": round(sum(lean_t) / max(1, sum(off_t)), 3),
         "p50_off_s": round(p50(off), 3),
         "p50_lean_s": round(p50(lean), 3),
-        "p95_off_s": round(percentile([off[i]["latency_s"] for i in idx], 95), 3),
-        "p95_lean_s": round(percentile([lean[i]["latency_s"] for i in idx], 95), 3),
+        "p95_off_s": round(percentile([off[i]["latency_s"] for i in paired], 95), 3),
+        "p95_lean_s": round(percentile([lean[i]["latency_s"] for i in paired], 95), 3),
         "p50_ratio": round(p50(lean) / max(1e-9, p50(off)), 3),
     }
 
@@ -348,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         "quality off [CI]",
         "quality lean",
         "agree",
+        "errors off / lean",
     ]
     table = print_table(
         headers,
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{s['quality_off']} {s['quality_off_ci']}",
                 s["quality_lean"],
                 s["agreement"],
+                f"{s['errors_off']} / {s['errors_lean']}",
             ]
             for s in summary["slices"]
         ],

@@ -145,3 +145,12 @@ async def test_reuse_can_be_turned_off() -> None:
     for question in QUESTIONS[:2]:
         event = _event((await pipeline(_gsm8k(question))).events)
         assert event.action == "compressed" and "examples" not in event.data
+
+
+async def test_a_request_asking_for_question_mode_gets_it_for_its_examples() -> None:
+    pipeline = Pipeline(FakeBackend(), [CompressionStage(rate=0.5, min_prompt_tokens=400)])
+    for question in QUESTIONS[:2]:
+        request = _gsm8k(question).replace(options={"compress": {"mode": "question"}})
+        event = _event((await pipeline(request)).events)
+        assert event.action == "compressed" and "examples" not in event.data
+        assert event.data["mode"] == "question"

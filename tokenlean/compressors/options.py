@@ -112,7 +112,7 @@ class CompressSpecOptions(SpecOptions):
         default=True,
         description="Worked examples at the start of the context (two or more blocks opening with one label, "
         "such as `Question:`) are compressed once without the question and reused: the scorer skips them "
-        "and the upstream's prefix cache keeps matching.",
+        "and the upstream's prefix cache keeps matching. A request asking for `mode: question` is not reused.",
     )
     max_wait_s: float | None = Field(
         default=None,

@@ -185,9 +185,10 @@ class CompressionStage:
         """How many leading blocks are worked examples, and the memo key of their compressed text.
 
         The key is the digest of the prompt up to the last example (everything before them
-        included), the rate and the protected strings: what the compressed text depends on.
+        included), the rate and the protected strings: what the compressed text depends on. A
+        request that asks for ``mode: question`` gets its examples compressed with its question.
         """
-        if not self.reuse_examples or options.rate is None:
+        if not self.reuse_examples or options.rate is None or options.mode == "question":
             return 0, ()
         count = leading_examples(split.blocks)
         if not count:
