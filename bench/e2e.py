@@ -8,7 +8,10 @@ askings find the first answered). Upstream tokens come from each server's ledger
 spends none), latency is the client's wall time, quality is per slice (``judge``), and agreement
 compares each lean answer with the off answer to the same request. Tokens and latency compare the
 requests both servers answered; a request one of them failed (vLLM refusing a prompt longer than
-its context window, say) counts in quality as a wrong answer and in the errors column. Savings per stage are the lean
+its context window, say) counts in quality as a wrong answer and in the errors column. Besides
+the goal's ratio of medians (p50 lean / p50 off, which follows whichever chat request lands in the
+middle), each slice reports two steadier latency figures over the same pairs: the median of the
+per-request ratios and the ratio of total client time. Savings per stage are the lean
 ledger's. Writes ``bench/results/e2e.json`` and ``e2e.png``.
 """
 
@@ -223,6 +226,12 @@ def _slice_row(
         "p95_off_s": round(percentile([off[i]["latency_s"] for i in paired], 95), 3),
         "p95_lean_s": round(percentile([lean[i]["latency_s"] for i in paired], 95), 3),
         "p50_ratio": round(p50(lean) / max(1e-9, p50(off)), 3),
+        "paired_median_ratio": round(
+            percentile([lean[i]["latency_s"] / off[i]["latency_s"] for i in paired], 50), 3
+        ),
+        "total_latency_ratio": round(
+            sum(lean[i]["latency_s"] for i in paired) / max(1e-9, sum(off[i]["latency_s"] for i in paired)), 3
+        ),
     }
 
 
@@ -356,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         "quality lean",
         "agree",
         "errors off / lean",
+        "latency lean/off: paired median, total",
     ]
     table = print_table(
         headers,
@@ -372,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 s["quality_lean"],
                 s["agreement"],
                 f"{s['errors_off']} / {s['errors_lean']}",
+                f"{s['paired_median_ratio']}, {s['total_latency_ratio']}",
             ]
             for s in summary["slices"]
         ],
