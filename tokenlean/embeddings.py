@@ -7,7 +7,7 @@ caching, the SoT router and the cascade scorer all embed and a model load costs 
 Several stages embed the same text for one request (the cache its query, the demonstration
 selector and the SoT router the last user turn), one after another behind the model's lock. So
 the embedder keeps the vectors of the last ``RECENT_TEXTS`` single texts it embedded: a request
-that passes through those stages runs MiniLM once, not three times.
+that passes through those stages runs MiniLM once instead of once per stage.
 """
 
 from __future__ import annotations
