@@ -163,7 +163,7 @@ class CompressionStage:
                     "wait_s": waits,
                 }
         try:
-            blocks, data = self._compress_blocks(split, options, examples, key)
+            blocks, data = self._compress_blocks(split, options, examples, key, before)
         finally:
             if not scorer_free:
                 self.backlog.finish(before)
@@ -196,9 +196,13 @@ class CompressionStage:
         return count, (prefix_digests(request, split)[count - 1], repr(options.rate), *options.protect)
 
     def _compress_blocks(
-        self, split: ChatSplit, options: CompressOptions, examples: int, key: tuple[str, ...]
+        self, split: ChatSplit, options: CompressOptions, examples: int, key: tuple[str, ...], whole: int
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
-        """The compressed blocks: the examples from the memo (or computed once), the rest per request."""
+        """The compressed blocks: the examples from the memo (or computed once), the rest per request.
+
+        ``whole`` is the request's token count; the block budget is only worked out when the
+        scorer runs (a memo miss, or blocks after the examples), so a memo hit counts nothing more.
+        """
         mode = options.mode if split.question or options.mode != "question" else "plain"
         if not examples:
             blocks = self._run(
@@ -212,17 +216,20 @@ class CompressionStage:
             )
             return blocks, {"mode": mode}
         head, rest = split.blocks[:examples], split.blocks[examples:]
-        rate = self._block_rate(split, options)
-        compressed, hit = self.examples.compressed(
-            key, lambda: self._run(head, "", "", options, "plain", rate=rate)
-        )
+        budget = self._block_budget(split, options, whole) if rest else None
+
+        def compute() -> tuple[str, ...]:
+            rate, _ = budget or self._block_budget(split, options, whole)
+            return self._run(head, "", "", options, "plain", rate=rate)
+
+        compressed, hit = self.examples.compressed(key, compute)
         data: dict[str, Any] = {
             "examples": examples,
             "examples_memo": "hit" if hit else "miss",
             "mode": "plain",
         }
-        if rest:
-            fixed = self.counter.count(join_prompt(split.instruction, [], split.question))
+        if budget is not None:
+            rate, fixed = budget
             target = round(fixed + rate * self.counter.count(BLOCK_SEPARATOR.join(rest)))
             compressed += self._run(
                 rest, split.instruction, split.question, options, mode, target_tokens=target
@@ -230,18 +237,18 @@ class CompressionStage:
             data["mode"] = mode
         return compressed, data
 
-    def _block_rate(self, split: ChatSplit, options: CompressOptions) -> float:
-        """The keep rate of the blocks that meets the request's rate with instruction and question whole.
+    def _block_budget(self, split: ChatSplit, options: CompressOptions, whole: int) -> tuple[float, int]:
+        """The blocks' keep rate that meets the request's rate with instruction and question whole,
+        and the tokens of those two.
 
-        The request that first compresses an example run sets it; later ones reuse that text, so
-        their ratios differ from the rate by their questions' lengths only.
+        The request that first compresses an example run sets its rate; later ones reuse that text,
+        so their ratios differ from the rate by their questions' lengths only.
         """
         assert options.rate is not None  # examples are only reused under a rate
         count = self.counter.count
         fixed = count(join_prompt(split.instruction, [], split.question))
         blocks = count(BLOCK_SEPARATOR.join(split.blocks))
-        whole = count(join_prompt(split.instruction, split.blocks, split.question))
-        return min(1.0, max(0.05, (options.rate * whole - fixed) / max(blocks, 1)))
+        return min(1.0, max(0.05, (options.rate * whole - fixed) / max(blocks, 1))), fixed
 
     def _run(
         self,
