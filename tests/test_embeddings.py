@@ -56,3 +56,51 @@ def test_batches_are_not_kept_and_the_kept_texts_are_bounded(
     for text in ("a", "b", "c", "a"):  # "a" was pushed out by "c"
         embedder.embed([text])
     assert passes == [2, 2, 1, 1, 1, 1]
+
+
+def test_a_kept_vector_is_read_while_the_model_is_busy(
+    embedder: SentenceTransformerEmbedder, passes: list[int]
+) -> None:
+    """A later stage of one request does not queue behind another request's pass through the model."""
+    import threading
+
+    first = embedder.embed(["How do tides work?"])
+    results: list[np.ndarray] = []
+    with embedder._lock:  # another request's text is being embedded
+        reader = threading.Thread(target=lambda: results.append(embedder.embed(["How do tides work?"])))
+        reader.start()
+        reader.join(timeout=60)
+        finished_while_busy = not reader.is_alive()
+    reader.join()
+    assert finished_while_busy
+    assert passes == [1] and np.array_equal(results[0], first)
+
+
+def test_texts_queued_behind_a_busy_model_run_as_one_batch(
+    embedder: SentenceTransformerEmbedder, passes: list[int]
+) -> None:
+    """Concurrent requests' texts share one pass; each gets its own text's vector."""
+    import threading
+    import time
+
+    texts = ["Why is the sky blue?", "How do I bake bread at home?", "What is a prime number?"]
+    results: dict[str, np.ndarray] = {}
+
+    def embed(text: str) -> None:
+        results[text] = embedder.embed([text])
+
+    with embedder._lock:  # the model is busy with another request
+        readers = [threading.Thread(target=embed, args=(text,)) for text in texts]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + 60
+        while len(embedder._waiting) < len(texts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for reader in readers:
+        reader.join()
+    assert passes == [3]
+    embedder._recent.clear()
+    for text in texts:
+        alone = embedder.embed([text])
+        np.testing.assert_allclose(results[text], alone, atol=1e-5)
+    assert passes == [3, 1, 1, 1]
