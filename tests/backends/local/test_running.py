@@ -124,3 +124,28 @@ def test_a_row_that_ends_on_its_first_token_joins_as_nothing(local_backend) -> N
         assert len(running.entries) == 1 and running.mask.shape[0] == 1
         while running.entries:
             running.choose(running.advance(local_backend._forward), _step)
+
+
+def test_a_batch_drops_the_padding_of_rows_that_left(local_backend) -> None:  # type: ignore[no-untyped-def]
+    """Once a long prompt's row ends, the cache is as wide as the row still running, not wider."""
+    import torch
+
+    long_text = "Summarise this: " + "The river runs through the old town past the mill. " * 12
+    expected = _alone(local_backend, QUESTIONS[0], 14)
+    long_row, short_row = _row(local_backend, 2), _row(local_backend, 14)
+    long_prompt, short_prompt = _prompt(local_backend, long_text), _prompt(local_backend, QUESTIONS[0])
+    widths = []  # after each step: (rows running, mask columns, cache columns, short row's tokens)
+    with torch.inference_mode():
+        batch, logits = RunningBatch.prefill(
+            [(None, 0, long_row), (None, 0, short_row)], [long_prompt, short_prompt], local_backend._forward, 0
+        )
+        batch.choose(logits, _step)
+        while batch.entries:
+            batch.choose(batch.advance(local_backend._forward), _step)
+            cache_width = int(batch.cache.layers[0].keys.shape[-2])
+            widths.append((len(batch.entries), batch.mask.shape[1], cache_width, len(short_row.token_ids)))
+    assert long_row.done and short_row.token_ids == expected
+    alone = [(mask, cache, tokens) for rows, mask, cache, tokens in widths if rows == 1]
+    assert alone and len(long_prompt) > len(short_prompt) + 14
+    # the columns it attends to: its prompt and the tokens it has run (all but the pending one)
+    assert all(mask == cache == len(short_prompt) + tokens - 1 for mask, cache, tokens in alone)

@@ -10,7 +10,9 @@ running batch at the next step boundary.
 How rows of different lengths share one cache: every row is left-padded. Joining pads the shorter
 of the two caches on the left (zero keys and values, mask 0) and concatenates along the batch axis;
 each row keeps its own positions, so the padding changes no row's attention. A row handed over
-from the single-row path (``single_row.py``, drafting) joins the same way.
+from the single-row path (``single_row.py``, drafting) joins the same way. When rows leave, the
+columns that are padding for every row left are cut, so the width stays that of the longest row
+running, however long the batch runs.
 
 State between steps: every row's next token is chosen and already sent to its caller
 (``pending``) but not yet run through the model; ``mask`` and ``positions`` describe what the
@@ -78,6 +80,26 @@ class RunningBatch:
             index = torch.tensor(keep)
             self.cache.batch_select_indices(index)
             self.mask, self.positions = self.mask[index], self.positions[index]
+            self._drop_shared_padding()
+
+    def _drop_shared_padding(self) -> None:
+        """Cut the leading cache columns that are padding for every row still running.
+
+        Why: a batch kept fed by new requests never ends, and each step adds a column while each
+        newcomer is padded to the batch's width, so without this the width only grows: every row
+        then pays, in attention and in the cache copy each step makes, for the longest prompt the
+        batch ever held and for every step it ever ran. Rows keep their own positions, so cutting
+        columns nobody attends to changes no row's output. Slicing makes views; the next step's
+        cache update copies only the columns kept.
+        """
+        used = self.mask.any(dim=0)
+        first = int(used.to(self.mask.dtype).argmax())  # the first column some row attends to
+        if first == 0:
+            return
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[..., first:, :]
+            layer.values = layer.values[..., first:, :]
+        self.mask = self.mask[:, first:]
 
     def advance(self, forward: Forward) -> Any:
         """Run every row's pending token; return the logits for the token after it."""
