@@ -137,7 +137,10 @@ def test_a_batch_drops_the_padding_of_rows_that_left(local_backend) -> None:  # 
     widths = []  # after each step: (rows running, mask columns, cache columns, short row's tokens)
     with torch.inference_mode():
         batch, logits = RunningBatch.prefill(
-            [(None, 0, long_row), (None, 0, short_row)], [long_prompt, short_prompt], local_backend._forward, 0
+            [(None, 0, long_row), (None, 0, short_row)],
+            [long_prompt, short_prompt],
+            local_backend._forward,
+            0,
         )
         batch.choose(logits, _step)
         while batch.entries:
