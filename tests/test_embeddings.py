@@ -104,3 +104,19 @@ def test_texts_queued_behind_a_busy_model_run_as_one_batch(
         alone = embedder.embed([text])
         np.testing.assert_allclose(results[text], alone, atol=1e-5)
     assert passes == [3, 1, 1, 1]
+
+
+def test_concurrent_callers_each_get_their_own_texts_vector(embedder: SentenceTransformerEmbedder) -> None:
+    """Eight threads embedding overlapping texts, batched and kept in any interleaving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"Question {i}: how far is planet {i} from its star?" for i in range(12)]
+    embedder._recent.clear()
+    reference = {text: embedder._encode([text])[0] for text in texts}
+    embedder._recent.clear()
+    calls = [texts[(7 * k) % len(texts)] for k in range(96)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda text: embedder.embed([text]), calls))
+    for text, vector in zip(calls, results, strict=True):
+        np.testing.assert_allclose(vector[0], reference[text], atol=1e-5)
+    assert not embedder._waiting
