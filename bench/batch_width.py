@@ -11,8 +11,9 @@ drafting, no prefix reuse: ``--profile off``'s), the e2e workload's GSM8K 8-shot
 900 tokens, 96 new) followed by its MT-Bench questions (short prompts, 160 new), sent 4 at a time
 so the batch never drains. Twice on one backend: first ``uncut``, with the cut switched off
 (the old behaviour) and ``cut`` as shipped. Per run: wall time, completion tokens per second,
-latency p50 of the MT-Bench requests, the cache width at every step (mean, max) against the
-widest row running, and whether every greedy answer is the same in both.
+latency p50 of the MT-Bench requests, the cache width at every step (mean, max), the share of
+the cache cells the steps ran that were padding, and whether every greedy answer is the same in
+both.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
+pytestmark = pytest.mark.slow  # converts and writes the 135M model (about 20 s)
+
 
 def test_default_model_converts_on_a_fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
