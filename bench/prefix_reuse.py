@@ -9,6 +9,10 @@ for each: time to the first streamed token, end-to-end time, and the greedy answ
 which must be identical. The first request on ``reuse`` populates the cache and is reported apart.
 
     python -m bench.prefix_reuse          # writes bench/results/prefix_reuse.{json,png}  (~3 min)
+
+``--concurrency N`` sends the questions N at a time instead, so requests decode in batches and
+newcomers join a running batch (``backends/local/batch_prefill.py``); each backend gets the same
+rounds, alternating which goes first. Results: ``prefix_reuse.concurrent.{json,png}``.
 """
 
 from __future__ import annotations
@@ -89,6 +93,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarise(args, rows, populate, hits, system_tokens)
 
 
+async def run_concurrent(args: argparse.Namespace) -> dict[str, Any]:
+    """The questions ``args.concurrency`` at a time through each backend, rounds alternating."""
+    import torch
+
+    from tokenlean.backends.local import LocalBackend
+
+    torch.set_num_threads(args.threads)
+    reuse, plain = LocalBackend(draft="off"), LocalBackend(draft="off", prefix_cache_entries=0)
+    system, questions = workload(reuse.tokenizer, args.system_tokens, args.questions, args.seed)
+    system_tokens = len(reuse.tokenizer.encode(system, add_special_tokens=False))
+    answers: dict[str, list[dict[str, Any]]] = {"reuse": [], "no reuse": []}
+    try:
+        await ask(plain, "Warm-up.", "Say hi.", 2)
+        populate = await ask(reuse, system, "What is this about?", args.max_tokens)
+        for start in range(0, len(questions), args.concurrency):
+            batch = questions[start : start + args.concurrency]
+            order = [(reuse, "reuse"), (plain, "no reuse")]
+            for backend, label in order if (start // args.concurrency) % 2 == 0 else order[::-1]:
+                answers[label] += await asyncio.gather(
+                    *(ask(backend, system, q, args.max_tokens) for q in batch)
+                )
+        hits = reuse.prefix_cache.hits
+    finally:
+        await reuse.aclose()
+        await plain.aclose()
+    rows = [{"reuse": a, "no reuse": b} for a, b in zip(answers["reuse"], answers["no reuse"], strict=True)]
+    return summarise(args, rows, populate, hits, system_tokens)
+
+
 def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], populate: dict[str, Any], hits: int,
               system_tokens: int) -> dict[str, Any]:  # fmt: skip
     """Medians, percentiles, ratios and goals."""
@@ -166,8 +199,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see bench/speculative.py)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=1, help="requests at a time (1: one by one)")
     args = parser.parse_args()
-    payload = asyncio.run(run(args))
+    payload = asyncio.run(run(args) if args.concurrency == 1 else run_concurrent(args))
     f = payload["figures"]
     print_table(["", "reuse", "no reuse", "ratio"], [
         ["first token, median (s)", f["ttft_median_reuse_s"], f["ttft_median_no_reuse_s"], f["ttft_speedup_median"]],
@@ -179,7 +213,7 @@ def main() -> None:
         print(
             f"goal {item['name']}: {item['achieved']} ({item['target']}) -> {'met' if item['met'] else 'NOT met'}"
         )
-    path = write_results("prefix_reuse", payload)
+    path = write_results("prefix_reuse" if args.concurrency == 1 else "prefix_reuse.concurrent", payload)
     plot(payload, str(path.with_suffix(".png")))
     print(f"wrote {path} and {path.with_suffix('.png')}")
 

@@ -16,9 +16,13 @@ from earlier outputs and hints, an optional draft model) propose tokens that the
 one forward pass, so greedy output is unchanged. Per request: ``request.option("draft")``. When
 another request arrives, that row stops drafting and joins a batch with it.
 
+Rows that start or join a batch reuse cached prompt prefixes too (``batch_prefill.py``): a
+prompt that starts with a cached prefix runs only the rest, and every prompt prefilled in a batch
+is kept for later requests.
+
 Known limits: there is no paged KV cache: memory grows with batch x length, and joining copies
 the batch's cache. A newcomer's prefill pauses the running rows for one pass (no chunked prefill).
-Batched rows neither draft nor reuse prefixes.
+Batched rows do not draft.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tokenlean.backends.local.batch_prefill import BatchPrefill
 from tokenlean.backends.local.decoding import RowDecoder, SamplingSettings
 from tokenlean.backends.local.drafting.model import DraftModel
 from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_hints
@@ -146,6 +151,7 @@ class LocalBackend:
             context_length=self.context_length,
             encode_for_draft=self._encode_for_draft,
         )
+        self._prefill = BatchPrefill(self.model, self._forward, self._step, self.pad_id, self.prefix_cache)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._backlog: list[Job] = []  # taken from the queue but too wide to join (worker thread only)
         self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)
@@ -340,13 +346,6 @@ class LocalBackend:
     @staticmethod
     def _entries(jobs: list[Job]) -> list[Entry]:
         return [(job, index, row) for job in jobs for index, row in enumerate(job.rows)]
-
-    def _prefill(self, entries: list[Entry]) -> RunningBatch:
-        """Run the entries' prompts as one batch and choose each row's first token."""
-        prompts = [job.prompt_ids for job, _, _ in entries]
-        fresh, logits = RunningBatch.prefill(entries, prompts, self._forward, self.pad_id)
-        fresh.choose(logits, self._step)
-        return fresh
 
     def _generate_single(self, job: Job) -> RunningBatch | None:
         """One row alone: prefix reuse and drafting (``single_row.py``) until another request comes."""

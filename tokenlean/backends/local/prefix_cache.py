@@ -3,8 +3,9 @@
 Technique: the "prompt cache" idea (Prompt Cache, Gim et al., MLSys 2024; vLLM's automatic prefix
 caching): requests that share a prompt prefix (a long system prompt, few-shot demonstrations, the
 earlier turns of a conversation) need not recompute its keys and values. After a single-row
-request finishes, its cache (prompt and generated tokens) is kept under its token ids; a new
-prompt takes the entry with the longest common prefix, copies that many positions and prefills
+request finishes, its cache (prompt and generated tokens) is kept under its token ids, and so is
+the prompt of every request prefilled in a batch (``row_cache``); a new prompt, alone or joining
+a batch, takes the entry with the longest common prefix, copies that many positions and prefills
 only the rest. The demonstration and compression stages keep the stable prefix first so it hits.
 
 Known failure modes: only an exact token prefix is reused (one changed token early in the prompt
@@ -23,7 +24,7 @@ from typing import Any
 
 from tokenlean.backends.local.kv import cache_length, is_sliding
 
-__all__ = ["PrefixCache"]
+__all__ = ["PrefixCache", "row_cache"]
 
 
 class PrefixCache:
@@ -86,6 +87,20 @@ class PrefixCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+
+
+def row_cache(cache: Any, row: int, length: int) -> Any:
+    """A new cache with batch row ``row``'s last ``length`` positions (its tokens under left padding)."""
+    from transformers import DynamicCache
+
+    layers = [
+        (
+            layer.keys[row : row + 1, :, -length:, :].clone(),
+            layer.values[row : row + 1, :, -length:, :].clone(),
+        )
+        for layer in cache.layers
+    ]
+    return DynamicCache(ddp_cache_data=layers)
 
 
 def _copy_prefix(cache: Any, length: int) -> Any:

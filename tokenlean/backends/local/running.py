@@ -61,10 +61,18 @@ class RunningBatch:
     @classmethod
     def of_one(cls, entry: Entry, cache: Any, cached_tokens: int, pending: int) -> RunningBatch:
         """One row whose cache holds ``cached_tokens`` tokens and whose next token is ``pending``."""
+        batch = cls.of_rows([entry], cache, cached_tokens)
+        batch.pending = [pending]
+        return batch
+
+    @classmethod
+    def of_rows(cls, entries: list[Entry], cache: Any, cached_tokens: int) -> RunningBatch:
+        """Rows whose caches (one batch row each) hold the same ``cached_tokens`` tokens; nothing pending."""
         import torch
 
-        mask = torch.ones(1, cached_tokens, dtype=torch.long)
-        return cls([entry], cache, mask, torch.tensor([[cached_tokens - 1]]), [pending])
+        mask = torch.ones(len(entries), cached_tokens, dtype=torch.long)
+        positions = torch.full((len(entries), 1), cached_tokens - 1, dtype=torch.long)
+        return cls(entries, cache, mask, positions, [])
 
     def choose(self, logits: Any, step: Step) -> None:
         """Choose every row's next token from ``logits`` (row order) and drop the rows that ended."""
