@@ -44,6 +44,7 @@ from tokenlean.backends.local.drafting.retrieval import DraftDatastore, request_
 from tokenlean.backends.local.drafting.session import DraftOptions, DraftPolicy, parse_draft_mode
 from tokenlean.backends.local.grammar import GrammarCompiler
 from tokenlean.backends.local.jobs import Job, eos_ids, row_generator, send_token
+from tokenlean.backends.local.kv import is_sliding, new_cache
 from tokenlean.backends.local.packed import use_fast_kernels
 from tokenlean.backends.local.penalties import penalties_for
 from tokenlean.backends.local.prefix_cache import PrefixCache
@@ -151,7 +152,8 @@ class LocalBackend:
             context_length=self.context_length,
             encode_for_draft=self._encode_for_draft,
         )
-        self._prefill = BatchPrefill(self.model, self._forward, self._step, self.pad_id, self.prefix_cache)
+        batch_prefixes = None if is_sliding(new_cache(self.model)) else self.prefix_cache  # batch_prefill.py
+        self._prefill = BatchPrefill(self.model, self._forward, self._step, self.pad_id, batch_prefixes)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._backlog: list[Job] = []  # taken from the queue but too wide to join (worker thread only)
         self._worker = threading.Thread(target=self._work, name="tokenlean-local-backend", daemon=True)

@@ -7,7 +7,9 @@ paused the running rows for that long. Now a request whose prompt starts with a 
 runs only the rest of its prompt, on a copy of that prefix's cache; the others run as one
 left-padded batch, and each of their prompts is kept for later requests.
 
-A job with ``n`` rows runs its prompt once and repeats the cache per row. The reused keys and
+A model with sliding-window layers (Gemma 3) gets no prefix cache here: the single-row path
+refuses to keep such caches, and a batch's plain cache must not be handed to it as one. A job
+with ``n`` rows runs its prompt once and repeats the cache per row. The reused keys and
 values come from a different pass shape than a full prefill, so logits can differ in the last
 float bits, as on the single-row path (docs/speculative.md).
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenlean.backends.local.jobs import Job
-from tokenlean.backends.local.kv import forward_tokens, is_sliding
+from tokenlean.backends.local.kv import forward_tokens
 from tokenlean.backends.local.prefix_cache import PrefixCache, row_cache
 from tokenlean.backends.local.running import Entry, Forward, RunningBatch
 from tokenlean.middleware.types import Event
@@ -76,9 +78,10 @@ class BatchPrefill:
         """The entries' prompts as one left-padded batch; each prompt is kept for later requests."""
         prompts = [job.prompt_ids for job, _, _ in entries]
         fresh, logits = RunningBatch.prefill(entries, prompts, self.forward, self.pad_id)
-        if self.prefix_cache is not None and not is_sliding(fresh.cache):
+        if self.prefix_cache is not None:
             for row, (job, index, _) in enumerate(entries):
-                if index == 0:  # a job's rows share one prompt
+                # a job's rows share one prompt; a prompt too short to be kept is not copied
+                if index == 0 and len(job.prompt_ids) >= self.prefix_cache.min_tokens:
                     self.prefix_cache.put(job.prompt_ids, row_cache(fresh.cache, row, len(job.prompt_ids)))
         fresh.choose(logits, self.step)
         return fresh
