@@ -120,3 +120,17 @@ def test_concurrent_callers_each_get_their_own_texts_vector(embedder: SentenceTr
     for text, vector in zip(calls, results, strict=True):
         np.testing.assert_allclose(vector[0], reference[text], atol=1e-5)
     assert not embedder._waiting
+
+
+def test_texts_that_differ_only_in_whitespace_share_one_pass(
+    embedder: SentenceTransformerEmbedder, passes: list[int]
+) -> None:
+    """The cache embeds its cleaned query, the router the raw turn: MiniLM reads the same word pieces."""
+    raw = "Pulley formulas\r\na) the speed of one pulley  "
+    cleaned = "Pulley formulas\na) the speed of one pulley"
+    first = embedder.embed([raw])
+    second = embedder.embed([cleaned])
+    assert passes == [1]
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    embedder.embed(["Pulley formulas\na) the speed of two pulleys"])
+    assert passes == [1, 1]

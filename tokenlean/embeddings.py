@@ -7,7 +7,9 @@ caching, the SoT router and the cascade scorer all embed and a model load costs 
 Several stages embed the same text for one request (the cache its query, the demonstration
 selector and the SoT router the last user turn). So the embedder keeps the vectors of the last
 ``RECENT_TEXTS`` single texts it embedded: a request that passes through those stages runs MiniLM
-once instead of once per stage. A kept vector is read without the model's lock, so under
+once instead of once per stage. The vectors are kept by the texts' word-piece ids, not their
+characters: stages that clean a text differently (the cache its canonical query, the router the
+raw turn, "\r\n" against "\n") hand MiniLM the same input, which gives the same vector. A kept vector is read without the model's lock, so under
 concurrency the later stages do not queue behind other requests' passes through the model.
 
 Concurrent requests' texts that queue for the model run as one batch: the first request to get
@@ -19,7 +21,9 @@ threshold's resolution.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import itertools
 import threading
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -71,8 +75,10 @@ class SentenceTransformerEmbedder:
         self.dimension = int(self._model.get_embedding_dimension() or 0)  # a MiniLM model always has one
         self._lock = threading.Lock()  # the model is not safe to call from two threads at once
         self._recent_lock = threading.Lock()  # the kept vectors and the queue, never held across a pass
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._waiting: dict[str, None] = {}  # single texts queued for the model, in arrival order
+        self._recent: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()  # by word-piece ids
+        self._waiting: dict[tuple[int, ...], str] = {}  # single texts queued for the model, in arrival order
+        self._key_tokenizer = copy.deepcopy(self._model.tokenizer)
+        self._key_lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Normalised float32 embeddings of ``texts``."""
@@ -83,41 +89,51 @@ class SentenceTransformerEmbedder:
             return self._encode(texts)
 
     def _embed_one(self, text: str) -> np.ndarray:
-        kept = self._kept(text)
+        key = self._key(text)
+        kept = self._kept(key)
         if kept is not None:
             return kept
         with self._recent_lock:
-            self._waiting[text] = None
+            self._waiting[key] = text
         with self._lock, torch_threads(1):
-            kept = self._kept(text)  # it ran in another request's pass while this one waited
+            kept = self._kept(key)  # it ran in another request's pass while this one waited
             if kept is not None:
+                with self._recent_lock:  # queued again after that pass had taken it
+                    self._waiting.pop(key, None)
                 return kept
-            texts = self._take_waiting(text)
-            vectors = self._encode(texts)
+            taken = self._take_waiting(key, text)
+            vectors = self._encode([waiting_text for _, waiting_text in taken])
             with self._recent_lock:
-                for waiting, vector in zip(texts, vectors, strict=True):
+                for (waiting, _), vector in zip(taken, vectors, strict=True):
                     self._recent[waiting] = vector.copy()
                 while len(self._recent) > RECENT_TEXTS:
                     self._recent.popitem(last=False)
         mine: np.ndarray = vectors[0]
         return mine
 
-    def _take_waiting(self, text: str) -> list[str]:
+    def _key(self, text: str) -> tuple[int, ...]:
+        """The word-piece ids of ``text``: equal ids, equal vectors. A copy of the tokenizer under
+        its own lock, since a fast tokenizer called from two threads at once can fail ("Already
+        borrowed") and the model's own is in use by passes."""
+        with self._key_lock:
+            return tuple(self._key_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _take_waiting(self, key: tuple[int, ...], text: str) -> list[tuple[tuple[int, ...], str]]:
         """``text`` and up to ``SMALL_BATCH - 1`` other texts queued for the model, now taken."""
         with self._recent_lock:
-            others = [t for t in self._waiting if t != text][: SMALL_BATCH - 1]
-            taken = [text, *others]
-            for waiting in taken:
-                self._waiting.pop(waiting, None)
-        return taken
+            self._waiting.pop(key, None)
+            others = list(itertools.islice(self._waiting.items(), SMALL_BATCH - 1))
+            for other, _ in others:
+                del self._waiting[other]
+        return [(key, text), *others]
 
-    def _kept(self, text: str) -> np.ndarray | None:
-        """A copy of ``text``'s kept vector (callers may write to what they get), or None."""
+    def _kept(self, key: tuple[int, ...]) -> np.ndarray | None:
+        """A copy of the kept vector for ``key`` (callers may write to what they get), or None."""
         with self._recent_lock:
-            vector = self._recent.get(text)
+            vector = self._recent.get(key)
             if vector is None:
                 return None
-            self._recent.move_to_end(text)
+            self._recent.move_to_end(key)
             return vector.copy()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
