@@ -12,7 +12,9 @@ which must be identical. The first request on ``reuse`` populates the cache and 
 
 ``--concurrency N`` sends the questions N at a time instead, so requests decode in batches and
 newcomers join a running batch (``backends/local/batch_prefill.py``); each backend gets the same
-rounds, alternating which goes first. Results: ``prefix_reuse.concurrent.{json,png}``.
+rounds, alternating which goes first. Results: ``prefix_reuse.concurrent.{json,png}``. With
+``--cold`` no request populates the cache first, so the first round is a burst of requests
+sharing a prefix nothing holds yet (``prefix_reuse.cold_burst.{json,png}``).
 """
 
 from __future__ import annotations
@@ -106,7 +108,11 @@ async def run_concurrent(args: argparse.Namespace) -> dict[str, Any]:
     answers: dict[str, list[dict[str, Any]]] = {"reuse": [], "no reuse": []}
     try:
         await ask(plain, "Warm-up.", "Say hi.", 2)
-        populate = await ask(reuse, system, "What is this about?", args.max_tokens)
+        if args.cold:
+            await ask(reuse, "Warm-up.", "Say hi.", 2)
+            populate = None
+        else:
+            populate = await ask(reuse, system, "What is this about?", args.max_tokens)
         for start in range(0, len(questions), args.concurrency):
             batch = questions[start : start + args.concurrency]
             order = [(reuse, "reuse"), (plain, "no reuse")]
@@ -122,7 +128,7 @@ async def run_concurrent(args: argparse.Namespace) -> dict[str, Any]:
     return summarise(args, rows, populate, hits, system_tokens)
 
 
-def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], populate: dict[str, Any], hits: int,
+def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], populate: dict[str, Any] | None, hits: int,
               system_tokens: int) -> dict[str, Any]:  # fmt: skip
     """Medians, percentiles, ratios and goals."""
     on = [r["reuse"]["ttft"] for r in rows]
@@ -137,7 +143,7 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], populate: di
         "e2e_median_reuse_s": median([r["reuse"]["e2e"] for r in rows]),
         "e2e_median_no_reuse_s": median([r["no reuse"]["e2e"] for r in rows]),
         "reused_tokens_median": median([r["reuse"]["reused_tokens"] for r in rows]),
-        "populating_request_ttft_s": populate["ttft"], "cache_hits": hits, "identical": identical,
+        "populating_request_ttft_s": populate["ttft"] if populate else None, "cache_hits": hits, "identical": identical,
         "requests": len(rows),
     }  # fmt: skip
     return {
@@ -200,6 +206,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see bench/speculative.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=1, help="requests at a time (1: one by one)")
+    parser.add_argument(
+        "--cold", action="store_true", help="with --concurrency: no request populates the cache first"
+    )
     args = parser.parse_args()
     payload = asyncio.run(run(args) if args.concurrency == 1 else run_concurrent(args))
     f = payload["figures"]
@@ -213,7 +222,14 @@ def main() -> None:
         print(
             f"goal {item['name']}: {item['achieved']} ({item['target']}) -> {'met' if item['met'] else 'NOT met'}"
         )
-    path = write_results("prefix_reuse" if args.concurrency == 1 else "prefix_reuse.concurrent", payload)
+    name = (
+        "prefix_reuse"
+        if args.concurrency == 1
+        else "prefix_reuse.cold_burst"
+        if args.cold
+        else "prefix_reuse.concurrent"
+    )
+    path = write_results(name, payload)
     plot(payload, str(path.with_suffix(".png")))
     print(f"wrote {path} and {path.with_suffix('.png')}")
 

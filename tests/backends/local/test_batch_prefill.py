@@ -106,3 +106,30 @@ def test_without_a_prefix_cache_nothing_is_kept_or_reported(local_backend, loop)
             local_backend,
         )
     assert job.events == [] and len(job.rows[0].token_ids) > 0
+
+
+def test_requests_starting_together_run_their_shared_prefix_once(local_backend, passage: str, loop) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    system = f"You answer questions about this passage only.\n\n{passage}"
+    first = _prompt(local_backend, system, "Who received the first Nobel Prize in Physics?")
+    second = _prompt(local_backend, system, "In which year was the prize first awarded?")
+    other = _prompt(local_backend, "You are a helpful assistant.", "Name three colours.")
+    cache = PrefixCache()
+    prefill = BatchPrefill(local_backend.model, local_backend._forward, _step, 0, cache)
+    with torch.inference_mode():
+        expected = [_alone(local_backend, p, loop) for p in (first, second, other)]
+        jobs = [_job(local_backend, first, loop), _job(local_backend, second, loop, rows=2)]
+        jobs.append(_job(local_backend, other, loop))
+        _finish(prefill(_entries(*jobs)), local_backend)
+
+    paid, reused, alone = (job.events[0] for job in jobs)
+    assert paid.action == "miss" and paid.data["prefill_tokens"] == len(first)  # it ran the shared prefix
+    assert reused.action == "hit"
+    assert reused.data["reused_tokens"] > len(local_backend.tokenizer.encode(passage)) * 0.9
+    assert reused.data["reused_tokens"] + reused.data["prefill_tokens"] == len(second)
+    assert alone.action == "miss"
+    assert len(cache) == 2  # the shared prefix and the other prompt, for later requests
+    assert jobs[0].rows[0].token_ids == expected[0]
+    assert [row.token_ids for row in jobs[1].rows] == [expected[1]] * 2
+    assert jobs[2].rows[0].token_ids == expected[2]

@@ -5,7 +5,9 @@ the ``PrefixCache`` (only a request decoding alone did), so concurrent requests 
 few-shot examples or long system prompt each prefilled it in full, and each newcomer's prefill
 paused the running rows for that long. Now a request whose prompt starts with a cached prefix
 runs only the rest of its prompt, on a copy of that prefix's cache; the others run as one
-left-padded batch, and each of their prompts is kept for later requests.
+left-padded batch, and each of their prompts is kept for later requests. Requests that start
+together and share a prefix nothing holds yet (a burst of requests with one new few-shot block)
+run that prefix once: it is kept, and all but the first of them reuse it.
 
 A model with sliding-window layers (Gemma 3) gets no prefix cache here: the single-row path
 refuses to keep such caches, and a batch's plain cache must not be handed to it as one. A job
@@ -16,17 +18,18 @@ float bits, as on the single-row path (docs/speculative.md).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tokenlean.backends.local.jobs import Job
-from tokenlean.backends.local.kv import forward_tokens
-from tokenlean.backends.local.prefix_cache import PrefixCache, row_cache
+from tokenlean.backends.local.kv import forward_tokens, new_cache
+from tokenlean.backends.local.prefix_cache import PrefixCache, common_prefix, copy_prefix, row_cache
 from tokenlean.backends.local.running import Entry, Forward, RunningBatch
 from tokenlean.middleware.types import Event
 
-__all__ = ["BatchPrefill"]
+__all__ = ["BatchPrefill", "shared_prefixes"]
 
 
 @dataclass(frozen=True)
@@ -40,32 +43,58 @@ class BatchPrefill:
     prefix_cache: PrefixCache | None
 
     def __call__(self, entries: list[Entry]) -> RunningBatch:
-        warm: list[RunningBatch] = []
+        jobs = _by_job(entries)
+        warm = self._share_prefixes(jobs)
         cold: list[Entry] = []
-        for job, rows in _by_job(entries):
+        for job, rows in jobs:
+            if id(job) in warm:
+                continue
             reused = self._reuse(job, rows)
             if reused is None:
                 cold += rows
             else:
-                warm.append(reused)
-        batches = ([self._prefill_cold(cold)] if cold else []) + warm
+                warm[id(job)] = reused
+        batches = ([self._prefill_cold(cold)] if cold else []) + list(warm.values())
         running = next((b for b in batches if b.entries), batches[0])
         for other in batches:
             if other is not running:
                 running.absorb(other)
         return running
 
+    def _share_prefixes(self, jobs: list[tuple[Job, list[Entry]]]) -> dict[int, RunningBatch]:
+        """Jobs starting together whose prompts share a prefix that no cache entry holds (the same
+        few-shot block sent by concurrent requests): the prefix runs once and is kept, and the
+        first job of each group continues from it here (its event: a miss, since it paid for the
+        prefix). The group's other jobs then hit the kept prefix in ``_reuse``."""
+        if self.prefix_cache is None or len(jobs) < 2:
+            return {}
+        prompts = [job.prompt_ids for job, _ in jobs]
+        started: dict[int, RunningBatch] = {}
+        for group, length in shared_prefixes(prompts, self.prefix_cache.min_tokens):
+            payer, rows = jobs[group[0]]
+            if self.prefix_cache.longest(payer.prompt_ids) + self.prefix_cache.min_tokens > length:
+                continue  # a kept entry already covers about as much
+            cache = new_cache(self.model)
+            forward_tokens(self.model, cache, payer.prompt_ids[:length])
+            self.prefix_cache.put(payer.prompt_ids[:length], cache)
+            payer.events = [_prefix_event(0, len(payer.prompt_ids))]
+            started[id(payer)] = self._continue(payer, rows, copy_prefix(cache, length), length)
+        return started
+
     def _reuse(self, job: Job, rows: list[Entry]) -> RunningBatch | None:
         """The job's rows on a cached prefix of its prompt, or None (a miss, or no prefix cache)."""
         if self.prefix_cache is None:
             return None
-        prompt = job.prompt_ids
-        taken = self.prefix_cache.take(prompt)
+        taken = self.prefix_cache.take(job.prompt_ids)
         reused = taken[1] if taken is not None else 0
-        job.events = [_prefix_event(reused, len(prompt))]
+        job.events = [_prefix_event(reused, len(job.prompt_ids))]
         if taken is None:
             return None
-        cache = taken[0]
+        return self._continue(job, rows, taken[0], reused)
+
+    def _continue(self, job: Job, rows: list[Entry], cache: Any, reused: int) -> RunningBatch:
+        """The job's rows after running the rest of its prompt on ``cache`` (its first ``reused`` tokens)."""
+        prompt = job.prompt_ids
         logits = forward_tokens(self.model, cache, prompt[reused:])[-1:]
         if len(rows) > 1:
             cache.batch_repeat_interleave(len(rows))
@@ -85,6 +114,41 @@ class BatchPrefill:
                     self.prefix_cache.put(job.prompt_ids, row_cache(fresh.cache, row, len(job.prompt_ids)))
         fresh.choose(logits, self.step)
         return fresh
+
+
+def shared_prefixes(prompts: list[list[int]], minimum: int) -> list[tuple[list[int], int]]:
+    """Groups of two or more prompts (their indexes) sharing a prefix of at least ``minimum``
+    tokens, with that prefix's length: at most all but one token of each prompt (the last
+    token's logits choose the first new token).
+
+    Sorted, a run of prompts shares a prefix as long as the shortest common prefix of its
+    neighbours, so the groups are runs of the sorted prompts. They are chosen to save the most
+    prefill, ``(size - 1) * length`` summed over groups (dynamic programming over where runs
+    end; a batch holds a few dozen prompts at most): two requests sharing a long few-shot block
+    are not merged, down to the short system prompt, with a third that shares only that."""
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    links = [common_prefix(prompts[a], prompts[b]) for a, b in itertools.pairwise(order)]
+    saved = [0] * (len(order) + 1)  # saved[i]: the most prefill saved among the first i sorted prompts
+    start = list(range(len(order) + 1))  # where the run ending before i begins, in the best choice
+    for end in range(1, len(order) + 1):
+        saved[end], start[end] = saved[end - 1], end - 1
+        length = len(prompts[order[end - 1]]) - 1
+        for first in range(end - 2, -1, -1):
+            length = min(length, links[first], len(prompts[order[first]]) - 1)
+            if length < minimum:
+                break
+            if saved[first] + (end - first - 1) * length > saved[end]:
+                saved[end], start[end] = saved[first] + (end - first - 1) * length, first
+    groups: list[tuple[list[int], int]] = []
+    end = len(order)
+    while end > 0:
+        first = start[end]
+        if end - first > 1:
+            run = order[first:end]
+            length = min(min(links[first : end - 1]), *(len(prompts[i]) - 1 for i in run))
+            groups.append((sorted(run), length))
+        end = first
+    return sorted(groups)
 
 
 def _by_job(entries: list[Entry]) -> list[tuple[Job, list[Entry]]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tokenlean.backends.local.kv import cache_length, is_sliding
 
-__all__ = ["PrefixCache", "row_cache"]
+__all__ = ["PrefixCache", "common_prefix", "copy_prefix", "row_cache"]
 
 
 class PrefixCache:
@@ -51,7 +51,7 @@ class PrefixCache:
         with self._lock:
             best, length = None, 0
             for key in self._entries:
-                common = _common_prefix(key, prompt_ids)
+                common = common_prefix(key, prompt_ids)
                 if common > length:
                     best, length = key, common
             length = min(length, len(prompt_ids) - 1)
@@ -62,7 +62,12 @@ class PrefixCache:
             stored = self._entries[best][0]
             self.hits += 1
             self.reused_tokens += length
-        return _copy_prefix(stored, length), length
+        return copy_prefix(stored, length), length
+
+    def longest(self, prompt_ids: Sequence[int]) -> int:
+        """How many leading tokens of ``prompt_ids`` the best entry holds (no copy, no counting)."""
+        with self._lock:
+            return max((common_prefix(key, prompt_ids) for key in self._entries), default=0)
 
     def put(self, token_ids: Sequence[int], cache: Any) -> None:
         """Keep ``cache`` (which holds exactly ``token_ids``) for later requests; the caller gives it up."""
@@ -103,7 +108,7 @@ def row_cache(cache: Any, row: int, length: int) -> Any:
     return DynamicCache(ddp_cache_data=layers)
 
 
-def _copy_prefix(cache: Any, length: int) -> Any:
+def copy_prefix(cache: Any, length: int) -> Any:
     """A new cache with the first ``length`` positions of ``cache``; the stored one stays intact."""
     from transformers import DynamicCache
 
@@ -120,7 +125,7 @@ def _cache_bytes(cache: Any) -> int:
     return total
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tokenlean.backends.local.kv import crop_to, forward_tokens, is_sliding, new_cache
 from tokenlean.backends.local.packed import use_fast_kernels
+from tokenlean.backends.local.prefix_cache import common_prefix
 
 __all__ = ["DraftModel", "DraftModelDrafter"]
 
@@ -116,7 +117,7 @@ class DraftModelDrafter:
 
         if not wanted:
             return []
-        common = _common_prefix(self.ids, wanted)
+        common = common_prefix(self.ids, wanted)
         common = min(common, len(wanted) - 1)  # at least one token must run to give logits
         if self.sliding and len(self.ids) - common > self._fed:
             self.cache, common = new_cache(self.draft.model), 0
@@ -147,11 +148,3 @@ def _retokenise(tokenizer: Any, generated: list[int], draft_text: str) -> list[i
     if tail and ids[: len(tail)] == tail:
         return ids[len(tail) :]
     return list(tokenizer.encode(draft_text, add_special_tokens=False))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
