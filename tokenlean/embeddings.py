@@ -112,11 +112,15 @@ class SentenceTransformerEmbedder:
         return mine
 
     def _key(self, text: str) -> tuple[int, ...]:
-        """The word-piece ids of ``text``: equal ids, equal vectors. A copy of the tokenizer under
-        its own lock, since a fast tokenizer called from two threads at once can fail ("Already
-        borrowed") and the model's own is in use by passes."""
+        """The word-piece ids the model reads for ``text`` (truncated as it truncates): equal ids,
+        equal vectors. A copy of the tokenizer under its own lock, since a fast tokenizer called
+        from two threads at once can fail ("Already borrowed") and the model's own is in use by
+        passes."""
         with self._key_lock:
-            return tuple(self._key_tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = self._key_tokenizer(text, truncation=True, max_length=self._model.max_seq_length)[
+                "input_ids"
+            ]
+        return tuple(ids)
 
     def _take_waiting(self, key: tuple[int, ...], text: str) -> list[tuple[tuple[int, ...], str]]:
         """``text`` and up to ``SMALL_BATCH - 1`` other texts queued for the model, now taken."""
