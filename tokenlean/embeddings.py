@@ -9,8 +9,9 @@ selector and the SoT router the last user turn). So the embedder keeps the vecto
 ``RECENT_TEXTS`` single texts it embedded: a request that passes through those stages runs MiniLM
 once instead of once per stage. The vectors are kept by the texts' word-piece ids, not their
 characters: stages that clean a text differently (the cache its canonical query, the router the
-raw turn, "\r\n" against "\n") hand MiniLM the same input, which gives the same vector. A kept vector is read without the model's lock, so under
-concurrency the later stages do not queue behind other requests' passes through the model.
+raw turn, "\r\n" against "\n") hand MiniLM the same input, which gives the same vector. A kept
+vector is read without the model's lock, so under concurrency the later stages do not queue
+behind other requests' passes through the model.
 
 Concurrent requests' texts that queue for the model run as one batch: the first request to get
 the model embeds every text waiting with its own (MiniLM on one thread: 16 ms for one short
