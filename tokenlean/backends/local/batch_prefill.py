@@ -128,25 +128,24 @@ def shared_prefixes(prompts: list[list[int]], minimum: int) -> list[tuple[list[i
     are not merged, down to the short system prompt, with a third that shares only that."""
     order = sorted(range(len(prompts)), key=lambda i: prompts[i])
     links = [common_prefix(prompts[a], prompts[b]) for a, b in itertools.pairwise(order)]
-    saved = [0] * (len(order) + 1)  # saved[i]: the most prefill saved among the first i sorted prompts
-    start = list(range(len(order) + 1))  # where the run ending before i begins, in the best choice
+    # best[i]: (prefill saved among the first i sorted prompts, where the last run starts, its prefix length)
+    best: list[tuple[int, int, int]] = [(0, 0, 0)]
     for end in range(1, len(order) + 1):
-        saved[end], start[end] = saved[end - 1], end - 1
+        choice = (best[end - 1][0], end - 1, 0)  # the last prompt alone
         length = len(prompts[order[end - 1]]) - 1
         for first in range(end - 2, -1, -1):
             length = min(length, links[first], len(prompts[order[first]]) - 1)
             if length < minimum:
                 break
-            if saved[first] + (end - first - 1) * length > saved[end]:
-                saved[end], start[end] = saved[first] + (end - first - 1) * length, first
+            if best[first][0] + (end - first - 1) * length > choice[0]:
+                choice = (best[first][0] + (end - first - 1) * length, first, length)
+        best.append(choice)
     groups: list[tuple[list[int], int]] = []
     end = len(order)
     while end > 0:
-        first = start[end]
+        _, first, length = best[end]
         if end - first > 1:
-            run = order[first:end]
-            length = min(min(links[first : end - 1]), *(len(prompts[i]) - 1 for i in run))
-            groups.append((sorted(run), length))
+            groups.append((sorted(order[first:end]), length))
         end = first
     return sorted(groups)
 
