@@ -186,7 +186,7 @@ def route_all(questions: list[dict[str, Any]]) -> dict[str, Any]:
     from tokenlean.reasoning.sot import SkeletonRouter
 
     router, texts = SkeletonRouter(), [q["text"] for q in questions]
-    router.probability("warm-up: load the weights and MiniLM before timing")
+    router.probability("warm-up: load the weights and the encoder before timing")
     started = time.perf_counter()
     routes = router.routes(texts)
     ms = (time.perf_counter() - started) * 1000 / len(questions)

@@ -35,15 +35,15 @@ def _without_curve(scores: dict[str, Any]) -> dict[str, Any]:
 
 def cross_dataset_report() -> dict[str, Any]:
     """Both directions, the shipped router in-sample, and the unlabelled checks."""
-    from tokenlean.embeddings import shared_embedder
     from tokenlean.reasoning.sot import SkeletonRouter
+    from tokenlean.reasoning.sot.router import encoder_for
     from tokenlean.reasoning.sot.train_router import SETS, cross_dataset, evaluate, load_sets
 
-    embedder = shared_embedder()
+    router = SkeletonRouter()
+    encoder = router.weights.encoder
     started = time.perf_counter()
-    sets = load_sets(SETS, embedder)
-    directions = cross_dataset(sets)
-    router = SkeletonRouter(embedder=embedder)
+    sets = load_sets(SETS, encoder_for(encoder))
+    directions = cross_dataset(sets, encoder=encoder)
     shipped = {s.name: evaluate(router.weights, s.vectors, s.labels, s.texts) for s in sets}
     meta = router.weights.meta
     return {

@@ -92,7 +92,7 @@ def stage_extras(kind: str, options: Mapping[str, Any]) -> list[str]:
     elif kind == "compress":
         needs.append("compress")
     elif kind == "sot" and options.get("mode", "auto") == "auto":
-        needs.append("semantic")
+        needs.append("compress")  # the router reads the embedded model's hidden state
     elif kind == "cascade":
         scorer = options.get("scorer")
         if isinstance(scorer, Mapping) and scorer.get("type") == "learnt":
@@ -119,11 +119,11 @@ def unmet_extras(kind: str, options: Mapping[str, Any]) -> list[str]:
 def check_stage(kind: str, options: Mapping[str, Any]) -> None:
     """Raise ``MissingDependencyError`` at startup when stage ``kind`` cannot run here."""
     hint = {
-        "cache": " (or set semantic: false for exact matches only)",
-        "sot": " (or set mode: on/off)",
-    }.get(kind, "")
+        ("cache", "semantic"): " (or set semantic: false for exact matches only)",
+        ("sot", "compress"): " (its router reads the embedded model; or set mode: on/off)",
+    }
     for extra in stage_extras(kind, options):
-        require(extra, f"stage {kind}{hint if extra == 'semantic' else ''}")
+        require(extra, f"stage {kind}{hint.get((kind, extra), '')}")
 
 
 def check_backend(kind: str, options: Mapping[str, Any]) -> None:

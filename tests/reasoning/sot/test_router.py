@@ -1,4 +1,4 @@
-"""The SoT router: shipped weights, the maths/code guard, real MiniLM decisions, training."""
+"""The SoT router: shipped weights, the maths/code guard, real decisions, training, the encoder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from tokenlean.embeddings import shared_embedder
 from tokenlean.errors import ConfigError
 from tokenlean.reasoning.sot import RouterWeights, SkeletonRouter, read_router_csv
 from tokenlean.reasoning.sot.features import CUES, VERSION, WIDTH, lexical_features
-from tokenlean.reasoning.sot.router import DEFAULT_WEIGHTS, maths_or_code
+from tokenlean.reasoning.sot.router import DEFAULT_WEIGHTS, MINILM, maths_or_code
+from tokenlean.reasoning.sot.states import ENCODING, LAYER, MAX_TOKENS, shared_state_encoder
 from tokenlean.reasoning.sot.train_router import (
     GRID,
     PRECISION,
@@ -41,7 +42,8 @@ def need(path: Path) -> Path:
 def test_shipped_weights_are_small_calibrated_and_say_where_they_came_from() -> None:
     assert DEFAULT_WEIGHTS.stat().st_size < 10_000
     weights = RouterWeights.load(DEFAULT_WEIGHTS)
-    assert weights.coef.shape == ((384 + WIDTH) if weights.lexical else 384,)
+    assert weights.encoder == ENCODING and weights.meta["embedder"] == ENCODING
+    assert weights.coef.shape == ((576 + WIDTH) if weights.lexical else 576,)
     assert [Path(p).parent.name for p in weights.meta["trained_on"]] == ["lima", "vicuna"]
     assert weights.meta["C"] in GRID and weights.calibration != (1.0, 0.0)
     cv = weights.meta["cv"]
@@ -187,7 +189,7 @@ def test_training_chooses_on_held_out_folds_is_deterministic_and_round_trips(tmp
     texts = [texts[i][:400] for i in picked]
     y = np.asarray([labels[i] for i in picked])
     vectors = shared_embedder().embed(texts)
-    weights = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1, precision=0.7)
+    weights = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1, precision=0.7, encoder=MINILM)
     cv = weights.meta["cv"]
     assert cv["chosen"]["roc_auc"] > 0.65  # chance is 0.5
     assert cv["chosen"]["roc_auc"] == max(c["roc_auc"] for c in cv["candidates"])
@@ -195,12 +197,13 @@ def test_training_chooses_on_held_out_folds_is_deterministic_and_round_trips(tmp
     if weights.meta["precision_reached"]:
         assert cv["at_threshold"]["precision"] >= 0.7
     assert weights.coef.shape == ((384 + WIDTH) if weights.lexical else 384,)
-    again = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1, precision=0.7)
+    again = train(vectors, y, texts, grid=(0.3, 3.0), folds=4, repeats=1, precision=0.7, encoder=MINILM)
     assert np.array_equal(again.coef, weights.coef) and again.calibration == weights.calibration
     weights.save(tmp_path / "router.npz")
     loaded = RouterWeights.load(tmp_path / "router.npz")
     assert np.allclose(loaded.probabilities(vectors, texts), weights.probabilities(vectors, texts), atol=1e-5)
     assert loaded.threshold == weights.threshold and loaded.calibration == weights.calibration
+    assert loaded.encoder == MINILM
     assert json.dumps(loaded.meta) == json.dumps(weights.meta, sort_keys=True)
     scores = evaluate(loaded, vectors, y, texts)
     assert scores["roc_auc"] > 0.8 and scores["majority_baseline"] == round(max(y.mean(), 1 - y.mean()), 4)
@@ -217,3 +220,31 @@ def test_limits_bound_accuracy_over_thresholds_and_skip_guarded_requests() -> No
     inverted = limits(np.array([0.1, 0.5, 0.6, 0.9]), np.array([1, 0, 0, 0]), plain)
     assert inverted["best_accuracy_any_threshold"] == 0.75  # routing nothing: the majority share
     assert inverted["precision_of_top"][10] == 0.25
+
+
+def test_weights_that_read_an_unknown_encoder_are_refused(tmp_path: Path) -> None:
+    weights = RouterWeights(np.zeros(8, dtype=np.float32), 0.0, 0.5, {}, 0, (1.0, 0.0), "some other model")
+    weights.save(tmp_path / "w.npz")
+    with pytest.raises(ConfigError, match="some other model"):
+        RouterWeights.load(tmp_path / "w.npz")
+
+
+def test_the_encoder_stops_at_its_layer_and_matches_a_full_pass() -> None:
+    """The hook's early exit gives exactly a full model's state after ``LAYER`` layers."""
+    import torch
+    from transformers import AutoModel
+
+    from tokenlean.models import resolve_model_dir
+
+    encoder = shared_state_encoder()
+    texts = ["What are some tips for staying healthy?", "word " * 400]
+    rows = encoder.embed(texts)
+    assert rows.shape == (2, encoder.dimension) and np.isfinite(rows).all()
+    full = AutoModel.from_pretrained(str(resolve_model_dir(None)), dtype=torch.float32).eval()
+    for text, row in zip(texts, rows, strict=True):
+        ids = encoder._chat_ids(text)
+        assert len(ids) <= MAX_TOKENS  # the long request is cut to its last tokens
+        with torch.inference_mode():
+            states = full(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        assert np.allclose(states[LAYER][0, -1].numpy(), row, atol=1e-4)
+        assert not np.allclose(states[-1][0, -1].numpy(), row, atol=1e-2)  # not the final layer

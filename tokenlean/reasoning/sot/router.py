@@ -4,11 +4,12 @@ Skeleton-of-Thought (Ning et al., ICLR 2024, arXiv 2307.15337) helps where an an
 of independent points (advice, comparisons, consequences) and hurts where each step needs the
 previous one (maths, code, step-by-step reasoning), where the answer is short, or where it must
 read as one piece (role-play, stories). The paper's trained router is a RoBERTa classifier on
-labelled LIMA requests; ours is a logistic regression over the embedded MiniLM sentence vector
-plus a few lexical cues for the request's form (``features.py``), trained on SoT's labelled LIMA
+labelled LIMA requests; ours is a logistic regression over the embedded chat model's hidden state
+as it starts to answer (``states.py``; older weights read the MiniLM sentence vector), optionally
+with a few lexical cues for the request's form (``features.py``), trained on SoT's labelled LIMA
 and Vicuna-80 requests (``python -m tokenlean.reasoning.sot.train_router``), Platt-calibrated on
 held-out folds, shipped as a few kilobytes of weights (``router.npz``) and applied with numpy
-alone. Its threshold is chosen for precision (a wrong "yes" costs answer quality, a wrong "no"
+alone (the encoder needs torch). Its threshold is chosen for precision (a wrong "yes" costs answer quality, a wrong "no"
 only the speed-up), so it says "no" to many requests that would suit SoT. In front of it sits a guard for kinds the paper
 names as unsuitable and that a sentence embedding blurs: requests that contain a formula or code,
 ask to write a program, or ask for step-by-step reasoning are never routed.
@@ -27,18 +28,37 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tokenlean.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from tokenlean.embeddings import Embedder
-
-__all__ = ["DEFAULT_WEIGHTS", "Route", "RouterWeights", "SkeletonRouter", "maths_or_code", "read_router_csv"]
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "MINILM",
+    "RequestEncoder",
+    "Route",
+    "RouterWeights",
+    "SkeletonRouter",
+    "maths_or_code",
+    "read_router_csv",
+]
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("router.npz")
+
+
+class RequestEncoder(Protocol):
+    """Turns requests into the feature rows router weights read (a MiniLM ``Embedder`` is one)."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """An array with one row per text."""
+        ...
+
+
+MINILM = "all-MiniLM-L6-v2"
+"""The encoder of weights written before ``encoder`` was stored: the unit-norm sentence vector."""
 
 _FORMULA = re.compile(
     r"\d\s*[-+*/^\u00d7\u00f7=]\s*\(?\d"  # 3 + 4, 2^10, 5 = (5
@@ -91,7 +111,8 @@ class Route:
 class RouterWeights:
     """A logistic regression with Platt calibration: ``sigmoid(a * (features @ coef + intercept) + b)``.
 
-    The features are the unit-norm sentence vector, followed, when ``lexical`` is a cue-list
+    The features are the request's vector from ``encoder`` (``states.ENCODING``, or ``MINILM``
+    for the unit-norm sentence vector), followed, when ``lexical`` is a cue-list
     version (``features.VERSION``), by that version's lexical cues; ``lexical=0`` means the
     vector alone (weights written before the cues existed). ``calibration`` is ``(a, b)``;
     weights written before it existed load as ``(1, 0)``, the raw regression.
@@ -103,6 +124,7 @@ class RouterWeights:
     meta: dict[str, Any] = field(default_factory=dict)
     lexical: int = 0
     calibration: tuple[float, float] = (1.0, 0.0)
+    encoder: str = MINILM
 
     def save(self, path: str | Path) -> None:
         """Write the weights (float32) and their provenance to an ``.npz`` file."""
@@ -115,6 +137,7 @@ class RouterWeights:
             threshold=np.float64(self.threshold),
             lexical=np.int32(self.lexical),
             calibration=np.asarray(self.calibration, dtype=np.float64),
+            encoder=np.array(self.encoder),
             meta=np.array(json.dumps(self.meta, sort_keys=True)),
         )
 
@@ -134,6 +157,7 @@ class RouterWeights:
                     meta=json.loads(str(data["meta"])),
                     lexical=int(data["lexical"]) if "lexical" in data.files else 0,
                     calibration=_calibration(data),
+                    encoder=str(data["encoder"]) if "encoder" in data.files else MINILM,
                 )
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise ConfigError(
@@ -143,6 +167,12 @@ class RouterWeights:
             raise ConfigError(
                 f"SoT router weights {path} use lexical cues v{weights.lexical}, this tokenlean has "
                 f"v{VERSION}: retrain them with train_router",
+                param="router_weights",
+            )
+        if weights.encoder not in _encoders():
+            raise ConfigError(
+                f"SoT router weights {path} read {weights.encoder!r}, which this tokenlean cannot "
+                f"compute (it has: {'; '.join(_encoders())}): retrain them with train_router",
                 param="router_weights",
             )
         return weights
@@ -174,14 +204,17 @@ class RouterWeights:
 
 
 class SkeletonRouter:
-    """Scores requests for SoT; the embedder and weights load on first use, not at construction."""
+    """Scores requests for SoT; the encoder and weights load on first use, not at construction.
+
+    ``embedder`` replaces the encoder the weights name (tests; weights trained on other vectors).
+    """
 
     def __init__(
         self,
         weights: str | Path | None = None,
         *,
         threshold: float | None = None,
-        embedder: Embedder | None = None,
+        embedder: RequestEncoder | None = None,
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"router threshold must be within [0, 1], got {threshold}", param="threshold")
@@ -205,11 +238,9 @@ class SkeletonRouter:
         return self._threshold if self._threshold is not None else self.weights.threshold
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """P(suits SoT) for each text (blocking: embeds with MiniLM)."""
+        """P(suits SoT) for each text (blocking: runs the weights' encoder)."""
         if self._embedder is None:
-            from tokenlean.embeddings import shared_embedder
-
-            self._embedder = shared_embedder()
+            self._embedder = encoder_for(self.weights.encoder)
         return self.weights.probabilities(self._embedder.embed(texts), texts)
 
     def probability(self, text: str) -> float:
@@ -235,6 +266,23 @@ class SkeletonRouter:
             reason = f"classifier {'at or above' if suits else 'below'} {self.threshold:g}"
             routes.append(Route(suits, probability, reason, self.threshold))
         return routes
+
+
+def _encoders() -> tuple[str, ...]:
+    from tokenlean.reasoning.sot.states import ENCODING
+
+    return (ENCODING, MINILM)
+
+
+def encoder_for(name: str) -> RequestEncoder:
+    """The process-wide encoder that computes the vectors weights with ``encoder=name`` read."""
+    from tokenlean.reasoning.sot.states import ENCODING, shared_state_encoder
+
+    if name == ENCODING:
+        return shared_state_encoder()
+    from tokenlean.embeddings import shared_embedder
+
+    return shared_embedder()
 
 
 def _calibration(data: Any) -> tuple[float, float]:

@@ -1,8 +1,10 @@
 """Train the SoT router and write ``router.npz``: ``python -m tokenlean.reasoning.sot.train_router``.
 
-The classifier is a logistic regression over MiniLM vectors of SoT's labelled requests
-(``sot/<set>/router.csv``, 1 = suits a skeleton), optionally with lexical cues appended
-(``features.py``). The shipped router is trained on LIMA and Vicuna-80 together; everything is
+The classifier is a logistic regression over the encoded requests of SoT's labelled sets
+(``sot/<set>/router.csv``, 1 = suits a skeleton): by default the embedded chat model's hidden
+state (``states.py``), ``--encoder minilm`` for the MiniLM sentence vector; optionally with
+lexical cues appended (``features.py``). Features are standardised on the training requests and
+the standardisation is folded into the written weights. The shipped router is trained on LIMA and Vicuna-80 together; everything is
 chosen on held-out folds of the training requests alone (10 folds stratified by set and label,
 repeated 3 times with different shuffles):
 
@@ -28,10 +30,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenlean.reasoning.sot.features import VERSION, lexical_features
-from tokenlean.reasoning.sot.router import DEFAULT_WEIGHTS, RouterWeights, maths_or_code, read_router_csv
+from tokenlean.reasoning.sot.router import (
+    DEFAULT_WEIGHTS,
+    MINILM,
+    RouterWeights,
+    encoder_for,
+    maths_or_code,
+    read_router_csv,
+)
+from tokenlean.reasoning.sot.states import ENCODING
 
 if TYPE_CHECKING:
-    from tokenlean.embeddings import Embedder
+    from tokenlean.reasoning.sot.router import RequestEncoder
 
 __all__ = [
     "DATA",
@@ -55,16 +65,17 @@ __all__ = [
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sot_questions" / "sot"
 SETS = ("lima", "vicuna")
-GRID = (0.1, 0.3, 1.0, 3.0)
+GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50 .. 0.95
 PRECISION = 0.85
+ENCODERS = {"lm": ENCODING, "minilm": MINILM}
 MIN_ROUTED = 10  # a threshold that routes fewer held-out requests (over all repeats) says nothing
 SEED = 0
 
 
 @dataclass(frozen=True, eq=False)
 class Labelled:
-    """One labelled set: its name, requests, 0/1 labels and their MiniLM vectors."""
+    """One labelled set: its name, requests, 0/1 labels and their encoded vectors."""
 
     name: str
     texts: list[str]
@@ -72,8 +83,8 @@ class Labelled:
     vectors: Any
 
 
-def load_sets(names: tuple[str, ...], embedder: Embedder, root: Path = DATA) -> list[Labelled]:
-    """SoT's ``router.csv`` of each named set, embedded."""
+def load_sets(names: tuple[str, ...], embedder: RequestEncoder, root: Path = DATA) -> list[Labelled]:
+    """SoT's ``router.csv`` of each named set, encoded."""
     import numpy as np
 
     sets = []
@@ -90,9 +101,22 @@ def _design(vectors: Any, texts: list[str], lexical: int) -> Any:
 
 
 def _model(c: float) -> Any:
+    """Standardised features, then the regression (its ``C`` means the same for any encoder)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    return LogisticRegression(C=c, max_iter=5000)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+
+
+def _folded(model: Any) -> tuple[Any, float]:
+    """``(coef, intercept)`` on the raw features: the pipeline's standardisation folded in."""
+    import numpy as np
+
+    scaler, regression = model[0], model[-1]
+    coef = regression.coef_[0] / scaler.scale_
+    intercept = float(regression.intercept_[0] - np.dot(coef, scaler.mean_))
+    return coef.astype(np.float32), intercept
 
 
 def _held_out(features: Any, labels: Any, strata: Any, c: float, folds: int, repeats: int) -> Any:
@@ -111,8 +135,9 @@ def _held_out(features: Any, labels: Any, strata: Any, c: float, folds: int, rep
 def platt(logits: Any, labels: Any) -> tuple[float, float]:
     """Platt scaling: ``(a, b)`` of the 1-D logistic fit of ``labels`` on held-out ``logits``."""
     import numpy as np
+    from sklearn.linear_model import LogisticRegression
 
-    fit = _model(1e6).fit(np.asarray(logits).reshape(-1, 1), labels)
+    fit = LogisticRegression(C=1e6, max_iter=5000).fit(np.asarray(logits).reshape(-1, 1), labels)
     return round(float(fit.coef_[0, 0]), 6), round(float(fit.intercept_[0]), 6)
 
 
@@ -191,8 +216,12 @@ def train(
     grid: tuple[float, ...] = GRID,
     folds: int = 10,
     repeats: int = 3,
+    encoder: str = ENCODING,
 ) -> RouterWeights:
-    """Choose the design, calibration and threshold on held-out folds; refit the design on everything."""
+    """Choose the design, calibration and threshold on held-out folds; refit the design on everything.
+
+    ``encoder`` names what ``vectors`` are (``states.ENCODING`` or ``router.MINILM``).
+    """
     import numpy as np
 
     labels = np.asarray(labels)
@@ -206,8 +235,8 @@ def train(
     model = _model(best["C"]).fit(_design(vectors, texts, best["lexical"]), labels)
     meta = {
         "model": "logistic regression, Platt-calibrated on held-out folds",
-        "features": "all-MiniLM-L6-v2" + (f" + lexical cues v{best['lexical']}" if best["lexical"] else ""),
-        "embedder": "all-MiniLM-L6-v2",
+        "features": encoder + (f" + lexical cues v{best['lexical']}" if best["lexical"] else ""),
+        "embedder": encoder,
         "examples": len(labels),
         "positives": int(labels.sum()),
         "C": best["C"],
@@ -227,10 +256,8 @@ def train(
             "curve": _held_out_curve(probabilities, pooled_labels, guarded),
         },
     }
-    weights = model.coef_[0].astype(np.float32)
-    return RouterWeights(
-        weights, float(model.intercept_[0]), threshold, meta, best["lexical"], (scale, shift)
-    )
+    coef, intercept = _folded(model)
+    return RouterWeights(coef, intercept, threshold, meta, best["lexical"], (scale, shift), encoder)
 
 
 def evaluate(weights: RouterWeights, vectors: Any, labels: Any, texts: list[str]) -> dict[str, Any]:
@@ -314,17 +341,17 @@ def cross_dataset(
 
 def main(argv: list[str] | None = None) -> None:
     """Train on the named sets (default LIMA + Vicuna-80), write the weights; ``--cross`` as well."""
-    from tokenlean.embeddings import shared_embedder
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), help="names under sot_questions/sot/")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--precision", type=float, default=PRECISION, help="held-out precision target")
     parser.add_argument("--cross", action="store_true", help="also train on each set, test on the others")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="lm", help="what the router reads")
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = parser.parse_args(argv)
-    sets = load_sets(tuple(args.sets), shared_embedder(), args.data)
-    weights = train_on(sets, precision=args.precision)
+    encoder = ENCODERS[args.encoder]
+    sets = load_sets(tuple(args.sets), encoder_for(encoder), args.data)
+    weights = train_on(sets, precision=args.precision, encoder=encoder)
     weights.save(args.out)
     cv = weights.meta["cv"]
     print(f"trained on {weights.meta['trained_on']}: {weights.meta['features']}, C={weights.meta['C']}")
@@ -332,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"held out: {cv['at_threshold']} (precision target {args.precision})")
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
     if args.cross:
-        for row in cross_dataset(sets, precision=args.precision):
+        for row in cross_dataset(sets, precision=args.precision, encoder=encoder):
             scores = {k: v for k, v in row["test_scores"].items() if k != "curve"}
             print(f"train {row['train']} -> test {row['test']}: {scores}")
 
