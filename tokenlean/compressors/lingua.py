@@ -67,7 +67,8 @@ class LinguaConfig:
     iterative segment. ``reencode``: re-run each compressed segment for an exact prefix (one
     extra pass over the kept tokens) instead of pruning the cache. ``reorder``: best-ranked
     blocks first in the output (LongLLMLingua's reordering). ``ranking``: ``lm`` (the paper's
-    question likelihood) or ``lm+bm25`` (fused, with heading bridging; see ``ranking.py``).
+    question likelihood), ``lm+bm25`` (fused, with heading bridging; see ``ranking.py``) or
+    ``bm25`` (BM25 and bridging alone: the LM then reads only the blocks the coarse level keeps).
     """
 
     mode: Mode = "auto"
@@ -220,13 +221,18 @@ class _Run:
         """Coarse level, then the fine level over the kept blocks; per-unit keep masks."""
         sizes = [p.tokens for p in self.pieces]
         slack, dynamic = self.config.levels(self.use_question)
-        if self.use_question or not self.config.iterative or sum(sizes) > budget * slack:
+        lexical = self.use_question and self.config.ranking == "bm25"
+        if lexical:
+            self._rank_lexically()
+        elif self.use_question or not self.config.iterative or sum(sizes) > budget * slack:
             self._rank()
         protected = [p.protected_tokens for p in self.pieces]
         plan = plan_budget(
             sizes, self.order, budget, protected_tokens=protected, slack=slack, dynamic=dynamic
         )
         kept = set(plan.kept)
+        if lexical:
+            self._score_kept(plan.kept)
         self.output_order = [
             i for i in (self.order if self.config.reorder else range(len(self.pieces))) if i in kept
         ]
@@ -258,6 +264,21 @@ class _Run:
             key = [-float(np.mean(s.surprisal)) if len(s.surprisal) else 0.0 for s in scored]
             self.order = sorted(range(len(self.pieces)), key=lambda i: key[i])
         self.timings["rank_ms"] = (time.perf_counter() - started) * 1000
+
+    def _rank_lexically(self) -> None:
+        """BM25 and heading bridging only: no LM pass over the blocks the coarse level drops."""
+        started = time.perf_counter()
+        texts = [p.text for p in self.pieces]
+        self.order = rank_blocks(self.question, texts, None, method="bm25", bridge=self.config.bridge)
+        self.timings["rank_ms"] = (time.perf_counter() - started) * 1000
+
+    def _score_kept(self, kept: Sequence[int]) -> None:
+        """Block-local surprisal ``u`` of the kept blocks only (what ``_rank`` gives every block)."""
+        started = time.perf_counter()
+        scored = self.scorer.score_blocks([self.pieces[i].ids for i in kept])
+        for index, scores in zip(kept, scored, strict=True):
+            self.local[index] = scores.surprisal
+        self.timings["score_ms"] = (time.perf_counter() - started) * 1000
 
     def _prune(self, rates: dict[int, float], keep: list[np.ndarray]) -> None:
         """The fine level: iterative segments on one stream, conditioned on the compressed prefix.

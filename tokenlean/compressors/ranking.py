@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["RANKINGS", "bm25_scores", "bridge_bonus", "rank_blocks"]
 
-RANKINGS = ("lm", "lm+bm25")
+RANKINGS = ("lm", "lm+bm25", "bm25")
 _STOP = frozenset(
     {
         "a",
@@ -126,16 +126,25 @@ def bridge_bonus(question: str, blocks: Sequence[str], top: int) -> np.ndarray:
 def rank_blocks(
     question: str,
     blocks: Sequence[str],
-    lm_logprob: Sequence[float],
+    lm_logprob: Sequence[float] | None,
     *,
     method: str = "lm+bm25",
     bridge: float = 3.0,
 ) -> list[int]:
-    """Block indices, most useful first. ``lm_logprob``: mean ``log p(question | block)`` per block."""
-    lm = np.asarray(lm_logprob, dtype=float)
-    if method == "lm" or len(blocks) < 2:
-        return [int(i) for i in np.argsort(-lm, kind="stable")]
-    fused = _z(lm) + _z(bm25_scores(question, blocks))
+    """Block indices, most useful first.
+
+    ``lm_logprob``: mean ``log p(question | block)`` per block; ``None`` with ``method="bm25"``,
+    which ranks by BM25 and bridging alone and so needs no LM pass over the blocks.
+    """
+    if method == "bm25":
+        fused = _z(bm25_scores(question, blocks))
+    else:
+        if lm_logprob is None:
+            raise ValueError(f"ranking {method!r} needs the LM's question likelihood per block")
+        lm = np.asarray(lm_logprob, dtype=float)
+        if method == "lm" or len(blocks) < 2:
+            return [int(i) for i in np.argsort(-lm, kind="stable")]
+        fused = _z(lm) + _z(bm25_scores(question, blocks))
     if bridge:
         fused = fused + bridge * bridge_bonus(question, blocks, int(np.argmax(fused)))
     return [int(i) for i in np.argsort(-fused, kind="stable")]
