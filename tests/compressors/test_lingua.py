@@ -43,6 +43,30 @@ def test_plain_mode_meets_a_token_target_and_keeps_numbers_whole(compressor: Lin
     assert set(result.prompt.split()) <= set("\n".join(demos).split())  # never half a word
 
 
+def test_bm25_ranking_scores_only_the_kept_blocks(
+    compressor: LinguaCompressor, hotpot_sample, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """``ranking="bm25"``: the same budget and guarantees, with the LM reading the kept blocks only."""
+    lexical = LinguaCompressor(scorer=compressor.scorer, ranking="bm25")
+    documents, question = hotpot_documents(hotpot_sample), hotpot_sample["question"]
+    scored: list[int] = []
+    original = compressor.scorer.score_blocks
+
+    def counting(blocks, suffix=()):  # type: ignore[no-untyped-def]
+        scored.extend(len(block) + len(suffix) for block in blocks)
+        return original(blocks, suffix)
+
+    monkeypatch.setattr(compressor.scorer, "score_blocks", counting)
+    result = lexical.compress(documents, question=question, rate=0.5)
+    assert abs(result.compressed_tokens / result.origin_tokens - 0.5) <= 0.075
+    assert result.prompt.endswith(question) and 0 < len(result.kept_blocks) < len(documents)
+    # one pass per block the coarse level kept (one may render empty), none for the dropped ones
+    assert len(result.kept_blocks) <= len(scored) < len(documents)
+    lexical_tokens, scored[:] = sum(scored), []
+    compressor.compress(documents, question=question, rate=0.5)
+    assert len(scored) == len(documents) and sum(scored) > 1.5 * lexical_tokens
+
+
 def test_question_and_protected_spans_survive_verbatim(compressor: LinguaCompressor, hotpot_sample) -> None:  # type: ignore[no-untyped-def]
     compressor = LinguaCompressor(scorer=compressor.scorer, protect_numbers=True)
     documents = hotpot_documents(hotpot_sample)
