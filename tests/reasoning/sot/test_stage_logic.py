@@ -243,6 +243,20 @@ async def test_the_router_decides_in_auto_mode_and_requests_override_it() -> Non
     assert response.text == "normal answer" and sot_events(response)[0].data["reason"] == "off"
 
 
+async def test_auto_mode_leaves_short_answers_to_normal_generation_without_routing() -> None:
+    high = FixedRouter(0.9)
+    backend = SlowFake(scripted())
+    short = Request(messages=QUESTION, max_tokens=48)
+    response = await pipeline(backend, mode="auto", router=high)(short)
+    [event] = sot_events(response)
+    assert response.text == "normal answer" and high.asked == []  # the router never ran
+    assert event.action == "skipped" and event.data["reason"].startswith("max_tokens below 128")
+    forced = Request(messages=QUESTION, max_tokens=48, options={"sot": "on"})
+    assert sot_events(await pipeline(backend, mode="auto", router=high)(forced))[0].action == "expanded"
+    response = await pipeline(backend, mode="auto", router=high, min_answer_tokens=32)(short)
+    assert sot_events(response)[0].action == "expanded" and high.asked == ["How can I manage my time better?"]
+
+
 class KeywordEmbedder:
     """Stands in for MiniLM: unit vector e0 for texts with "tips", e1 otherwise."""
 

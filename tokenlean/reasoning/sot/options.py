@@ -84,6 +84,12 @@ class SotSpecOptions(SpecOptions):
         description="Fewest tokens a point is written with; a `max_tokens` too small for that means normal generation.",
     )
     lead_max_tokens: int = Field(default=24, ge=0, description="Token limit of the opening line (0: none).")
+    min_answer_tokens: int = Field(
+        default=128,
+        ge=1,
+        description="In `auto` mode, a request whose `max_tokens` is below this gets normal generation "
+        "without being routed: so short an answer cannot repay the skeleton.",
+    )
     skeleton_template: str = Field(
         default=DEFAULT_SKELETON_TEMPLATE,
         description="Prompt that asks for the skeleton (`{question}`, `{min_points}`, `{max_points}`).",

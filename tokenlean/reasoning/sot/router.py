@@ -8,11 +8,12 @@ labelled LIMA requests; ours is a logistic regression over the embedded chat mod
 as it starts to answer (``states.py``; older weights read the MiniLM sentence vector), optionally
 with a few lexical cues for the request's form (``features.py``), trained on SoT's labelled LIMA
 and Vicuna-80 requests (``python -m tokenlean.reasoning.sot.train_router``), Platt-calibrated on
-held-out folds, shipped as a few kilobytes of weights (``router.npz``) and applied with numpy
-alone (the encoder needs torch). Its threshold is chosen for precision (a wrong "yes" costs answer quality, a wrong "no"
-only the speed-up), so it says "no" to many requests that would suit SoT. In front of it sits a guard for kinds the paper
-names as unsuitable and that a sentence embedding blurs: requests that contain a formula or code,
-ask to write a program, or ask for step-by-step reasoning are never routed.
+held-out folds, shipped as a few kilobytes of weights (``router.npz``) that numpy applies to the
+encoder's rows. Its threshold is chosen for precision (a wrong "yes" costs answer quality, a
+wrong "no" only the speed-up), so it says "no" to many requests that would suit SoT. In front of
+it sits a guard for kinds the paper names as unsuitable and that a learnt score blurs: requests
+that contain a formula or code, ask to write a program, or ask for step-by-step reasoning are
+never routed.
 
 Known failure mode: a router trained on one set of requests keeps its ranking better than its
 calibration on another (trained on LIMA alone it scored ROC AUC 0.80 but precision 0.55 on a

@@ -14,7 +14,10 @@ generation's; on a backend that does not batch concurrent requests SoT is slower
 ``max_tokens`` bounds the whole answer: the skeleton's tokens (its titles reappear in the
 answer) are subtracted, the opening line gets at most an equal share (``lead_max_tokens``), and
 the rest is split between the points; a budget too small for two points means normal
-generation. Usage counts every call (skeleton, opening line and expansions). A skeleton that
+generation. In ``auto`` mode so does a ``max_tokens`` below ``min_answer_tokens`` (128), without
+running the router: SoT's fixed cost (the skeleton decoded in sequence, then one expansion round:
+about 3.3 s in ``bench.sot``) is what normal generation spends on about 120 tokens there (28 ms
+each at 160 tokens), so a shorter answer cannot repay it. Usage counts every call (skeleton, opening line and expansions). A skeleton that
 does not parse falls back to normal generation; an expansion that fails is retried once, then
 its point keeps only its title; an opening line that fails is left out.
 
@@ -85,6 +88,7 @@ class SkeletonStage:
         point_max_tokens: int = 128,
         min_point_tokens: int = 8,
         lead_max_tokens: int = 24,
+        min_answer_tokens: int = 128,
         skeleton_template: str = DEFAULT_SKELETON_TEMPLATE,
         point_template: str = DEFAULT_POINT_TEMPLATE,
         lead_template: str = DEFAULT_LEAD_TEMPLATE,
@@ -97,7 +101,7 @@ class SkeletonStage:
             mode,
             min_points,
             max_points,
-            (skeleton_max_tokens, point_max_tokens, min_point_tokens),
+            (skeleton_max_tokens, point_max_tokens, min_point_tokens, min_answer_tokens),
             lead_max_tokens,
         )
         self.mode: Mode = mode
@@ -115,6 +119,7 @@ class SkeletonStage:
         self.point_max_tokens = point_max_tokens
         self.min_point_tokens = min_point_tokens
         self.lead_max_tokens = lead_max_tokens
+        self.min_answer_tokens = min_answer_tokens
 
     async def __call__(self, request: Request, call_next: Handler, /) -> Response:
         mode = parse_mode(request.option(self.name), self.mode)
@@ -197,6 +202,8 @@ class SkeletonStage:
             and request.max_tokens < 2 * self.min_points * self.min_point_tokens
         ):
             return "max_tokens too small for a skeleton"
+        if mode == "auto" and request.max_tokens is not None and request.max_tokens < self.min_answer_tokens:
+            return f"max_tokens below {self.min_answer_tokens}: too short an answer for SoT to pay"
         return None
 
     def _skeleton_tokens(self, request: Request) -> int:

@@ -4,9 +4,9 @@ The classifier is a logistic regression over the encoded requests of SoT's label
 (``sot/<set>/router.csv``, 1 = suits a skeleton): by default the embedded chat model's hidden
 state (``states.py``), ``--encoder minilm`` for the MiniLM sentence vector; optionally with
 lexical cues appended (``features.py``). Features are standardised on the training requests and
-the standardisation is folded into the written weights. The shipped router is trained on LIMA and Vicuna-80 together; everything is
-chosen on held-out folds of the training requests alone (10 folds stratified by set and label,
-repeated 3 times with different shuffles):
+the standardisation is folded into the written weights. The shipped router is trained on LIMA
+and Vicuna-80 together; everything is chosen on held-out folds of the training requests alone
+(10 folds stratified by set and label, repeated 3 times with different shuffles):
 
 1. the design (cues or not, regularisation ``C``) by the held-out ROC AUC (ties: fewer features,
    stronger regularisation), i.e. by how well it *ranks*, which carries to other traffic better
