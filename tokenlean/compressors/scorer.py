@@ -84,14 +84,14 @@ class CausalLMScorer:
             if self._model is not None:
                 return
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM
 
-            from tokenlean.models import resolve_model_dir
+            from tokenlean.models import load_pretrained
 
-            folder = str(resolve_model_dir(self.model_ref))
-            self._tokenizer = AutoTokenizer.from_pretrained(folder)
-            model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self._torch_dtype(torch))
-            self._model = model.to(self.device).eval()
+            self._tokenizer, model = load_pretrained(
+                self.model_ref, AutoModelForCausalLM, self._torch_dtype(torch)
+            )
+            self._model = model.to(self.device)
             params = inspect.signature(self._model.base_model.forward).parameters
             self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
             self.start_id = self._start_token()

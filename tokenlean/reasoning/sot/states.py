@@ -61,13 +61,11 @@ class HiddenStateEncoder:
             if self._model is not None:
                 return
             import torch
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel
 
-            from tokenlean.models import resolve_model_dir
+            from tokenlean.models import load_pretrained
 
-            folder = str(resolve_model_dir(self.model_ref))
-            self._tokenizer = AutoTokenizer.from_pretrained(folder)
-            model: Any = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+            self._tokenizer, model = load_pretrained(self.model_ref, AutoModel, torch.float32)
             model.layers[LAYER - 1].register_forward_hook(self._capture)
             self.dimension = int(model.config.hidden_size)
             self._model = model
