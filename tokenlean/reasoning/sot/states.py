@@ -83,11 +83,13 @@ class HiddenStateEncoder:
         rows = []
         with self._lock, torch.inference_mode():
             for text in texts:
-                ids = self._chat_ids(text)
+                self._captured = None
                 try:
-                    self._model(input_ids=torch.tensor([ids]))
+                    self._model(input_ids=torch.tensor([self._chat_ids(text)]))
                 except _Stop:
                     pass
+                if self._captured is None:
+                    raise RuntimeError(f"the model finished without reaching layer {LAYER}")
                 rows.append(self._captured[0, -1].float().numpy())
         return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimension)
 
