@@ -176,7 +176,8 @@ async def test_list_slice_sot_sub_requests_report_the_backend_events(
 
 async def test_list_slice_router_keeps_maths_out(lean: tuple[Pipeline, Recorder], model_name: str) -> None:
     pipeline, _ = lean
-    response = await pipeline(_ask(model_name, [("user", "Solve 3x + 7 = 22 for x.")], max_tokens=64))
+    # 128: the smallest budget at which the lean profile lets SoT's router decide at all
+    response = await pipeline(_ask(model_name, [("user", "Solve 3x + 7 = 22 for x.")], max_tokens=128))
     assert _actions(response, "sot") == ["not_routed"]
 
 

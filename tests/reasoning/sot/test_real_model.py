@@ -22,14 +22,17 @@ from tokenlean.tokens import shared_token_counter
 
 pytestmark = pytest.mark.slow
 
-# the router is tuned for precision, so the list question is one it routes with a margin (p 0.95
-# against 0.8); "How can I improve my time management skills?" scores 0.75 and is not routed
+# the router is tuned for precision, so the list question is one it routes with a margin (p 0.96
+# against 0.75); the train-speed question below scores 0.01
 LIST_QUESTION = [{"role": "user", "content": "What are the most effective ways to deal with stress?"}]
 MAX_TOKENS = 96
 
 
 def small_stage() -> SkeletonStage:
-    return SkeletonStage(mode="auto", skeleton_max_tokens=40, point_max_tokens=24, max_points=4)
+    """Small budgets keep the real model quick; ``min_answer_tokens`` lowered so the router runs."""
+    return SkeletonStage(
+        mode="auto", skeleton_max_tokens=40, point_max_tokens=24, max_points=4, min_answer_tokens=32
+    )
 
 
 @pytest.fixture
