@@ -17,9 +17,10 @@ the rest is split between the points; a budget too small for two points means no
 generation. In ``auto`` mode so does a ``max_tokens`` below ``min_answer_tokens`` (128), without
 running the router: SoT's fixed cost (the skeleton decoded in sequence, then one expansion round:
 about 3.3 s in ``bench.sot``) is what normal generation spends on about 120 tokens there (28 ms
-each at 160 tokens), so a shorter answer cannot repay it. Usage counts every call (skeleton, opening line and expansions). A skeleton that
-does not parse falls back to normal generation; an expansion that fails is retried once, then
-its point keeps only its title; an opening line that fails is left out.
+each at 160 tokens), so a shorter answer cannot repay it. Usage counts every call (skeleton,
+opening line and expansions). A skeleton that does not parse falls back to normal generation; an
+expansion that fails is retried once, then its point keeps only its title; an opening line that
+fails is left out.
 
 Events (``stage="sot"``): ``skipped`` (off, or a request SoT cannot serve: n > 1, logprobs,
 tools, a text prompt), ``not_routed`` (the guard refused it, or the router's calibrated
