@@ -136,15 +136,14 @@ def rank_blocks(
     ``lm_logprob``: mean ``log p(question | block)`` per block; ``None`` with ``method="bm25"``,
     which ranks by BM25 and bridging alone and so needs no LM pass over the blocks.
     """
+    if method != "bm25" and lm_logprob is None:
+        raise ValueError(f"ranking {method!r} needs the LM's question likelihood per block")
     if method == "bm25":
         fused = _z(bm25_scores(question, blocks))
+    elif method == "lm" or len(blocks) < 2:
+        return [int(i) for i in np.argsort(-np.asarray(lm_logprob, dtype=float), kind="stable")]
     else:
-        if lm_logprob is None:
-            raise ValueError(f"ranking {method!r} needs the LM's question likelihood per block")
-        lm = np.asarray(lm_logprob, dtype=float)
-        if method == "lm" or len(blocks) < 2:
-            return [int(i) for i in np.argsort(-lm, kind="stable")]
-        fused = _z(lm) + _z(bm25_scores(question, blocks))
+        fused = _z(np.asarray(lm_logprob, dtype=float)) + _z(bm25_scores(question, blocks))
     if bridge:
         fused = fused + bridge * bridge_bonus(question, blocks, int(np.argmax(fused)))
     return [int(i) for i in np.argsort(-fused, kind="stable")]
