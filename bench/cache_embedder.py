@@ -15,13 +15,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokenlean.embeddings import SMALL_BATCH, SentenceTransformerEmbedder, shared_embedder
-from tokenlean.threads import torch_threads
+from tokenlean.embeddings import SentenceTransformerEmbedder, shared_embedder
+from tokenlean.threads import batch_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,9 +92,8 @@ class CacheEmbedder:
         import numpy as np
         import torch
 
-        scope = torch_threads(1) if len(texts) <= SMALL_BATCH else nullcontext()
         out = []
-        with self._lock, scope, torch.inference_mode():
+        with self._lock, batch_threads(len(texts)), torch.inference_mode():
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             for start in range(0, len(order), self.base.batch_size):
                 chunk = [texts[i] for i in order[start : start + self.base.batch_size]]

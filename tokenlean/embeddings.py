@@ -27,20 +27,17 @@ import importlib.util
 import itertools
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tokenlean.errors import MissingDependencyError
-from tokenlean.threads import torch_threads
+from tokenlean.threads import SMALL_BATCH, batch_threads, torch_threads
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "default_embedder_path", "shared_embedder"]
 
-SMALL_BATCH = 32
-"""Up to this many texts (a query, a request's turns) are embedded on one thread: see tokenlean.threads."""
 RECENT_TEXTS = 256
 """Single texts whose vectors are kept for the stages after the first (1.5 kB each for MiniLM)."""
 
@@ -85,8 +82,7 @@ class SentenceTransformerEmbedder:
         """Normalised float32 embeddings of ``texts``."""
         if len(texts) == 1:
             return self._embed_one(texts[0])[None, :]
-        scope = torch_threads(1) if len(texts) <= SMALL_BATCH else nullcontext()
-        with self._lock, scope:
+        with self._lock, batch_threads(len(texts)):
             return self._encode(texts)
 
     def _embed_one(self, text: str) -> np.ndarray:

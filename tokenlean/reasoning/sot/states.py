@@ -12,7 +12,9 @@ own folds, so it is the one used.
 Only the first ``LAYER`` layers run (a hook stops the forward pass), in float32 so that the
 features match the ones the weights were trained on whatever the CPU supports. Known cost: one
 more copy of the 135M model in memory (about 0.5 GB) and one half-model pass over at most
-``MAX_TOKENS`` tokens per routed request.
+``MAX_TOKENS`` tokens per routed request. A request's pass runs on one torch thread: with the
+model decoding on another core it is about 3x faster than with torch's default (see
+tokenlean.threads); bulk encoding for training keeps the default.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tokenlean.threads import batch_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,7 +85,7 @@ class HiddenStateEncoder:
 
         self.load()
         rows = []
-        with self._lock, torch.inference_mode():
+        with self._lock, batch_threads(len(texts)), torch.inference_mode():
             for text in texts:
                 self._captured = None
                 try:
