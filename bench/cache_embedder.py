@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenlean.embeddings import SentenceTransformerEmbedder, shared_embedder
-from tokenlean.threads import batch_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +92,7 @@ class CacheEmbedder:
         import torch
 
         out = []
-        with self._lock, batch_threads(len(texts)), torch.inference_mode():
+        with self._lock, torch.inference_mode():
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             for start in range(0, len(order), self.base.batch_size):
                 chunk = [texts[i] for i in order[start : start + self.base.batch_size]]

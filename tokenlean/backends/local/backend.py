@@ -274,7 +274,7 @@ class LocalBackend:
     def _work(self) -> None:
         import torch
 
-        torch.set_num_threads(self.threads)  # this thread's intra-op pool only (see decode_threads)
+        torch.set_num_threads(self.threads)  # process-wide in torch (see tokenlean.threads)
         while True:
             batch = self._collect()
             if batch is None:
