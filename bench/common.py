@@ -113,11 +113,19 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 @contextlib.contextmanager
 def started_process(
-    argv: list[str], ready_url: str, log: Path | None = None, timeout: float = 90.0
+    argv: list[str],
+    ready_url: str,
+    log: Path | None = None,
+    timeout: float = 90.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` (output to ``log``, or discarded) until the block ends; wait for ``ready_url`` first."""
+    """Run ``argv`` (output to ``log``, or discarded; ``env`` added to this process's environment)
+    until the block ends; wait for ``ready_url`` first."""
+    child_env = {**os.environ, **(env or {})}
     with open(log or os.devnull, "wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=child_env
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:

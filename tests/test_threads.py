@@ -1,4 +1,4 @@
-"""A serving process sets torch's intra-op thread count once, because a count set on one thread leaks to others."""
+"""torch's intra-op thread count is set once per process, because a count set on one thread leaks to others."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tokenlean.threads import torch_threads, use_serving_threads
+from tokenlean.threads import torch_threads
 
 torch = pytest.importorskip("torch")
 
@@ -38,20 +38,6 @@ def test_a_thread_takes_the_count_another_thread_set_last_at_its_first_use() -> 
     finally:
         torch.set_num_threads(mine)  # the count later threads start from
     assert seen == [2]
-
-
-def test_serving_runs_every_pass_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    with torch_threads(2):
-        assert use_serving_threads() == 1
-        assert torch.get_num_threads() == 1
-
-
-def test_the_operators_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    with torch_threads(2):
-        assert use_serving_threads() == 2
-        assert torch.get_num_threads() == 2
 
 
 def test_torch_threads_restores_the_count_when_the_block_raises() -> None:

@@ -1,4 +1,4 @@
-"""How many torch intra-op threads a serving process uses: one, set once for the whole process.
+"""How many torch intra-op threads a process that runs the model uses: one, set once for the whole process.
 
 Why: a small model gains nothing from intra-op parallelism, and loses a lot when other work
 competes for the cores. Measured on the 2-core dev machine: SmolLM2-135M greedy decode 22.5
@@ -17,22 +17,23 @@ pass, whatever it set for itself before. So it cannot be scoped to one call on t
 an earlier version set one thread around each embedding and restored the old count afterwards,
 and a restore to two landing while the embedded backend's decode thread waited for its first
 batch could put decoding on two threads (the slow case above; whether it happened in a given
-run was not recorded). So the count is set once, before any pass: ``tokenlean serve`` calls
-``use_serving_threads`` before it builds the pipeline, the embedded backend's decode thread sets
-``decode_threads`` (1 for a small model) when it starts, and nothing on the request path changes
-it. The compressor's block scoring is the one pass that would gain from more threads on an idle
-machine (2.0 s with 2 threads vs 3.8 s with 1; 5.9 s vs 3.8 s with a core busy), and it runs on
-one like the rest.
+run was not recorded). So the count is set once, before any pass, by
+what shares the cores: the embedded backend sets ``decode_threads`` (1 for a small model) for the
+whole process when it is built, before any stage loads a model, and nothing on the request path
+changes it. The compressor's block scoring then runs on one thread too, though on an idle machine
+it would gain from more (2.0 s with 2 threads vs 3.8 s with 1; 5.9 s vs 3.8 s with a core busy).
+A proxy in front of an upstream keeps torch's default, so that a dedicated many-core proxy host
+compresses on all its cores; where it shares cores with the model server (vLLM on the same CPU),
+start it with ``OMP_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["SMALL_MODEL_PARAMETERS", "decode_threads", "torch_threads", "use_serving_threads"]
+__all__ = ["SMALL_MODEL_PARAMETERS", "decode_threads", "torch_threads"]
 
 SMALL_MODEL_PARAMETERS = 1_000_000_000
 """Below this many parameters one thread decodes as fast as several, and much faster under load."""
@@ -53,20 +54,6 @@ def decode_threads(model: Any) -> int:
     """1 for a small model; torch's default (one per core) for a large one."""
     parameters = sum(p.numel() for p in model.parameters())
     return 1 if parameters < SMALL_MODEL_PARAMETERS else _default_threads()
-
-
-def use_serving_threads() -> int:
-    """Set the process's torch intra-op threads for serving: 1, unless ``OMP_NUM_THREADS`` says
-    otherwise (the operator's choice wins). Returns the count now in force; a no-op without torch."""
-    try:
-        import torch
-    except ImportError:
-        return 0
-    _default_threads()
-    if os.environ.get("OMP_NUM_THREADS"):
-        return int(torch.get_num_threads())
-    torch.set_num_threads(1)
-    return 1
 
 
 @contextmanager

@@ -23,7 +23,6 @@ from typing import Any
 
 from tokenlean.errors import ConfigError
 from tokenlean.proxy.settings import ServerConfig, ServerSettings, load_config
-from tokenlean.threads import use_serving_threads
 
 __all__ = ["DEFAULTS", "build_app", "resolve", "run", "worker_app"]
 
@@ -136,7 +135,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _run_workers(args, settings, config, argv)
     import uvicorn
 
-    use_serving_threads()
     app = build_app(args, settings, config)
     server = uvicorn.Server(_uvicorn_config(app, settings))
     _exit_cleanly_after_draining(server)
@@ -217,7 +215,6 @@ def worker_app() -> Any:
     argv = json.loads(os.environ[ARGV_ENV])
     args = serve_parser().parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     settings, config = resolve(args)
-    use_serving_threads()
     return build_app(args, settings, config)
 
 

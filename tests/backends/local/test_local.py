@@ -87,3 +87,26 @@ async def test_context_and_empty_input_are_caller_errors(local_backend) -> None:
     assert info.value.param == "max_tokens"
     with pytest.raises(BadRequestError):
         await local_backend.complete(Request(messages=()))
+
+
+async def test_the_backend_sets_the_thread_count_for_the_whole_process() -> None:
+    """The model shares the cores with every stage, so the backend sets torch's count once, on
+    the building thread too, before any stage runs a pass (tokenlean.threads)."""
+    import threading
+
+    import torch
+
+    from tokenlean.backends.local import LocalBackend
+    from tokenlean.threads import torch_threads
+
+    seen: list[int] = []
+    with torch_threads(2):
+        backend = LocalBackend(draft="off", threads=1)
+        try:
+            reader = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+            reader.start()
+            reader.join()
+            seen.append(torch.get_num_threads())
+        finally:
+            await backend.aclose()
+    assert seen == [1, 1]

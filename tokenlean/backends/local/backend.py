@@ -78,7 +78,8 @@ class LocalBackend:
     Prefix reuse: ``prefix_cache_entries`` caches kept (0 turns reuse off), ``prefix_cache_bytes``.
     ``fast_kernels``: packed CPU weights, grouped attention (``backends/local/packed.py``):
     faster decoding, cheap verification of drafts, for twice the linear layers' memory.
-    ``threads``: torch intra-op threads of the decode thread (default: ``decode_threads``).
+    ``threads``: torch intra-op threads, set for the whole process when the backend is built (default:
+    ``decode_threads``, 1 for a small model).
     """
 
     # tools and response formats by grammar-constrained decoding (``grammar.py``); text parts only
@@ -115,6 +116,7 @@ class LocalBackend:
         self.model: Any = loaded.eval()
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.threads = threads if threads is not None else decode_threads(self.model)
+        torch.set_num_threads(self.threads)  # the whole process's, before any stage runs a pass
         self.fast_kernels = fast_kernels and use_fast_kernels(self.model)
         self.max_batch_size = max_batch_size
         self.batch_window = batch_window_ms / 1000
@@ -274,7 +276,7 @@ class LocalBackend:
     def _work(self) -> None:
         import torch
 
-        torch.set_num_threads(self.threads)  # process-wide in torch (see tokenlean.threads)
+        torch.set_num_threads(self.threads)  # again on this thread (see tokenlean.threads)
         while True:
             batch = self._collect()
             if batch is None:
