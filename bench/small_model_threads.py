@@ -16,10 +16,10 @@ the same of the two other small-model passes a request can trigger:
 
 Each runs idle and with one core busy (a separate process looping 1-thread matmuls, standing in
 for a decode thread), with torch's default thread count and with one thread, twice in
-alternating order (this script runs nothing else meanwhile: torch's count is process-wide).
-Quoted: the median per pass, and the ratio one thread / default. ``tokenlean serve`` runs every
-pass on one thread (tokenlean/threads.py); the goal is on the router, whose trade is clearest;
-the scorer's figures say what one thread costs it on an idle machine.
+alternating order (this script runs nothing else meanwhile: torch's count leaks between
+threads). Quoted: the median per pass, and the ratio one thread / default. With the embedded
+model the whole process runs every pass on one thread (tokenlean/threads.py); the goal is on the
+router, whose trade is clearest; the scorer's figures say what one thread costs it idle.
 """
 
 from __future__ import annotations

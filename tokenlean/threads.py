@@ -17,10 +17,9 @@ pass, whatever it set for itself before. So it cannot be scoped to one call on t
 an earlier version set one thread around each embedding and restored the old count afterwards,
 and a restore to two landing while the embedded backend's decode thread waited for its first
 batch could put decoding on two threads (the slow case above; whether it happened in a given
-run was not recorded). So the count is set once, before any pass, by
-what shares the cores: the embedded backend sets ``decode_threads`` (1 for a small model) for the
-whole process when it is built, before any stage loads a model, and nothing on the request path
-changes it. The compressor's block scoring then runs on one thread too, though on an idle machine
+run was not recorded). So the count is set once, before any pass, by what shares the cores: the
+embedded backend sets ``decode_threads`` (1 for a small model) for the whole process when it is
+built, before any stage loads a model, and nothing on the request path changes it. The compressor's block scoring then runs on one thread too, though on an idle machine
 it would gain from more (2.0 s with 2 threads vs 3.8 s with 1; 5.9 s vs 3.8 s with a core busy).
 A proxy in front of an upstream keeps torch's default, so that a dedicated many-core proxy host
 compresses on all its cores; where it shares cores with the model server (vLLM on the same CPU),
@@ -37,23 +36,14 @@ __all__ = ["SMALL_MODEL_PARAMETERS", "decode_threads", "torch_threads"]
 
 SMALL_MODEL_PARAMETERS = 1_000_000_000
 """Below this many parameters one thread decodes as fast as several, and much faster under load."""
-_torch_default: int | None = None
-
-
-def _default_threads() -> int:
-    """torch's own count for this machine, as first read (before anything here changed it)."""
-    global _torch_default
-    if _torch_default is None:
-        import torch
-
-        _torch_default = int(torch.get_num_threads())
-    return _torch_default
 
 
 def decode_threads(model: Any) -> int:
     """1 for a small model; torch's default (one per core) for a large one."""
+    import torch
+
     parameters = sum(p.numel() for p in model.parameters())
-    return 1 if parameters < SMALL_MODEL_PARAMETERS else _default_threads()
+    return 1 if parameters < SMALL_MODEL_PARAMETERS else torch.get_num_threads()
 
 
 @contextmanager

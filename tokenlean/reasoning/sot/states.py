@@ -12,8 +12,8 @@ own folds, so it is the one used.
 Only the first ``LAYER`` layers run (a hook stops the forward pass), in float32 so that the
 features match the ones the weights were trained on whatever the CPU supports. Known cost: one
 more copy of the 135M model in memory (about 0.5 GB) and one half-model pass over at most
-``MAX_TOKENS`` tokens per routed request (about 100 ms on one torch thread here: a serving
-process runs every pass on one, see tokenlean.threads).
+``MAX_TOKENS`` tokens per routed request (about 100 ms on one torch thread here: with the
+embedded model every pass runs on one, see tokenlean.threads).
 """
 
 from __future__ import annotations
