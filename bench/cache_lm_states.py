@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.cache import embed_all
+from bench.cache_head import hit_at
 from bench.qqp_split import Pair, split_pairs
 
 FIT_PAIRS = 6000
@@ -85,14 +86,6 @@ def lm_states(texts: list[str]) -> dict[str, np.ndarray]:
 
 def encoding_names() -> list[str]:
     return [f"mean, L{layer}" for layer in MEAN_LAYERS] + [f"last, L{LAST_LAYER}"]
-
-
-def hit_at(scores: np.ndarray, labels: np.ndarray, false_hit: float) -> float:
-    """Share of duplicates scored above the strictest threshold that allows ``false_hit`` near misses."""
-    negatives = np.sort(scores[labels == 0])[::-1]
-    allowed = int(false_hit * len(negatives))
-    threshold = negatives[allowed] if allowed < len(negatives) else -np.inf
-    return float((scores[labels == 1] > threshold).mean())
 
 
 def pair_features(vectors: np.ndarray, index: dict[str, int], pairs: list[Pair]) -> np.ndarray:
