@@ -9,18 +9,9 @@ mid-stream, leaves nothing in the cache: a half answer must never be served as a
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from tokenlean.middleware.types import (
-    Choice,
-    Chunk,
-    Event,
-    Response,
-    Usage,
-    merge_chunk_extra,
-    merge_tool_call_deltas,
-)
+from tokenlean.middleware.types import ChoiceAssembly, Chunk, Event, Response, Usage
 
 __all__ = ["replay", "tee"]
 
@@ -39,24 +30,11 @@ async def tee(
     ``on_complete`` receives the whole answer as a completed ``Response`` and returns the event
     to report (stored, or why not); it runs before the stream closes, in a final chunk.
     """
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, str] = {}
-    logprobs: dict[int, list[Mapping[str, Any]]] = {}
-    calls: dict[int, list[Mapping[str, Any]]] = {}
-    extras: dict[int, dict[str, Any]] = {}
-    usage = Usage()
+    assembly = ChoiceAssembly(Usage())
     completed = False
     try:
         async for chunk in stream:
-            texts.setdefault(chunk.index, []).append(chunk.text)
-            if chunk.finish_reason is not None:
-                finish[chunk.index] = chunk.finish_reason
-            if chunk.logprobs:
-                logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
-            calls.setdefault(chunk.index, []).extend(chunk.tool_calls)
-            merge_chunk_extra(extras.setdefault(chunk.index, {}), chunk.extra)
-            if chunk.usage is not None:
-                usage = chunk.usage
+            assembly.add(chunk)
             yield chunk
         completed = True
     finally:
@@ -64,20 +42,10 @@ async def tee(
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
-    if set(finish) != set(range(choices)):
+    if assembly.finished != set(range(choices)):
         return  # the stream ended without finishing every choice: not an answer to keep
-    whole = tuple(
-        Choice(
-            i,
-            "".join(texts.get(i, [])),
-            finish[i],
-            tuple(logprobs[i]) if i in logprobs else None,
-            merge_tool_call_deltas(calls.get(i, ())),
-            extras.get(i) or {},
-        )
-        for i in range(choices)
-    )
-    event = await on_complete(Response(model=model, choices=whole, usage=usage))
+    whole = assembly.choices(range(choices))
+    event = await on_complete(Response(model=model, choices=whole, usage=assembly.usage))
     yield Chunk(events=(event,))
 
 

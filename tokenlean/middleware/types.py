@@ -23,6 +23,7 @@ Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 __all__ = [
     "Choice",
+    "ChoiceAssembly",
     "Chunk",
     "Event",
     "Message",
@@ -302,6 +303,60 @@ def merge_tool_call_deltas(deltas: Iterable[Mapping[str, Any]]) -> tuple[dict[st
     return tuple(calls[i] for i in sorted(calls))
 
 
+class ChoiceAssembly:
+    """A stream's chunks folded into whole choices.
+
+    Reading a stream (``Response.aread``) and keeping a copy of one on the side (the cache's tee)
+    need the same fold; this is the one place that knows how text, logprobs, tool-call deltas
+    and vendor fields join, so the two can never disagree about what an answer was.
+    """
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        """The last ``usage`` a chunk carried (``usage`` until one does)."""
+        self.events: list[Event] = []
+        """Every chunk's events, in order."""
+        self._texts: dict[int, list[str]] = {}
+        self._finish: dict[int, str] = {}
+        self._logprobs: dict[int, list[Mapping[str, Any]]] = {}
+        self._calls: dict[int, list[Mapping[str, Any]]] = {}
+        self._extras: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: Chunk) -> None:
+        """Fold one chunk in."""
+        self._texts.setdefault(chunk.index, []).append(chunk.text)
+        if chunk.finish_reason is not None:
+            self._finish[chunk.index] = chunk.finish_reason
+        if chunk.logprobs:
+            self._logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
+        self._calls.setdefault(chunk.index, []).extend(chunk.tool_calls)
+        merge_chunk_extra(self._extras.setdefault(chunk.index, {}), chunk.extra)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        self.events.extend(chunk.events)
+
+    @property
+    def finished(self) -> frozenset[int]:
+        """The choices whose finish reason has arrived."""
+        return frozenset(self._finish)
+
+    def choices(self, indices: Iterable[int] | None = None) -> tuple[Choice, ...]:
+        """The whole choices ``indices`` (default: every one a chunk named), in that order; a
+        choice whose stream never finished reads as ``"stop"``."""
+        wanted = sorted(self._texts) if indices is None else indices
+        return tuple(
+            Choice(
+                i,
+                "".join(self._texts.get(i, ())),
+                self._finish.get(i, "stop"),
+                tuple(self._logprobs[i]) if i in self._logprobs else None,
+                merge_tool_call_deltas(self._calls.get(i, ())),
+                self._extras.get(i) or _NO_EXTRA,
+            )
+            for i in wanted
+        )
+
+
 def _new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
@@ -348,35 +403,13 @@ class Response:
         """
         if self.stream is None:
             return self
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, str | None] = {}
-        logprobs: dict[int, list[Mapping[str, Any]]] = {}
-        calls: dict[int, list[Mapping[str, Any]]] = {}
-        extras: dict[int, dict[str, Any]] = {}
-        usage, events = self.usage, list(self.events)
+        assembly = ChoiceAssembly(self.usage)
         async for chunk in self.stream:
-            texts.setdefault(chunk.index, []).append(chunk.text)
-            if chunk.finish_reason is not None:
-                finish[chunk.index] = chunk.finish_reason
-            if chunk.logprobs:
-                logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
-            calls.setdefault(chunk.index, []).extend(chunk.tool_calls)
-            merge_chunk_extra(extras.setdefault(chunk.index, {}), chunk.extra)
-            if chunk.usage is not None:
-                usage = chunk.usage
-            events.extend(chunk.events)
-        choices = tuple(
-            Choice(
-                i,
-                "".join(texts[i]),
-                finish.get(i, "stop"),
-                tuple(logprobs[i]) if i in logprobs else None,
-                merge_tool_call_deltas(calls[i]),
-                extras[i] or _NO_EXTRA,
-            )
-            for i in sorted(texts)
+            assembly.add(chunk)
+        events = (*self.events, *assembly.events)
+        return dataclasses.replace(
+            self, choices=assembly.choices(), usage=assembly.usage, events=events, stream=None
         )
-        return dataclasses.replace(self, choices=choices, usage=usage, events=tuple(events), stream=None)
 
 
 def merge_chunk_extra(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
