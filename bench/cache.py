@@ -693,7 +693,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         probes["gptcache"] = gptcache_probe_rates(gpt)
     queries = [q for q, _ in sets["queries"][:1000]]
     sizes = (1_000, 5_000) if args.smoke else (10_000, 100_000)
-    latency = {"lookup": await lookup_latency(table, queries, sizes), "embed": embed_latency(queries[:50])}
+    latency = {"lookup": await lookup_latency(table, queries, sizes), "embed": embed_latency(queries[:100])}
     if gpt:
         gets = gpt["main"]["get_ms"]
         latency["gptcache_get"] = {"p50_ms": median(gets), "p99_ms": percentile(gets, 99)}

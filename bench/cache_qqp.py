@@ -7,7 +7,8 @@ sentences the head never saw in training). Protocol per pair: store one text, as
 duplicate answered is a hit, a non-duplicate answered a false hit.
 
 Scores per pair: plain MiniLM cosine; the earlier guard rule (cosine minus 0.1 per novel content
-word, vetoes); the learnt decision (vetoes, guard-score floor, head probability). They are computed in
+word, vetoes); the learnt decision (vetoes, cosine floor, head probability penalised under the
+guard-score floor). They are computed in
 bulk from the same functions the lookup calls (``MeaningGuard.score``, ``DuplicateHead``), and a
 sample is replayed through the real ``ResponseCache`` to confirm the lookup decides the same.
 GPTCache's pairwise curve with its default evaluation (top-1, ``SearchDistanceEvaluation``) is
@@ -65,7 +66,7 @@ def decision_scores(pairs: list[Pair], table: dict[str, np.ndarray]) -> dict[str
     """Per-pair scores of each decision (higher = more likely a hit); -inf where it can never hit."""
     from tokenlean.cache.guard import MeaningGuard
     from tokenlean.cache.head import shipped_head
-    from tokenlean.cache.semantic import CANDIDATE_FLOOR
+    from tokenlean.cache.semantic import CANDIDATE_FLOOR, novelty_penalised
 
     u = np.vstack([table[a] for a, _, _ in pairs])
     v = np.vstack([table[b] for _, b, _ in pairs])
@@ -79,7 +80,8 @@ def decision_scores(pairs: list[Pair], table: dict[str, np.ndarray]) -> dict[str
     for start in range(0, len(pairs), 512):
         rows = [head.inputs(a, [b], table[a], table[b]) for a, b, _ in pairs[start : start + 512]]
         probability[start : start + 512] = head.forward(np.vstack(rows))
-    learned = np.where(vetoed | (guarded < CANDIDATE_FLOOR), -np.inf, probability)
+    penalised = np.where(guarded < CANDIDATE_FLOOR, novelty_penalised(probability), probability)
+    learned = np.where(vetoed | (cosine < CANDIDATE_FLOOR), -np.inf, penalised)
     return {"plain cosine": cosine, "guard (earlier rule)": guarded, "learned (head)": learned}
 
 
