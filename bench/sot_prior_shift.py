@@ -94,20 +94,19 @@ def direction(source: Any, target: Any, unguarded_only: bool) -> list[str]:
     scored = ~guarded if unguarded_only else np.ones(len(guarded), dtype=bool)
     prior = float(source.labels[~trained_guarded].mean() if unguarded_only else source.labels.mean())
 
-    def cell(routed_scored: np.ndarray) -> str:
+    def scores(routed_scored: np.ndarray) -> tuple[float, float]:
         routed = np.zeros(len(guarded), dtype=bool)
         routed[np.where(scored)[0]] = routed_scored
         result = outcome(routed & ~guarded, target.labels)
-        return f"{result['accuracy']:.3f} / {result['precision']:.3f}"
+        return result["accuracy"], result["precision"]
 
     mine = probabilities[scored]
-    cells = [cell(mine >= weights.threshold), cell(em_prior(mine, prior)[1] >= weights.threshold)]
+    rows = [[scores(mine >= weights.threshold)], [scores(em_prior(mine, prior)[1] >= weights.threshold)]]
     for seen_first in MIN_SEEN:
-        runs = [streamed(mine, prior, weights.threshold, seen_first, seed) for seed in range(ORDERS)]
-        scores = [[float(x) for x in cell(r).split(" / ")] for r in runs]
-        accuracy, precision = np.mean(scores, axis=0)
-        cells.append(f"{accuracy:.3f} / {precision:.3f}")
-    return cells
+        rows.append(
+            [scores(streamed(mine, prior, weights.threshold, seen_first, seed)) for seed in range(ORDERS)]
+        )
+    return ["{:.3f} / {:.3f}".format(*np.mean(runs, axis=0)) for runs in rows]
 
 
 def main() -> None:

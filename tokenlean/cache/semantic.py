@@ -196,30 +196,30 @@ class ResponseCache:
         import numpy as np
 
         assert self._index is not None
-        reasons: list[str] = []
+        nearest: str | None = None  # why the nearest candidate is turned down, if nothing hits
         kept: list[tuple[str, float, str, bool]] = []
         for key, similarity, text in found:
             if similarity < self.floor:
                 break  # sorted by cosine
             verdict = self.guard.score(query, text, similarity)
-            if verdict.vetoed:
-                reasons.append(str(verdict.reason))
-                continue
-            reasons.append("novelty" if verdict.score < self.floor else "head")
-            kept.append((key, similarity, text, verdict.score < self.floor))
+            low = verdict.score < self.floor
+            if nearest is None:
+                nearest = str(verdict.reason) if verdict.vetoed else "novelty" if low else "head"
+            if not verdict.vetoed:
+                kept.append((key, similarity, text, low))
         if not kept:
-            return [], reasons[0] if reasons else None
+            return [], nearest
         probability = np.asarray(
             self.head.score(
                 query, [t for *_, t, _ in kept], vector, self._index.vectors([k for k, *_ in kept])
             )
         )
-        low = np.array([under for *_, under in kept])
-        probability = np.where(low, novelty_penalised(probability), probability)
+        under_floor = np.array([under for *_, under in kept])
+        probability = np.where(under_floor, novelty_penalised(probability), probability)
         scored = [
             (float(p), s, k) for p, (k, s, _, _) in zip(probability, kept, strict=True) if p >= threshold
         ]
-        return scored, None if scored else reasons[0]
+        return scored, None if scored else nearest
 
     async def _semantic(self, keys: RequestKeys, vector: np.ndarray, threshold: float) -> Lookup:
         assert keys.context is not None and self._index is not None
