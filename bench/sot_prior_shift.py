@@ -17,11 +17,11 @@ every request (the guard's maths/code requests included, as if they had a probab
 the requests the guard lets through, which is what the router really scores (the guard decides
 the rest without the encoder); there the training prior is that of the unguarded training requests.
 
-Measured 2026-12-08 00:48-00:59 (accuracy / SoT precision; streams: mean over 20 orders):
+Measured 2026-12-08 01:23-01:35 (accuracy / SoT precision; streams: mean over 20 orders):
 
     train -> test       population     as shipped      EM, batch       stream min 10   min 20          min 40
     LIMA -> Vicuna-80   every request  0.750 / 0.947   0.887 / 0.938   0.854 / 0.908   0.843 / 0.918   0.811 / 0.930
-    Vicuna-80 -> LIMA   every request  0.791 / 0.706   0.785 / 0.730   0.785 / 0.729   0.785 / 0.729   0.785 / 0.728
+    Vicuna-80 -> LIMA   every request  0.791 / 0.706   0.785 / 0.730   0.785 / 0.729   0.786 / 0.729   0.786 / 0.728
     LIMA -> Vicuna-80   unguarded      0.750 / 0.947   0.887 / 0.818   0.884 / 0.853   0.855 / 0.859   0.801 / 0.877
     Vicuna-80 -> LIMA   unguarded      0.791 / 0.706   0.730 / 0.754   0.730 / 0.748   0.730 / 0.746   0.732 / 0.745
 
