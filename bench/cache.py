@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache_latency import embed_latency, lookup_latency, proxy_latency
+from bench.cache_latency import embed_latency, growth_stall, lookup_latency, proxy_latency
 from bench.cache_qqp import FALSE_HIT_GRID, mrpc_test, near_miss, texts_of
 from bench.cache_report import at_most, plot, report
 from bench.common import DATA, environment, goal, median, percentile, write_results
@@ -693,7 +693,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         probes["gptcache"] = gptcache_probe_rates(gpt)
     queries = [q for q, _ in sets["queries"][:1000]]
     sizes = (1_000, 5_000) if args.smoke else (10_000, 100_000)
-    latency = {"lookup": await lookup_latency(table, queries, sizes), "embed": embed_latency(queries[:100])}
+    latency = {
+        "lookup": await lookup_latency(table, queries, sizes),
+        "index_growth": growth_stall(sizes[-1]),
+        "embed": embed_latency(queries[:100]),
+    }
     if gpt:
         gets = gpt["main"]["get_ms"]
         latency["gptcache_get"] = {"p50_ms": median(gets), "p99_ms": percentile(gets, 99)}

@@ -1,9 +1,12 @@
-"""Latency figures of ``bench/cache.py``: lookup at 10k/100k entries, MiniLM per question, and
-miss vs hit end to end through the in-process proxy with the embedded model."""
+"""Latency figures of ``bench/cache.py``: lookup at 10k/100k entries, the longest stall while the
+index grows, MiniLM per question, and miss vs hit end to end through the in-process proxy with the
+embedded model."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
@@ -40,17 +43,67 @@ async def lookup_latency(
             MemoryStore(max_entries=10 * size, max_bytes=2**40), embedder=TableEmbedder(table)
         )
         started = time.perf_counter()
+        longest_put = 0.0
         for i, vector in enumerate(filler):
             text = texts[rows[i]] + ("" if i < len(texts) else " " + _letters(i // len(texts)))
+            put_started = time.perf_counter()
             await cache.put(keys_for(text), "answer", ttl=None, vector=vector)
+            longest_put = max(longest_put, time.perf_counter() - put_started)
         build_s = time.perf_counter() - started
         await cache.lookup(keys_for(queries[0]))  # first sync after the build
+        cache.settle()  # time the index the last retrain built
         times = []
         for text in queries:
             started = time.perf_counter()
             await cache.lookup(keys_for(text))
             times.append((time.perf_counter() - started) * 1000)
-        out[str(size)] = {"p50_ms": median(times), "p99_ms": percentile(times, 99), "build_s": build_s}
+        out[str(size)] = {
+            "p50_ms": median(times),
+            "p99_ms": percentile(times, 99),
+            "build_s": build_s,
+            "longest_put_ms": longest_put * 1000,
+        }
+        await cache.aclose()
+    return out
+
+
+class _InPlace(Executor):
+    """Runs each task at once in the caller's thread: the index's retrain as it was before it moved
+    to a worker thread (2026-12-08), for the side-by-side figure of ``growth_stall``."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))  # an error reaches the caller, as it did in place
+        return future
+
+
+def growth_stall(size: int, dimension: int = 384) -> dict[str, Any]:
+    """The longest single ``add`` while one shard grows to ``size`` vectors, retraining in place vs
+    in the worker thread: the stall every request in flight on the proxy's event loop would see.
+
+    Random unit vectors: k-means' cost depends on their number and dimension, not their meaning.
+    """
+    from tokenlean.cache.index import ScopedIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((size, dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    out: dict[str, Any] = {"size": size}
+    for name, executor in (("in_place", _InPlace()), ("worker_thread", None)):
+        index = ScopedIndex(dimension, executor=executor)
+        adds = []
+        started = time.perf_counter()
+        for i, vector in enumerate(vectors):
+            add_started = time.perf_counter()
+            index.add(f"k{i}", "c", vector)
+            adds.append((time.perf_counter() - add_started) * 1000)
+        out[name] = {
+            "longest_add_ms": max(adds),
+            "adds_over_100ms": sum(ms > 100 for ms in adds),
+            "fill_s": time.perf_counter() - started,
+        }
+        index.settle()
+        index.close()
     return out
 
 

@@ -283,10 +283,17 @@ class ResponseCache:
             )
             self._cursor = cursor
 
+    def settle(self) -> None:
+        """Wait for an index retrain in flight and adopt its result (benchmarks and tests)."""
+        if self._index is not None:
+            self._index.settle()
+
     async def _drifted(self) -> bool:
         """True when the index holds far more keys than the store (deletions seen elsewhere)."""
         return self._index is not None and len(self._index) > 1.25 * await self.store.count() + 64
 
     async def aclose(self) -> None:
-        """Close the store."""
+        """Close the store and the index's retraining worker."""
+        if self._index is not None:
+            self._index.close()
         await self.store.aclose()
