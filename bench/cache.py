@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache_latency import embed_latency, growth_stall, lookup_latency, proxy_latency
+from bench.cache_latency import embed_latency, growth_stall, index_recall, lookup_latency, proxy_latency
 from bench.cache_qqp import FALSE_HIT_GRID, mrpc_test, near_miss, texts_of
 from bench.cache_report import at_most, plot, report
 from bench.common import DATA, environment, goal, median, percentile, write_results
@@ -696,6 +696,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     latency = {
         "lookup": await lookup_latency(table, queries, sizes),
         "index_growth": growth_stall(sizes[-1]),
+        "index_recall": index_recall(
+            table, [(a, b) for a, b, label in splits["val"] if label == 1], sizes[-1], (4, 8, 16, 32)
+        ),
         "embed": embed_latency(queries[:100]),
     }
     if gpt:

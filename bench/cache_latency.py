@@ -1,5 +1,5 @@
 """Latency figures of ``bench/cache.py``: lookup at 10k/100k entries, the longest stall while the
-index grows, MiniLM per question, and miss vs hit end to end through the in-process proxy with the
+index grows, the IVF search's recall and time by ``nprobe``, MiniLM per question, and miss vs hit end to end through the in-process proxy with the
 embedded model."""
 
 from __future__ import annotations
@@ -104,6 +104,54 @@ def growth_stall(size: int, dimension: int = 384) -> dict[str, Any]:
         }
         index.settle()
         index.close()
+    return out
+
+
+def index_recall(
+    table: dict[str, np.ndarray], duplicates: list[tuple[str, str]], size: int, probes: tuple[int, ...]
+) -> dict[str, Any]:
+    """For each ``nprobe``: how often the IVF search finds a duplicate's stored partner among the
+    ``top_k`` (4) that exact search finds there, and the search's time; what ``nprobe`` trades.
+
+    One side of every duplicate pair whose cosine is at least 0.8 (pairs that can hit) is stored
+    among ``size`` entries, the rest filler as in ``lookup_latency`` (the table's questions plus
+    noise); the other side is the query. Misses of a search are misses of the cache, never wrong hits.
+    """
+    import faiss
+
+    from tokenlean.cache.index import ScopedIndex
+
+    stored = np.vstack([table[a] for a, _ in duplicates])
+    asked = np.vstack([table[b] for _, b in duplicates])
+    close = np.einsum("ij,ij->i", stored, asked) >= 0.8
+    stored, asked = stored[close], asked[close]
+    rng = np.random.default_rng(1)
+    real = np.vstack(list(table.values()))
+    noise = rng.standard_normal((size - len(stored), real.shape[1])).astype(np.float32)
+    filler = real[rng.integers(0, len(real), len(noise))] + 0.5 * noise / np.linalg.norm(
+        noise, axis=1, keepdims=True
+    )
+    data = np.vstack([stored, filler / np.linalg.norm(filler, axis=1, keepdims=True)]).astype(np.float32)
+    exact = faiss.IndexFlatIP(data.shape[1])
+    exact.add(data)
+    _, nearest = exact.search(asked, 4)
+    findable = np.array([i in row for i, row in enumerate(nearest)])
+    out: dict[str, Any] = {"pairs": len(stored), "size": size, "exact_finds": float(findable.mean())}
+    for nprobe in probes:
+        index = ScopedIndex(data.shape[1], nprobe=nprobe)
+        index.add_many([(str(i), "c", vector, "") for i, vector in enumerate(data)])
+        index.settle()
+        found, times = [], []
+        for i, vector in enumerate(asked):
+            started = time.perf_counter()
+            keys = [key for key, _, _ in index.search("c", vector, 4)]
+            times.append((time.perf_counter() - started) * 1000)
+            found.append(str(i) in keys)
+        index.close()
+        out[str(nprobe)] = {
+            "found_where_exact_finds": float(np.array(found)[findable].mean()),
+            "search_p50_ms": median(times),
+        }
     return out
 
 

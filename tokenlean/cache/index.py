@@ -15,7 +15,7 @@ project's 2-core CPU, and every request in flight with it. Training runs in a wo
 (faiss releases the GIL; one OpenMP thread, so serving keeps the other cores): the shard's vectors
 are copied (0.1-0.4 s at 65-85k), the new index is trained and filled from the copy while searches,
 adds and removals go on with the old one, and the first call after it is ready adopts it, replaying
-what changed meanwhile (longest add 0.35 s; ``growth_stall`` in bench/cache_latency.py). Until then
+what changed meanwhile (longest add 0.04-0.35 s; ``growth_stall`` in bench/cache_latency.py). Until then
 lookups search the old index (exact while a shard is still flat), and both are in memory.
 """
 
