@@ -209,3 +209,9 @@ async def test_through_the_proxy_options_work_and_an_unknown_pool_is_a_400(parap
     assert fake.requests[0].messages[0].content == PARAPHRASES[1][0]
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "tokenlean.demos.pool" and "sst9" in bad.json()["error"]["message"]
+
+
+async def test_warm_up_reads_every_pool_before_any_request(tmp_path: Path) -> None:
+    stage = DemoStage(pools={"faq": str(tmp_path / "missing.jsonl")}, pool="faq")  # read lazily
+    with pytest.raises(ConfigError, match="missing.jsonl"):
+        await stage.warm_up()  # found at startup, not in the first request that uses the pool

@@ -161,3 +161,34 @@ async def test_an_error_from_below_keeps_its_cause_through_every_stage() -> None
     with pytest.raises(BackendError) as caught:
         await Pipeline(FakeBackend(failing), [PassThrough(), PassThrough()])(_request())
     assert caught.value.__cause__ is original
+
+
+class Loading:
+    """A stage with a ``warm_up``: records it, or fails it when told to."""
+
+    def __init__(self, name: str, log: list[str], *, fails: bool = False) -> None:
+        self.name, self.log, self.fails = name, log, fails
+
+    async def warm_up(self) -> None:
+        if self.fails:
+            raise RuntimeError(f"{self.name} cannot load")
+        self.log.append(f"warm:{self.name}")
+
+    async def __call__(self, request: Request, call_next: Handler) -> Response:
+        return await call_next(request)
+
+
+async def test_warm_up_reaches_every_stage_that_has_one_in_order() -> None:
+    log: list[str] = []
+    stages = [Loading("a", log), Tag("plain", log), Loading("b", log)]
+    await Pipeline(FakeBackend(), stages).warm_up()  # type: ignore[list-item]
+    assert log == ["warm:a", "warm:b"]
+
+
+async def test_a_stage_that_cannot_warm_up_follows_its_policy(caplog: pytest.LogCaptureFixture) -> None:
+    log: list[str] = []
+    stages = [Loading("a", log, fails=True), Loading("b", log)]
+    await Pipeline(FakeBackend(), stages).warm_up()  # type: ignore[list-item]  # bypass: logged, the rest warm
+    assert log == ["warm:b"] and "stage a did not warm up" in caplog.text
+    with pytest.raises(RuntimeError, match="a cannot load"):
+        await Pipeline(FakeBackend(), stages, policies={"a": "raise"}).warm_up()  # type: ignore[list-item]

@@ -69,6 +69,9 @@ absolute vetoes keep every penalty under cosine). At the default threshold 0.935
 needs a probability of 0.991. Measured 2026-12-07 (bench/cache_qqp.py's scores on val and MRPC dev)."""
 
 
+WARM_UP_QUESTION = "How long does it take to boil an egg?"
+
+
 def novelty_penalised(probability: np.ndarray) -> np.ndarray:
     """``probability`` lowered by ``NOVELTY_PENALTY`` logits (for candidates under the floor)."""
     import numpy as np
@@ -158,6 +161,14 @@ class ResponseCache:
         vectors = await asyncio.to_thread(self.embedder.embed, [text])
         vector: np.ndarray = vectors[0]
         return vector
+
+    async def warm_up(self) -> None:
+        """Load the embedder (one pass over a short question) and the head now, not on the first lookup."""
+        if not self.semantic:
+            return
+        await self.embed(WARM_UP_QUESTION)
+        if self.decision == "learned":
+            _ = self.head  # the property loads the shipped head
 
     async def lookup(
         self, keys: RequestKeys, *, semantic: bool = True, threshold: float | None = None

@@ -272,6 +272,10 @@ class CacheStage:
     def _event(self, action: str, ms: float, **data: Any) -> Event:
         return Event(self.name, action, round(ms, 3), {"store": self.storage.name, **data})
 
+    async def warm_up(self) -> None:
+        """Load the semantic lookup's embedder and head before the first request needs them."""
+        await self.cache.warm_up()
+
     async def aclose(self) -> None:
         """Close the store's connections and files."""
         await self.cache.aclose()

@@ -55,6 +55,11 @@ from tokenlean.tokens import TokenCounter, shared_token_counter
 
 __all__ = ["CompressionStage"]
 
+WARM_UP_TEXT = (
+    "The committee met on Tuesday to review the budget. It approved the new library, delayed the "
+    "road repairs until spring and asked for a second estimate of the school roof."
+)
+
 
 class CompressionStage:
     """Compress system/context messages and document blocks before the backend sees them.
@@ -123,6 +128,12 @@ class CompressionStage:
         if self._counter is None:
             self._counter = shared_token_counter(self._target_model)
         return self._counter
+
+    async def warm_up(self) -> None:
+        """Load the token counter and the scorer before the first long prompt needs them: one small
+        compression, off the event loop."""
+        await asyncio.to_thread(self.counter.count, WARM_UP_TEXT)
+        await asyncio.to_thread(self.compressor.compress, [WARM_UP_TEXT], rate=0.5)
 
     async def __call__(self, request: Request, call_next: Handler, /) -> Response:
         """Compress the request's context blocks, then call the rest of the pipeline."""

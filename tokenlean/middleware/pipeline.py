@@ -15,6 +15,7 @@ bypassed: retrying it through a bypass would only repeat the failure and double 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -26,6 +27,8 @@ from tokenlean.middleware.types import Event, Request, Response
 __all__ = ["FailurePolicy", "Pipeline"]
 
 FailurePolicy = Literal["raise", "bypass"]
+
+log = logging.getLogger(__name__)
 
 
 class _FromBelow(Exception):
@@ -104,6 +107,21 @@ class Pipeline:
     def stage(self, name: str) -> Stage | None:
         """The stage called ``name``, if the pipeline has one."""
         return next((s for s in self.stages if s.name == name), None)
+
+    async def warm_up(self) -> None:
+        """Let every stage that has a ``warm_up`` load its models and data now (the proxy does this
+        at startup), so the first request does not pay for them. A stage that fails to warm up is
+        handled by its policy: ``raise`` stops here, ``bypass`` logs it and loads on first use."""
+        for stage in self.stages:
+            warm_up = getattr(stage, "warm_up", None)
+            if warm_up is None:
+                continue
+            try:
+                await warm_up()
+            except Exception:
+                if self.policies.get(stage.name, self.default_policy) == "raise":
+                    raise
+                log.warning("stage %s did not warm up; it loads on first use", stage.name, exc_info=True)
 
     async def aclose(self) -> None:
         """Close the backend and any stage that holds resources."""

@@ -33,6 +33,10 @@ class Stage(Protocol):
     stage's name, from a body, ``x-tokenlean-<name>-*`` headers or the integrations' call options)
     and ``spec_model`` (a ``SpecOptions`` model of its constructor options in a pipeline spec).
     Optional, so a stage that takes no options needs neither.
+
+    A stage that loads models or data on first use may also define ``async def warm_up(self)``,
+    which ``Pipeline.warm_up`` (and so the proxy, at startup) calls to load them before traffic,
+    and ``async def aclose(self)`` to release what it holds.
     """
 
     name: ClassVar[str]

@@ -8,6 +8,8 @@ convert the ``Response`` back (JSON, or SSE ending in ``data: [DONE]``). Stage e
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +42,8 @@ from tokenlean.wire import (
 
 __all__ = ["create_app"]
 
+log = logging.getLogger("tokenlean.proxy")
+
 
 def create_app(
     pipeline: Pipeline,
@@ -52,6 +56,7 @@ def create_app(
     health: HealthListener | None = None,
     ledger: Ledger | None = None,
     relay: bool = True,
+    warm_up: bool = True,
 ) -> FastAPI:
     """Build the proxy app around ``pipeline`` (closed when the app shuts down).
 
@@ -61,6 +66,8 @@ def create_app(
     (``tokenlean`` in the body plus ``x-tokenlean-*`` headers) over ``max_option_bytes`` as JSON.
     ``health`` (a ``HealthListener``) serves liveness on its own port while the app runs.
     ``ledger`` records every answered request (``tokenlean.ledger``); ``/dashboard`` shows it.
+    ``warm_up``: the stages load their models and data at startup (``Pipeline.warm_up``), before
+    the server accepts connections, so the first requests do not pay for loading them.
     """
 
     @asynccontextmanager
@@ -68,6 +75,10 @@ def create_app(
         beat = asyncio.create_task(health.beat()) if health is not None else None
         if health is not None:
             health.start()
+        if warm_up:
+            started = time.perf_counter()
+            await pipeline.warm_up()
+            log.info("stages warmed up in %.1f s", time.perf_counter() - started)
         try:
             yield
         finally:

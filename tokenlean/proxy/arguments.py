@@ -78,6 +78,13 @@ def _add_server(parser: argparse.ArgumentParser) -> None:
         "parses and re-encodes every chunk, as streams with stages are)",
     )
     parser.add_argument(
+        "--warm-up",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="load every stage's models and data at startup, before accepting connections (default "
+        "on; --no-warm-up starts faster and lets the first requests load them)",
+    )
+    parser.add_argument(
         "--health-port",
         type=int,
         help="also answer GET /health on this port from its own thread (busy-proof probes)",

@@ -100,6 +100,11 @@ class ModelRouter:
         """The first stage called ``name`` in any group (the ledger looks for the cache's Redis)."""
         return next((s for s in self.stages if s.name == name), None)
 
+    async def warm_up(self) -> None:
+        """Warm every group's pipeline up (``Pipeline.warm_up``)."""
+        for pipeline in self.groups.values():
+            await pipeline.warm_up()
+
     async def aclose(self) -> None:
         """Close every group's pipeline."""
         for pipeline in self.groups.values():

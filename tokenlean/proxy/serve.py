@@ -92,6 +92,7 @@ def build_app(args: argparse.Namespace, settings: ServerSettings, config: Server
         health=health,
         ledger=build_ledger(args, pipeline),
         relay=settings.relay is not False,
+        warm_up=settings.warm_up is not False,
         **{k: v for k, v in sizes.items() if v is not None},
     )
     print(

@@ -65,6 +65,7 @@ class ServerSettings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     access_log: bool | None = None
     relay: bool | None = None
+    warm_up: bool | None = None
     profile: Literal["lean", "lossless", "off"] | None = None
     ledger: str | None = None
     prices: str | None = None

@@ -244,6 +244,20 @@ class DemoStage:
         )
         return decision, selection, embed_ms
 
+    async def warm_up(self) -> None:
+        """Load every pool (embedding a plain file's examples), calibrate its relevance gate and load
+        the query embedder and token counter now: a pool that takes minutes to embed does so before
+        traffic, not in the first request that names it."""
+        await asyncio.to_thread(self._load_everything)
+
+    def _load_everything(self) -> None:
+        for name in self.pool_names:
+            pool = self.pool(name)
+            pool.embed_query("What is this text about?")
+            if self._gates[name] == "auto":
+                self._pool_gate(name, pool)
+        self.counter.count("What is this text about?")
+
     def _pool_gate(self, name: str, pool: DemoPool) -> PoolGate:
         """The pool's calibrated gate, computed again once the pool has grown by a tenth."""
         cached = self._calibrated.get(name)

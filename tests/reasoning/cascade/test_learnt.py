@@ -12,7 +12,14 @@ import pytest
 
 from tokenlean.errors import ConfigError
 from tokenlean.middleware.types import Choice, Message, Request, Response
-from tokenlean.reasoning.cascade import LearntScorer, choose_threshold, threshold_curve, train_from_csv
+from tokenlean.reasoning.cascade import (
+    Cascade,
+    CascadeStage,
+    LearntScorer,
+    choose_threshold,
+    threshold_curve,
+    train_from_csv,
+)
 from tokenlean.reasoning.cascade.cli import add_cascade_commands
 from tokenlean.reasoning.cascade.learnt import read_labelled_csv
 
@@ -69,6 +76,7 @@ async def test_scores_a_request_with_embeddings_after_reload(gsm8k_csv, tmp_path
     assert model.uses_vectors
     questions, answers, _ = read_labelled_csv(test)
     scorer = LearntScorer(path=tmp_path / "scorer.npz")
+    await CascadeStage({"c": Cascade("c", (), scorer)}).warm_up()  # scores one pair: the vector path runs
     from tokenlean.embeddings import shared_embedder
     from tokenlean.reasoning.cascade.learnt import featurise
 

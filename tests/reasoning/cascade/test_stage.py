@@ -197,3 +197,14 @@ def test_bad_specs_name_the_key(options, where) -> None:  # type: ignore[no-unty
     with pytest.raises(ConfigError) as caught:
         CascadeStage.from_spec(options, backend=FakeBackend())
     assert where in (caught.value.param or "")
+
+
+async def test_warm_up_reaches_the_scorers_that_have_one(kit) -> None:  # type: ignore[no-untyped-def]
+    class Loading(kit.FixedScorer):  # type: ignore[misc,name-defined]
+        async def warm_up(self) -> None:
+            self.seen.append("warmed")
+
+    loading, plain = Loading(1.0), kit.FixedScorer(1.0)
+    tiers = (tier("t", FakeBackend()),)
+    await CascadeStage({"a": Cascade("a", tiers, loading), "b": Cascade("b", tiers, plain)}).warm_up()
+    assert loading.seen == ["warmed"] and plain.seen == []

@@ -188,6 +188,10 @@ class LearntScorer(SingleAnswerScorer):
         features, vectors = featurise(questions, answers, self._vectors_embedder())
         return self.model.predict(features, vectors)
 
+    async def warm_up(self) -> None:
+        """Load the embedder (when the model reads vectors) by scoring one pair, off the event loop."""
+        await asyncio.to_thread(self.confidences, ["What is 2 + 3?"], ["2 + 3 = 5. The answer is 5."])
+
     async def score(self, request: Request, response: Response) -> float | None:
         """The model's probability that the first choice is correct (computed off the event loop)."""
         answer = self.choose(response).text

@@ -42,7 +42,8 @@ __all__ = [
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Judges one tier's answer to one request."""
+    """Judges one tier's answer to one request. A scorer that loads a model on first use may also
+    define ``async def warm_up(self)``, which the stage's ``warm_up`` calls at startup."""
 
     name: ClassVar[str]
 

@@ -83,6 +83,13 @@ class CascadeStage:
             cascades[name] = Cascade(name, tuple(tiers), scorer, spec.escalate_on_error)
         return cls(cascades, default=parsed.default)
 
+    async def warm_up(self) -> None:
+        """Let each cascade's scorer load what it loads on first use (a learnt scorer's embedder)."""
+        for cascade in self.cascades.values():
+            warm_up = getattr(cascade.scorer, "warm_up", None)
+            if warm_up is not None:
+                await warm_up()
+
     def models(self) -> list[str]:
         """The model names that select a cascade (``cascade:<name>``), for ``/v1/models``."""
         return [CASCADE_PREFIX + name for name in self.cascades]

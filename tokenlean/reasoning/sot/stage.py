@@ -122,6 +122,12 @@ class SkeletonStage:
         self.lead_max_tokens = lead_max_tokens
         self.min_answer_tokens = min_answer_tokens
 
+    async def warm_up(self) -> None:
+        """Load the router's weights and encoder (one forward pass) before the first request needs
+        them; a stage whose default mode is ``off`` routes nothing unless a call asks, so it waits."""
+        if self.mode != "off":
+            await asyncio.to_thread(self.router.probability, "What are some ways to save energy at home?")
+
     async def __call__(self, request: Request, call_next: Handler, /) -> Response:
         mode = parse_mode(request.option(self.name), self.mode)
         reason = self._skip_reason(request, mode)
