@@ -15,7 +15,7 @@ Passes, for a prompt of N context tokens of which K survive the coarse level:
   cache pruned to what was kept. Token score ``u + w * (u - c)``: information plus relevance.
   The library runs two conditioned streams and re-encodes every compressed segment; here it is
   1 + K/N passes, the first of them on short sequences (cheap attention), in bfloat16 on CPUs
-  that have it.
+  with AMX tiles (float32 elsewhere, where it is faster).
 - ``plain`` mode (demonstrations, no question): a batched perplexity pass over the first
   ``rank_tokens`` of each block, only when blocks must be dropped, then the iterative pass.
 
