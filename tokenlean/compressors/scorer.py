@@ -62,7 +62,8 @@ class CausalLMScorer:
     """A causal LM used only to score tokens (never to generate).
 
     ``dtype="auto"`` picks bfloat16 on a CPU with AMX bf16 tiles (about twice as fast as float32
-    there, and surprisal ranks barely move) and float32 otherwise; on CUDA it picks bfloat16. ``max_batch_tokens`` bounds a padded micro-batch of ``score_blocks``.
+    there, and surprisal ranks barely move) and float32 otherwise; on CUDA it picks bfloat16.
+    ``max_batch_tokens`` bounds a padded micro-batch of ``score_blocks``.
     """
 
     def __init__(

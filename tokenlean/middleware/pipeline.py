@@ -108,6 +108,10 @@ class Pipeline:
         """The stage called ``name``, if the pipeline has one."""
         return next((s for s in self.stages if s.name == name), None)
 
+    def policy(self, stage: Stage) -> FailurePolicy:
+        """What a failure of ``stage`` does: its own policy, else the pipeline's default."""
+        return self.policies.get(stage.name, self.default_policy)
+
     async def warm_up(self) -> None:
         """Let every stage that has a ``warm_up`` load its models and data now (the proxy does this
         at startup), so the first request does not pay for them. A stage that fails to warm up is
@@ -119,7 +123,7 @@ class Pipeline:
             try:
                 await warm_up()
             except Exception:
-                if self.policies.get(stage.name, self.default_policy) == "raise":
+                if self.policy(stage) == "raise":
                     raise
                 log.warning("stage %s did not warm up; it loads on first use", stage.name, exc_info=True)
 
@@ -132,7 +136,7 @@ class Pipeline:
         await self.backend.aclose()
 
     def _wrap(self, stage: Stage, call_next: Handler) -> Handler:
-        policy = self.policies.get(stage.name, self.default_policy)
+        policy = self.policy(stage)
 
         async def run(request: Request) -> Response:
             below = _BelowClock()
